@@ -1,0 +1,174 @@
+"""The versioned, flat, human-readable stream codec (DESIGN.md, Contracts / Streams).
+
+Encoding is total; decoding never raises: a malformed entry comes back as `Rejected` with a
+reason, which the writer sends to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.models import ApiLogRow, GreeksRow
+from shared.names import CODEC_VERSION, SOURCES, STATUSES
+
+Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
+
+GREEK_FIELDS = ("delta", "gamma", "vega", "theta")
+MAX_TEXT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+
+
+def format_ts(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return ts.isoformat(timespec="microseconds")
+
+
+def format_number(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    return repr(float(value))
+
+
+def encode_greeks(row: GreeksRow) -> dict[str, str]:
+    return {
+        "v": CODEC_VERSION,
+        "ts": format_ts(row.ts),
+        "contract": row.contract,
+        "delta": format_number(row.delta),
+        "gamma": format_number(row.gamma),
+        "vega": format_number(row.vega),
+        "theta": format_number(row.theta),
+        "underlying_price": (
+            "" if row.underlying_price is None else format_number(row.underlying_price)
+        ),
+        "account": row.account,
+        "mode": row.mode,
+    }
+
+
+def encode_api_log(row: ApiLogRow) -> dict[str, str]:
+    return {
+        "v": CODEC_VERSION,
+        "ts": format_ts(row.ts),
+        "api_mode": row.api_mode,
+        "status": row.status,
+        "message": row.message,
+        "source": row.source,
+    }
+
+
+def _text_fields(fields: Fields) -> dict[str, str] | Rejected:
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        try:
+            k = key.decode() if isinstance(key, bytes) else str(key)
+            v = value.decode() if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError:
+            return Rejected("field is not valid UTF-8")
+        out[k] = v
+    return out
+
+
+def _parse_ts(text: str) -> datetime | Rejected:
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return Rejected(f"ts {text[:64]!r} is not ISO-8601")
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        return Rejected(f"ts {text[:64]!r} has no UTC offset")
+    return ts
+
+
+def _parse_number(name: str, text: str) -> float | Rejected:
+    try:
+        value = float(text)
+    except ValueError:
+        return Rejected(f"{name} {text[:64]!r} is not a number")
+    if not math.isfinite(value):
+        return Rejected(f"{name} {text[:64]!r} is not finite")
+    return value
+
+
+def _check_version(f: dict[str, str]) -> Rejected | None:
+    version = f.get("v")
+    if version is None:
+        return Rejected("missing field v")
+    if version != CODEC_VERSION:
+        return Rejected(f"unsupported codec version v={version[:16]!r}")
+    return None
+
+
+def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
+    f = _text_fields(fields)
+    if isinstance(f, Rejected):
+        return f
+    bad = _check_version(f)
+    if bad:
+        return bad
+    for name in ("ts", "contract", *GREEK_FIELDS):
+        if name not in f:
+            return Rejected(f"missing field {name}")
+    ts = _parse_ts(f["ts"])
+    if isinstance(ts, Rejected):
+        return ts
+    contract = f["contract"]
+    if not contract or len(contract) > 64:
+        return Rejected("contract must be 1-64 characters")
+    greeks: list[float] = []
+    for name in GREEK_FIELDS:
+        value = _parse_number(name, f[name])
+        if isinstance(value, Rejected):
+            return value
+        greeks.append(value)
+    und_text = f.get("underlying_price", "")
+    underlying: float | None = None
+    if und_text != "":
+        parsed = _parse_number("underlying_price", und_text)
+        if isinstance(parsed, Rejected):
+            return parsed
+        underlying = parsed
+    delta, gamma, vega, theta = greeks
+    return GreeksRow(
+        ts=ts,
+        contract=contract,
+        delta=delta,
+        gamma=gamma,
+        vega=vega,
+        theta=theta,
+        underlying_price=underlying,
+        account=f.get("account", ""),
+        mode=f.get("mode", ""),
+    )
+
+
+def decode_api_log(fields: Fields) -> ApiLogRow | Rejected:
+    f = _text_fields(fields)
+    if isinstance(f, Rejected):
+        return f
+    bad = _check_version(f)
+    if bad:
+        return bad
+    for name in ("ts", "api_mode", "status", "message"):
+        if name not in f:
+            return Rejected(f"missing field {name}")
+    ts = _parse_ts(f["ts"])
+    if isinstance(ts, Rejected):
+        return ts
+    if f["status"] not in STATUSES:
+        return Rejected(f"status {f['status'][:16]!r} is not one of {', '.join(STATUSES)}")
+    source = f.get("source", "")
+    if source and source not in SOURCES:
+        return Rejected(f"source {source[:16]!r} is not one of {', '.join(SOURCES)}")
+    if len(f["message"]) > MAX_TEXT:
+        return Rejected("message longer than 10000 characters")
+    return ApiLogRow(
+        ts=ts, api_mode=f["api_mode"], status=f["status"], message=f["message"], source=source
+    )

@@ -1,0 +1,72 @@
+"""Every Redis key, stream, group and table name of the bridge, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WRITER_GROUP = "writers"
+PORTFOLIO_CONTRACT = "PORTFOLIO"
+CODEC_VERSION = "1"
+
+TABLE_GREEKS = "portfolio_greeks"
+TABLE_API_LOGS = "api_logs"
+
+SOURCES = ("collector", "writer", "watchdog", "supervisor")
+STATUSES = ("INFO", "WARN", "ERROR")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Redis key names under one prefix (BRIDGE_REDIS_PREFIX, default `bridge:`)."""
+
+    prefix: str = "bridge:"
+
+    @property
+    def greeks(self) -> str:
+        return f"{self.prefix}greeks"
+
+    @property
+    def api_logs(self) -> str:
+        return f"{self.prefix}api_logs"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def control(self) -> str:
+        """Watchdog -> collector commands (reconnect, pause until T)."""
+        return f"{self.prefix}control"
+
+    @property
+    def link_events(self) -> str:
+        """Collector -> watchdog link changes (a stream, so nothing is missed)."""
+        return f"{self.prefix}link_events"
+
+    @property
+    def link(self) -> str:
+        """Hash: the collector's current link state."""
+        return f"{self.prefix}link"
+
+    @property
+    def heartbeat(self) -> str:
+        """String with a TTL: the collector's last heartbeat (ISO time)."""
+        return f"{self.prefix}heartbeat"
+
+    @property
+    def writer_state(self) -> str:
+        """Hash: breaker state, buffer rows and bytes, last commit."""
+        return f"{self.prefix}writer"
+
+    @property
+    def writer_heartbeat(self) -> str:
+        return f"{self.prefix}writer_heartbeat"
+
+    @property
+    def watchdog_state(self) -> str:
+        return f"{self.prefix}watchdog"
+
+    @property
+    def data_streams(self) -> tuple[str, str]:
+        """The streams the writer consumes, in the order it reads them."""
+        return (self.greeks, self.api_logs)

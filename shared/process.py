@@ -1,0 +1,117 @@
+"""Process plumbing shared by collector, writer and watchdog: config or exit 2, logging, a stop
+event set by SIGTERM/SIGINT, and supervised background tasks (one dies -> the process exits
+non-zero so that supervisord restarts it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn
+
+from shared.config import ConfigError, Settings, load_settings
+from shared.logs import configure_logging
+
+EXIT_CONFIG = 2
+log = logging.getLogger(__name__)
+
+
+def settings_or_exit(process: str) -> Settings:
+    """Parse the config once; on a bad value: one ERROR line naming it, exit code 2."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        configure_logging(process)
+        logging.getLogger(process).error(
+            "config_invalid %s=%r is invalid: %s", exc.variable, exc.value, exc.allowed
+        )
+        sys.exit(EXIT_CONFIG)
+    configure_logging(process, settings.log_format, settings.log_level)
+    return settings
+
+
+def exit_config(process: str, exc: ConfigError) -> NoReturn:
+    logging.getLogger(process).error(
+        "config_invalid %s=%r is invalid: %s", exc.variable, exc.value, exc.allowed
+    )
+    sys.exit(EXIT_CONFIG)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop`; a second signal is harmless."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+class TaskDied(RuntimeError):
+    pass
+
+
+async def supervise(
+    tasks: dict[str, Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
+    *,
+    grace_s: float,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run named tasks until `stop` is set or one of them ends.
+
+    A task that ends or raises before `stop` is an error (TaskDied): the caller exits non-zero.
+    On stop, tasks get `grace_s` to finish by themselves (they watch `stop`), then are cancelled.
+    """
+    running = {asyncio.create_task(coro, name=name): name for name, coro in tasks.items()}
+    stopper = asyncio.create_task(stop.wait(), name="stop-wait")
+    try:
+        done, _ = await asyncio.wait(
+            [*running, stopper], return_when=asyncio.FIRST_COMPLETED
+        )
+        died = [t for t in done if t is not stopper]
+        if died and not stop.is_set():
+            task = died[0]
+            name = running[task]
+            exc = task.exception() if not task.cancelled() else None
+            stop.set()
+            await _finish(running, grace_s)
+            if exc is not None:
+                raise TaskDied(f"task {name} died: {exc!r}") from exc
+            raise TaskDied(f"task {name} ended unexpectedly")
+        await _finish(running, grace_s)
+        if on_stop is not None:
+            await on_stop()
+    finally:
+        stopper.cancel()
+        for task in running:
+            task.cancel()
+
+
+async def _finish(running: dict[asyncio.Task[None], str], grace_s: float) -> None:
+    pending = [t for t in running if not t.done()]
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=grace_s)
+        for task in still:
+            log.warning("stop_deadline task %s cancelled after %.1f s", running[task], grace_s)
+            task.cancel()
+        if still:
+            await asyncio.gather(*still, return_exceptions=True)
+    for task in running:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("task_failed %s: %r", running[task], exc)
+
+
+def run_main(process: str, main: Callable[[Settings], Coroutine[Any, Any, int]]) -> NoReturn:
+    """Entry point of a process: config (exit 2 when bad), then `main`, then its exit code."""
+    settings = settings_or_exit(process)
+    try:
+        code = asyncio.run(main(settings))
+    except ConfigError as exc:
+        exit_config(process, exc)
+    except TaskDied as exc:
+        logging.getLogger(process).error("process_failed %s", exc)
+        code = 1
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)

@@ -1,0 +1,189 @@
+"""The simulated account: positions on several underlyings whose prices and Greeks move over time.
+
+Both simulators (IB Gateway and Client Portal) serve the same model, and tests compute the
+expected net Greeks from it independently of the bridge (`SimPortfolio.net_greeks`).
+
+Prices and Greeks are a deterministic function of a *step* (`floor(t / step_s)`), so a test can
+recompute exactly what the simulator served at a given moment. Greeks are Black-Scholes values per
+share (IB's convention): the bridge multiplies by position and multiplier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date
+
+RISK_FREE = 0.04
+
+
+@dataclass(frozen=True)
+class Underlying:
+    con_id: int
+    symbol: str
+    base_price: float
+    vol: float = 0.2
+    exchange: str = "ARCA"
+
+
+@dataclass(frozen=True)
+class SimPosition:
+    con_id: int
+    symbol: str  # the underlying's symbol
+    sec_type: str  # STK or OPT
+    quantity: float
+    und_con_id: int
+    expiry: str = ""  # YYYYMMDD for options
+    strike: float = 0.0
+    right: str = ""  # C or P
+    multiplier: int = 1
+    avg_cost: float = 0.0
+
+    @property
+    def is_option(self) -> bool:
+        return self.sec_type == "OPT"
+
+    @property
+    def local_symbol(self) -> str:
+        if not self.is_option:
+            return self.symbol
+        return f"{self.symbol:<6}{self.expiry[2:]}{self.right}{int(self.strike * 1000):08d}"
+
+
+@dataclass(frozen=True)
+class OptionQuote:
+    delta: float
+    gamma: float
+    vega: float  # per 1 vol point
+    theta: float  # per calendar day
+    price: float
+    iv: float
+    und_price: float
+
+
+@dataclass(frozen=True)
+class NetGreeks:
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _norm_pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def black_scholes(
+    spot: float, strike: float, years: float, vol: float, right: str, rate: float = RISK_FREE
+) -> OptionQuote:
+    years = max(years, 1.0 / 365.0)
+    sqrt_t = math.sqrt(years)
+    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * years) / (vol * sqrt_t)
+    d2 = d1 - vol * sqrt_t
+    disc = math.exp(-rate * years)
+    gamma = _norm_pdf(d1) / (spot * vol * sqrt_t)
+    vega = spot * _norm_pdf(d1) * sqrt_t / 100.0
+    if right == "C":
+        delta = _norm_cdf(d1)
+        price = spot * _norm_cdf(d1) - strike * disc * _norm_cdf(d2)
+        theta = (-spot * _norm_pdf(d1) * vol / (2 * sqrt_t) - rate * strike * disc * _norm_cdf(d2))
+    else:
+        delta = _norm_cdf(d1) - 1.0
+        price = strike * disc * _norm_cdf(-d2) - spot * _norm_cdf(-d1)
+        theta = (-spot * _norm_pdf(d1) * vol / (2 * sqrt_t) + rate * strike * disc * _norm_cdf(-d2))
+    return OptionQuote(
+        delta=delta,
+        gamma=gamma,
+        vega=vega,
+        theta=theta / 365.0,
+        price=max(price, 0.01),
+        iv=vol,
+        und_price=spot,
+    )
+
+
+@dataclass
+class SimPortfolio:
+    account: str
+    underlyings: dict[str, Underlying]
+    positions: list[SimPosition]
+    step_s: float = 1.0  # prices and Greeks change once per step; 0 freezes them
+    valuation_date: date = field(default_factory=lambda: date(2026, 11, 25))
+
+    def step(self, t: float) -> int:
+        return 0 if self.step_s <= 0 else math.floor(t / self.step_s)
+
+    def price_at_step(self, symbol: str, step: int) -> float:
+        und = self.underlyings[symbol]
+        wiggle = 0.01 * math.sin(2 * math.pi * step / 60.0) + 0.002 * math.sin(step * 1.7)
+        return round(und.base_price * (1.0 + wiggle), 2)
+
+    def price(self, symbol: str, t: float) -> float:
+        return self.price_at_step(symbol, self.step(t))
+
+    def quote_at_step(self, pos: SimPosition, step: int) -> OptionQuote:
+        und = self.underlyings[pos.symbol]
+        spot = self.price_at_step(pos.symbol, step)
+        exp = date(int(pos.expiry[:4]), int(pos.expiry[4:6]), int(pos.expiry[6:8]))
+        years = (exp - self.valuation_date).days / 365.0
+        return black_scholes(spot, pos.strike, years, und.vol, pos.right)
+
+    def quote(self, pos: SimPosition, t: float) -> OptionQuote:
+        return self.quote_at_step(pos, self.step(t))
+
+    def net_greeks_at_step(self, step: int, symbol: str | None = None) -> NetGreeks:
+        """Independent reference: sum of position x multiplier x Greek, stock adds shares."""
+        d = g = v = th = 0.0
+        for pos in self.positions:
+            if symbol is not None and pos.symbol != symbol:
+                continue
+            if pos.is_option:
+                q = self.quote_at_step(pos, step)
+                k = pos.quantity * pos.multiplier
+                d += k * q.delta
+                g += k * q.gamma
+                v += k * q.vega
+                th += k * q.theta
+            else:
+                d += pos.quantity
+        return NetGreeks(d, g, v, th)
+
+    def net_greeks(self, t: float, symbol: str | None = None) -> NetGreeks:
+        return self.net_greeks_at_step(self.step(t), symbol)
+
+    def by_con_id(self) -> dict[int, SimPosition]:
+        return {p.con_id: p for p in self.positions}
+
+
+def default_portfolio(account: str = "DU1234567", extra_options: int = 0, step_s: float = 1.0
+                      ) -> SimPortfolio:
+    """SPY and QQQ stock and options, an AAPL option spread; `extra_options` adds more SPY
+    options (for paging: the Client Portal serves 100 positions a page)."""
+    und = {
+        "SPY": Underlying(756733, "SPY", 600.0, 0.18, "ARCA"),
+        "QQQ": Underlying(320227571, "QQQ", 510.0, 0.22, "NASDAQ"),
+        "AAPL": Underlying(265598, "AAPL", 230.0, 0.28, "NASDAQ"),
+    }
+    p = [
+        SimPosition(756733, "SPY", "STK", 100, 756733, avg_cost=580.0),
+        SimPosition(600000001, "SPY", "OPT", -2, 756733, "20261218", 600.0, "C", 100, 1250.0),
+        SimPosition(600000002, "SPY", "OPT", 3, 756733, "20261218", 580.0, "P", 100, 980.0),
+        SimPosition(320227571, "QQQ", "STK", -50, 320227571, avg_cost=505.0),
+        SimPosition(600000011, "QQQ", "OPT", 5, 320227571, "20270115", 520.0, "C", 100, 1530.0),
+        SimPosition(600000012, "QQQ", "OPT", -4, 320227571, "20270115", 480.0, "P", 100, 1110.0),
+        SimPosition(600000021, "AAPL", "OPT", 10, 265598, "20261218", 240.0, "C", 100, 420.0),
+        SimPosition(600000022, "AAPL", "OPT", -10, 265598, "20261218", 250.0, "C", 100, 190.0),
+    ]
+    for i in range(extra_options):
+        strike = 500.0 + 5.0 * (i % 40)
+        right = "C" if i % 2 == 0 else "P"
+        qty = (i % 7) - 3 or 1
+        p.append(
+            SimPosition(610000000 + i, "SPY", "OPT", qty, 756733, "20270115", strike, right, 100,
+                        800.0)
+        )
+    return SimPortfolio(account=account, underlyings=und, positions=p, step_s=step_s)
