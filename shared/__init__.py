@@ -1,1 +1,1 @@
-"""The bridge's own shared package: config, row models, stream names and codec, JSONL, clock, logs."""
+"""The bridge's own package: config, row models, stream names, codec, JSONL, clock, logs."""

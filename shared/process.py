@@ -63,12 +63,12 @@ async def supervise(
     On stop, tasks get `grace_s` to finish by themselves (they watch `stop`), then are cancelled.
     """
     running = {asyncio.create_task(coro, name=name): name for name, coro in tasks.items()}
-    stopper = asyncio.create_task(stop.wait(), name="stop-wait")
+    stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop-wait")
     try:
         done, _ = await asyncio.wait(
             [*running, stopper], return_when=asyncio.FIRST_COMPLETED
         )
-        died = [t for t in done if t is not stopper]
+        died = [t for t in running if t in done]
         if died and not stop.is_set():
             task = died[0]
             name = running[task]
@@ -96,10 +96,9 @@ async def _finish(running: dict[asyncio.Task[None], str], grace_s: float) -> Non
             task.cancel()
         if still:
             await asyncio.gather(*still, return_exceptions=True)
-    for task in running:
+    for task, name in running.items():
         if task.done() and not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("task_failed %s: %r", running[task], exc)
+            log.error("task_failed %s: %r", name, task.exception())
 
 
 def run_main(process: str, main: Callable[[Settings], Coroutine[Any, Any, int]]) -> NoReturn:

@@ -1,0 +1,274 @@
+"""Durable JSON Lines file: the writer's offline buffer and the collector's spool.
+
+- `append` writes complete lines with orjson and fsyncs before returning; a failed write
+  (full disk, unwritable path) raises OSError and leaves the file as it was (the partial tail is
+  cut off), so the caller acks nothing.
+- `iter_chunks` streams the file in chunks (memory stays flat whatever its size). A line that is
+  not a JSON object is moved to `<path>.bad` and reported through `on_bad`; a torn last line (no
+  newline: a crash mid-write) is set aside the same way, unless it is itself a complete object.
+- Draining is crash-safe: the caller commits a chunk, then calls `commit(offset)`, which records
+  the progress in `<path>.offset`; the file itself is truncated only by `clear()` once everything
+  is committed. After a crash the next drain resumes at the checkpoint, and at worst replays one
+  chunk (idempotent inserts absorb it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+READ_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    records: list[Record]
+    end_offset: int  # byte offset just after the chunk's last line
+
+
+class BufferBusy(RuntimeError):
+    """Another process holds the file's lock (e.g. `bridge drain` while the writer runs)."""
+
+
+class JsonlFile:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(os.path.expanduser(str(path)))
+        self.bad_path = self.path.with_name(self.path.name + ".bad")
+        self.offset_path = self.path.with_name(self.path.name + ".offset")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd: int | None = None
+
+    # ---- locking -------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Take the file's exclusive lock for this process (non-blocking)."""
+        if self._lock_fd is not None:
+            return
+        self._ensure_parent()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BufferBusy(f"{self.path} is in use by another process") from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[JsonlFile]:
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    # ---- writing -------------------------------------------------------------------------
+    def _ensure_parent(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, records: list[Record]) -> int:
+        """Append complete lines and fsync; returns bytes written. Raises OSError untouched."""
+        if not records:
+            return 0
+        payload = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        self._ensure_parent()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            start = os.fstat(fd).st_size
+            if start > 0 and not self._ends_with_newline(fd, start):
+                start = self._cut_torn_tail(fd, start)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[_write_some(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                # leave no partial line behind: the caller will retry the whole batch
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
+        return len(payload)
+
+    @staticmethod
+    def _ends_with_newline(fd: int, size: int) -> bool:
+        return os.pread(fd, 1, size - 1) == b"\n"
+
+    def _cut_torn_tail(self, fd: int, size: int) -> int:
+        """A crash left a line without its newline: set it aside, keep every complete line."""
+        back = min(size, READ_BLOCK)
+        tail = os.pread(fd, back, size - back)
+        cut = tail.rfind(b"\n")
+        keep = (size - back + cut + 1) if cut >= 0 else 0
+        fragment = os.pread(fd, size - keep, keep)
+        record = _parse(fragment)
+        if record is not None:
+            os.write(fd, b"\n")  # it was complete but for its newline: keep it
+            os.fsync(fd)
+            return size + 1
+        self._set_aside([fragment], "torn last line")
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+        return keep
+
+    def _set_aside(self, lines: list[bytes], why: str) -> None:
+        fd = os.open(self.bad_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, b"".join(line.rstrip(b"\n") + b"\n" for line in lines))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.warning("buffer_line_set_aside %d line(s) of %s moved to %s: %s",
+                    len(lines), self.path, self.bad_path, why)
+
+    # ---- reading -------------------------------------------------------------------------
+    def checkpoint(self) -> int:
+        try:
+            return int(self.offset_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def commit(self, offset: int) -> None:
+        """Record that everything before `offset` is safely stored elsewhere."""
+        tmp = self.offset_path.with_name(self.offset_path.name + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(str(offset))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.offset_path)
+
+    def iter_chunks(
+        self,
+        chunk_rows: int = 1000,
+        on_bad: Callable[[int, str], None] | None = None,
+    ) -> Iterator[Chunk]:
+        """Complete records from the checkpoint on, `chunk_rows` at a time.
+
+        `on_bad(count, reason)` is called for lines moved to `<path>.bad`.
+        """
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally, generator
+        except FileNotFoundError:
+            return
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            offset = self.checkpoint()
+            if offset > size:
+                offset = 0  # the file was replaced: start over
+            fh.seek(offset)
+            pending = b""
+            records: list[Record] = []
+            bad: list[bytes] = []
+            pos = offset
+            while True:
+                block = fh.read(READ_BLOCK)
+                if not block:
+                    break
+                data = pending + block
+                lines = data.split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    pos += len(line) + 1
+                    if not line.strip():
+                        continue
+                    record = _parse(line)
+                    if record is None:
+                        bad.append(line)
+                        continue
+                    records.append(record)
+                    if len(records) >= chunk_rows:
+                        self._report_bad(bad, on_bad, "corrupt line")
+                        bad = []
+                        yield Chunk(records, pos)
+                        records = []
+            if pending:
+                record = _parse(pending)
+                pos += len(pending)
+                if record is not None:
+                    records.append(record)
+                else:
+                    self._report_bad([pending], on_bad, "torn last line")
+            self._report_bad(bad, on_bad, "corrupt line")
+            if records or pos != offset:
+                yield Chunk(records, pos)
+        finally:
+            fh.close()
+
+    def _report_bad(
+        self, lines: list[bytes], on_bad: Callable[[int, str], None] | None, why: str
+    ) -> None:
+        if not lines:
+            return
+        self._set_aside(lines, why)
+        if on_bad is not None:
+            on_bad(len(lines), why)
+
+    def count(self) -> tuple[int, int]:
+        """(lines not yet drained, bytes of the file)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return 0, 0
+        offset = min(self.checkpoint(), size)
+        rows = 0
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            while block := fh.read(READ_BLOCK):
+                rows += block.count(b"\n")
+            if size > offset:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    rows += 1
+        return rows, size
+
+    def is_empty(self) -> bool:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return True
+        return size == 0 or self.checkpoint() >= size
+
+    def clear(self) -> None:
+        """Everything is committed: empty the file and forget the checkpoint."""
+        # forget the checkpoint first: a crash in between then replays (idempotent) rather than
+        # skipping lines appended after a truncation
+        with contextlib.suppress(FileNotFoundError):
+            self.offset_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _write_some(fd: int, view: memoryview) -> int:
+    n = os.write(fd, view)
+    if n <= 0:
+        raise OSError(errno.EIO, "short write")
+    return n
+
+
+def _parse(line: bytes) -> Record | None:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
