@@ -1,0 +1,336 @@
+"""Net portfolio Greeks: the pure sum and the missing-Greeks policy.
+
+Sum (DESIGN.md): net delta in share-equivalents = sum of quantity x multiplier x delta over
+options, plus the shares of stock; gamma, vega and theta likewise (stock adds nothing). Greeks
+from the broker are per share.
+
+Missing-Greeks policy (`GreeksPolicy`), decided here and nowhere else:
+
+- A Greek is *missing* when it is None, not finite, or absurd (|delta| > 1, gamma < 0, vega < 0,
+  or any |value| > 1e6 per share). A position's four Greeks are used together or not at all: a
+  missing Greek is never summed as zero.
+- Fresh Greeks are remembered per contract with the time they arrived (`greeks_at`).
+- No fresh Greeks: the last known ones are carried forward while they are at most
+  `greeks_max_age_s` old.
+- Nothing usable and the position was (re)subscribed less than `greeks_grace_s` ago: the position
+  is *pending* and the whole tick is **held back** (no row is written): a row with a hole would be
+  a wrong number, and the missing Greeks usually arrive within a tick or two.
+- Nothing usable after the grace period: the position is *excluded* from the sums; a WARN names
+  the excluded positions once per change of that set (and an INFO when it empties again).
+- An option whose multiplier is unknown (None or 0: missing security definition) is counted with
+  `DEFAULT_OPTION_MULTIPLIER` (100, US equity options) and a WARN, once per change of that set.
+- Positions with zero quantity are ignored (they need no Greeks); security types other than
+  options (OPT, FOP) and stock (STK) are ignored.
+- If every position that needs Greeks is excluded, no row is written (an all-stock PORTFOLIO row
+  would be a wrong number); the WARN says so.
+
+`underlying_price` of the PORTFOLIO row: the price of `underlying` when given, otherwise the
+price of the underlying with the largest absolute dollar delta (net delta x price). Per-underlying
+rows carry their own price.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from collector.transport import PositionData, Snapshot
+from shared.clock import age_s
+from shared.names import PORTFOLIO_CONTRACT
+
+OPTION_TYPES = frozenset({"OPT", "FOP"})
+STOCK_TYPES = frozenset({"STK"})
+DEFAULT_OPTION_MULTIPLIER = 100.0
+MAX_ABS_GREEK = 1e6
+MAX_ABS_DELTA = 1.0 + 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Greeks:
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """One position reduced to what the sum needs: Greeks already decided upon."""
+
+    symbol: str
+    sec_type: str
+    quantity: float
+    multiplier: float
+    greeks: Greeks | None  # None only for stock
+    und_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetRow:
+    contract: str
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+    underlying_price: float | None
+
+
+def clean_greek(value: float | None) -> float | None:
+    """The value, or None when it is missing, non-finite or absurdly large."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or abs(number) > MAX_ABS_GREEK:
+        return None
+    return number
+
+
+def valid_greeks(pos: PositionData) -> Greeks | None:
+    """All four Greeks of a position if every one is usable, else None."""
+    delta = clean_greek(pos.delta)
+    gamma = clean_greek(pos.gamma)
+    vega = clean_greek(pos.vega)
+    theta = clean_greek(pos.theta)
+    if delta is None or gamma is None or vega is None or theta is None:
+        return None
+    if abs(delta) > MAX_ABS_DELTA or gamma < 0 or vega < 0:
+        return None
+    return Greeks(delta, gamma, vega, theta)
+
+
+def _price(prices: Mapping[str, float], symbol: str) -> float | None:
+    value = prices.get(symbol)
+    if value is None or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def net_rows(
+    exposures: Iterable[Exposure],
+    prices: Mapping[str, float],
+    *,
+    underlying: str | None = None,
+    per_underlying: bool = False,
+) -> list[NetRow]:
+    """The PORTFOLIO row (first) and, with `per_underlying`, one row per underlying symbol."""
+    sums: dict[str, list[float]] = {}
+    seen_price: dict[str, float] = {}
+    for exp in exposures:
+        acc = sums.setdefault(exp.symbol, [0.0, 0.0, 0.0, 0.0])
+        if exp.sec_type in STOCK_TYPES:
+            acc[0] += exp.quantity
+        elif exp.greeks is not None:
+            k = exp.quantity * exp.multiplier
+            acc[0] += k * exp.greeks.delta
+            acc[1] += k * exp.greeks.gamma
+            acc[2] += k * exp.greeks.vega
+            acc[3] += k * exp.greeks.theta
+        if exp.und_price is not None and math.isfinite(exp.und_price) and exp.und_price > 0:
+            seen_price.setdefault(exp.symbol, exp.und_price)
+    price_of = {sym: _price(prices, sym) or seen_price.get(sym) for sym in sums}
+    if underlying:
+        portfolio_price = _price(prices, underlying) or seen_price.get(underlying)
+    else:
+        portfolio_price = None
+        best = -1.0
+        for sym in sorted(sums):
+            price = price_of[sym]
+            if price is None:
+                continue
+            dollar = abs(sums[sym][0] * price)
+            if dollar > best:
+                best, portfolio_price = dollar, price
+    total = [0.0, 0.0, 0.0, 0.0]
+    for acc in sums.values():
+        for i in range(4):
+            total[i] += acc[i]
+    rows = [_row(PORTFOLIO_CONTRACT, total, portfolio_price)]
+    if per_underlying:
+        rows.extend(_row(sym, sums[sym], price_of[sym]) for sym in sorted(sums))
+    return rows
+
+
+def _row(contract: str, acc: list[float], price: float | None) -> NetRow:
+    return NetRow(contract, acc[0], acc[1], acc[2], acc[3], price)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    status: str  # INFO or WARN
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    rows: list[NetRow]
+    held: bool  # True: pending positions, no row this tick
+    pending: tuple[str, ...] = ()
+    carried: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+    assumed_multiplier: tuple[str, ...] = ()
+    reports: list[Report] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Known:
+    greeks: Greeks
+    at: datetime
+
+
+def _label(pos: PositionData) -> str:
+    return pos.description or f"{pos.symbol} {pos.sec_type} conid {pos.con_id}"
+
+
+def _names(labels: Iterable[str], limit: int = 20) -> str:
+    items = sorted(labels)
+    shown = ", ".join(items[:limit])
+    if len(items) > limit:
+        shown += f" and {len(items) - limit} more"
+    return shown
+
+
+class GreeksPolicy:
+    """Grace period, carry-forward and exclusion over successive snapshots (see module doc)."""
+
+    def __init__(
+        self,
+        grace_s: float,
+        max_age_s: float,
+        *,
+        underlying: str | None = None,
+        per_underlying: bool = False,
+    ) -> None:
+        self.grace_s = grace_s
+        self.max_age_s = max_age_s
+        self.underlying = underlying
+        self.per_underlying = per_underlying
+        self._known: dict[int, _Known] = {}
+        self._first_seen: dict[int, datetime] = {}
+        self._excluded: frozenset[str] = frozenset()
+        self._assumed: frozenset[str] = frozenset()
+        self._holding = False
+        self._all_out = False
+
+    def forget(self) -> None:
+        """Drop remembered Greeks (e.g. the account changed)."""
+        self._known.clear()
+        self._first_seen.clear()
+
+    def evaluate(self, snap: Snapshot, now: datetime) -> Evaluation:
+        exposures: list[Exposure] = []
+        pending: list[str] = []
+        carried: list[str] = []
+        excluded: list[str] = []
+        assumed: list[str] = []
+        needing = 0
+        live: set[int] = set()
+        for pos in snap.positions:
+            qty = pos.quantity
+            if not math.isfinite(qty):
+                excluded.append(_label(pos) + " (quantity unreadable)")
+                continue
+            if qty == 0:
+                continue
+            if pos.sec_type in STOCK_TYPES:
+                exposures.append(
+                    Exposure(pos.symbol, pos.sec_type, qty, 1.0, None, pos.und_price)
+                )
+                continue
+            if pos.sec_type not in OPTION_TYPES:
+                continue
+            needing += 1
+            live.add(pos.con_id)
+            self._first_seen.setdefault(pos.con_id, now)
+            multiplier = pos.multiplier
+            if multiplier is None or not math.isfinite(multiplier) or multiplier <= 0:
+                multiplier = DEFAULT_OPTION_MULTIPLIER
+                assumed.append(_label(pos))
+            greeks = valid_greeks(pos)
+            if greeks is not None:
+                at = pos.greeks_at or now
+                known = self._known.get(pos.con_id)
+                if known is None or at >= known.at:
+                    self._known[pos.con_id] = _Known(greeks, at)
+            known = self._known.get(pos.con_id)
+            age = age_s(known.at, now) if known is not None else None
+            if known is not None and age is not None and age <= self.max_age_s:
+                if greeks is None:
+                    carried.append(_label(pos))
+                exposures.append(
+                    Exposure(pos.symbol, pos.sec_type, qty, multiplier, known.greeks,
+                             pos.und_price)
+                )
+                continue
+            since = pos.subscribed_at or self._first_seen[pos.con_id]
+            waited = age_s(since, now) or 0.0
+            if waited < self.grace_s:
+                pending.append(_label(pos))
+            else:
+                excluded.append(_label(pos))
+        # forget contracts no longer held
+        for con_id in [c for c in self._first_seen if c not in live]:
+            self._first_seen.pop(con_id, None)
+            self._known.pop(con_id, None)
+        reports = self._reports(pending, excluded, assumed, needing)
+        held = bool(pending)
+        all_out = needing > 0 and len(excluded) >= needing and not pending
+        rows: list[NetRow] = []
+        if not held and not all_out:
+            rows = net_rows(
+                exposures, snap.prices, underlying=self.underlying,
+                per_underlying=self.per_underlying,
+            )
+        return Evaluation(
+            rows=rows,
+            held=held or all_out,
+            pending=tuple(pending),
+            carried=tuple(carried),
+            excluded=tuple(excluded),
+            assumed_multiplier=tuple(assumed),
+            reports=reports,
+        )
+
+    def _reports(
+        self, pending: list[str], excluded: list[str], assumed: list[str], needing: int
+    ) -> list[Report]:
+        reports: list[Report] = []
+        holding = bool(pending)
+        if holding and not self._holding:
+            reports.append(Report(
+                "INFO",
+                f"Greeks pending for {len(pending)} position(s) within the {self.grace_s:g} s "
+                f"grace period; tick held back: {_names(pending)}",
+            ))
+        self._holding = holding
+        new_excluded = frozenset(excluded)
+        if new_excluded != self._excluded:
+            if new_excluded:
+                reports.append(Report(
+                    "WARN",
+                    f"Greeks incomplete: {len(new_excluded)} position(s) excluded from the net "
+                    f"Greeks (no Greeks within {self.max_age_s:g} s): {_names(new_excluded)}",
+                ))
+            else:
+                reports.append(Report("INFO", "Greeks complete again: no position excluded"))
+            self._excluded = new_excluded
+        all_out = needing > 0 and len(excluded) >= needing and not pending
+        if all_out and not self._all_out:
+            reports.append(Report(
+                "WARN", "No option position has usable Greeks: no row written until they return"
+            ))
+        self._all_out = all_out
+        new_assumed = frozenset(assumed)
+        if new_assumed != self._assumed:
+            if new_assumed:
+                reports.append(Report(
+                    "WARN",
+                    f"Multiplier unknown for {len(new_assumed)} option position(s); assumed "
+                    f"{DEFAULT_OPTION_MULTIPLIER:g}: {_names(new_assumed)}",
+                ))
+            self._assumed = new_assumed
+        return reports
