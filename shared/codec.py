@@ -73,6 +73,8 @@ def _text_fields(fields: Fields) -> dict[str, str] | Rejected:
             v = value.decode() if isinstance(value, bytes) else str(value)
         except UnicodeDecodeError:
             return Rejected("field is not valid UTF-8")
+        if "\x00" in v:
+            return Rejected(f"field {k[:32]!r} contains a NUL character")
         out[k] = v
     return out
 

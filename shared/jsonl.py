@@ -87,7 +87,7 @@ class JsonlFile:
             return 0
         payload = b"".join(orjson.dumps(r) + b"\n" for r in records)
         self._ensure_parent()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             start = os.fstat(fd).st_size
             if start > 0 and not self._ends_with_newline(fd, start):

