@@ -1,0 +1,74 @@
+"""`python -m simulator.gateway --port N [--control-port M] [--account DU1234567] [--step-s 1]`
+
+Runs the IB Gateway simulator on 127.0.0.1 until SIGTERM or SIGINT. Prints one line
+`gateway-sim listening port=N control_port=M account=A` on stdout once both ports are open
+(with `--port 0` / `--control-port 0` the kernel picks them: read them from that line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from simulator.gateway.control import ControlServer
+from simulator.gateway.server import LOOPBACK, GatewaySimulator
+from simulator.portfolio import default_portfolio
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m simulator.gateway", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1", choices=LOOPBACK, help="loopback only")
+    ap.add_argument("--port", type=int, default=4001, help="TWS API port (0: any free port)")
+    ap.add_argument("--control-port", type=int, default=None,
+                    help="line-based control port on the same host (0: any free port)")
+    ap.add_argument("--account", default="DU1234567")
+    ap.add_argument("--step-s", type=float, default=1.0,
+                    help="prices and Greeks change once per step; 0 freezes them")
+    ap.add_argument("--push-interval-s", type=float, default=0.5,
+                    help="how often market data and P&L are pushed to subscribers")
+    ap.add_argument("--extra-options", type=int, default=0, help="more SPY option positions")
+    ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return ap.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    portfolio = default_portfolio(args.account, args.extra_options, args.step_s)
+    sim = GatewaySimulator(portfolio, host=args.host, port=args.port,
+                           push_interval_s=args.push_interval_s)
+    control = (ControlServer(sim, args.host, args.control_port)
+               if args.control_port is not None else None)
+    await sim.start()
+    try:
+        if control is not None:
+            await control.start()
+        print(
+            f"gateway-sim listening port={sim.port} "
+            f"control_port={control.port if control else ''} account={sim.account}",
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        if control is not None:
+            await control.stop()
+        await sim.stop()
+        logging.getLogger(__name__).info("gateway.stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level,
+                        format="%(asctime)s %(levelname)s gateway-sim %(name)s: %(message)s")
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

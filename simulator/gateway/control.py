@@ -1,0 +1,199 @@
+"""The simulator's control port: one command per line over TCP on 127.0.0.1, one JSON reply line.
+
+Commands (case-insensitive):
+
+    status                      connected client ids, subscriptions, modes
+    drop                        abort every client socket (the nightly gateway restart)
+    refuse SECONDS [drop]       stop listening for SECONDS (then listen again on the same port)
+    reset [DELAY_S] [1101|1102] 1100 + farms broken, DELAY_S later 1102 (default) or 1101
+    hold CLIENT_ID              treat the client id as in use (326 then close)
+    release CLIENT_ID
+    greeks MODE [CONID ...]     MODE: normal, sentinel, max (Double.MAX) or absent
+    market open|closed          closed: bid/ask -1 size 0, no last, close present
+    freeze on|off               pin the model time (values stop moving)
+    position CONID QTY          change a known position (0 closes it)
+    error CODE [TEXT]           send a system error (reqId -1) to every client
+    ping
+
+Replies: `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. `send_command` is a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from simulator.gateway.server import LOOPBACK, GatewaySimulator
+
+log = logging.getLogger(__name__)
+MAX_LINE = 4096
+
+
+class ControlError(Exception):
+    pass
+
+
+async def execute(sim: GatewaySimulator, line: str) -> dict[str, Any]:
+    """Run one command line against `sim`; the reply as a dict."""
+    words = line.split()
+    if not words:
+        raise ControlError("empty command")
+    cmd, args = words[0].lower(), words[1:]
+    try:
+        match cmd:
+            case "ping":
+                return {"ok": True}
+            case "status":
+                return {"ok": True, **sim.status()}
+            case "drop":
+                return {"ok": True, "dropped": sim.drop_all()}
+            case "refuse":
+                seconds = float(args[0])
+                await sim.refuse(seconds, drop=len(args) > 1 and args[1].lower() == "drop")
+                return {"ok": True, "seconds": seconds}
+            case "reset":
+                delay = float(args[0]) if args else 1.0
+                code = int(args[1]) if len(args) > 1 else 1102
+                if code not in (1101, 1102):
+                    raise ControlError("reset code must be 1101 or 1102")
+                sim.start_reset(delay, code)
+                return {"ok": True, "delay_s": delay, "code": code}
+            case "hold":
+                sim.hold_client_id(int(args[0]))
+                return {"ok": True}
+            case "release":
+                sim.release_client_id(int(args[0]))
+                return {"ok": True}
+            case "greeks":
+                con_ids = [int(a) for a in args[1:]] or None
+                sim.set_greeks_mode(args[0].lower(), con_ids)
+                return {"ok": True}
+            case "market":
+                if args[0].lower() not in ("open", "closed"):
+                    raise ControlError("market open|closed")
+                sim.set_market_closed(args[0].lower() == "closed")
+                return {"ok": True}
+            case "freeze":
+                if args[0].lower() not in ("on", "off"):
+                    raise ControlError("freeze on|off")
+                return {"ok": True, "model_time": sim.freeze(args[0].lower() == "on")}
+            case "position":
+                sim.set_position(int(args[0]), float(args[1]))
+                return {"ok": True}
+            case "error":
+                sim.inject_error(int(args[0]), " ".join(args[1:]) or None)
+                return {"ok": True}
+            case _:
+                raise ControlError(f"unknown command {cmd!r}")
+    except IndexError:
+        raise ControlError(f"missing argument for {cmd!r}") from None
+    except (ValueError, KeyError) as exc:
+        raise ControlError(f"{cmd}: {exc}") from None
+
+
+class ControlServer:
+    """Line-based control listener for a `GatewaySimulator` (loopback only)."""
+
+    def __init__(self, sim: GatewaySimulator, host: str = "127.0.0.1", port: int = 0) -> None:
+        if host not in LOOPBACK:
+            raise ValueError(f"the control port listens on loopback only, not {host!r}")
+        self.sim = sim
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_client, self.host, self.port, reuse_address=True, limit=MAX_LINE
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("gateway.control_listening port=%s", self.port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                         ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            while True:
+                try:
+                    raw = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    break
+                if not raw:
+                    break
+                line = raw.decode(errors="replace").strip()
+                if not line:
+                    continue
+                try:
+                    reply = await execute(self.sim, line)
+                except ControlError as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                log.info("gateway.control cmd=%r ok=%s", line, reply.get("ok"))
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+                await writer.wait_closed()
+            self._tasks.discard(task)
+
+
+async def send_command(port: int, line: str, host: str = "127.0.0.1", timeout_s: float = 5.0
+                       ) -> dict[str, Any]:
+    """Send one command to a control port and return the decoded reply."""
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(line.strip().encode() + b"\n")
+            await writer.drain()
+            raw = await reader.readline()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+    if not raw:
+        raise ConnectionError("control port closed without a reply")
+    reply: dict[str, Any] = json.loads(raw)
+    return reply
+
+
+def send_command_sync(port: int, line: str, host: str = "127.0.0.1", timeout_s: float = 5.0
+                      ) -> dict[str, Any]:
+    """Blocking variant for scripts and tests outside an event loop."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(line.strip().encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    if not buf:
+        raise ConnectionError("control port closed without a reply")
+    reply: dict[str, Any] = json.loads(buf)
+    return reply
