@@ -1,0 +1,127 @@
+"""DBManager on a real PostgreSQL: schema check, idempotent batches, the pre-existing tables."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from database.db_manager import DBManager
+from shared.models import ApiLogRow, GreeksRow
+
+T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+
+
+def greeks(n: int, start: int = 0) -> list[GreeksRow]:
+    return [GreeksRow(T0 + timedelta(seconds=5 * i), "PORTFOLIO", i * 1.0, 0.5, -2.0, 3.0,
+                      None if i % 2 else 600.0 + i) for i in range(start, start + n)]
+
+
+async def columns(url: str, table: str) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = $1 ORDER BY ordinal_position", table)
+        return [(r[0], r[1]) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_ensure_schema_creates_exact_columns(pg_url: str) -> None:
+    async with DBManager(pg_url) as db:
+        await db.ensure_schema()
+        await db.ensure_schema()  # twice is harmless
+    dp = "double precision"
+    assert await columns(pg_url, "portfolio_greeks") == [
+        ("id", "bigint"), ("timestamp", "timestamp with time zone"), ("contract", "text"),
+        ("delta", dp), ("gamma", dp), ("vega", dp), ("theta", dp), ("underlying_price", dp)]
+    assert await columns(pg_url, "api_logs") == [
+        ("id", "bigint"), ("timestamp", "timestamp with time zone"), ("api_mode", "text"),
+        ("message", "text"), ("status", "text")]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        idx = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes")}
+    finally:
+        await conn.close()
+    assert {"portfolio_greeks_timestamp_contract_key", "api_logs_dedupe_key"} <= idx
+
+
+async def test_concurrent_schema_checks(pg_url: str) -> None:
+    managers = [DBManager(pg_url) for _ in range(4)]
+    await asyncio.gather(*(m.connect() for m in managers))
+    try:
+        await asyncio.gather(*(m.ensure_schema() for m in managers))
+    finally:
+        await asyncio.gather(*(m.close() for m in managers))
+
+
+async def test_existing_tables_left_as_they_are(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("""
+            CREATE TABLE portfolio_greeks (id BIGSERIAL PRIMARY KEY, timestamp TIMESTAMPTZ,
+              contract TEXT, delta DOUBLE PRECISION, gamma DOUBLE PRECISION,
+              vega DOUBLE PRECISION, theta DOUBLE PRECISION, underlying_price DOUBLE PRECISION,
+              note TEXT);
+            CREATE TABLE api_logs (id BIGSERIAL PRIMARY KEY, timestamp TIMESTAMPTZ,
+              api_mode TEXT, message TEXT, status TEXT);
+            CREATE TABLE greek_snapshots (id BIGSERIAL PRIMARY KEY, timestamp TIMESTAMPTZ
+              NOT NULL DEFAULT now(), contract TEXT NOT NULL, delta DOUBLE PRECISION,
+              gamma DOUBLE PRECISION, vega DOUBLE PRECISION, theta DOUBLE PRECISION,
+              implied_vol DOUBLE PRECISION, underlying_price DOUBLE PRECISION, legacy INT);
+            CREATE TABLE trades (id BIGSERIAL PRIMARY KEY, timestamp TIMESTAMPTZ NOT NULL
+              DEFAULT now(), contract TEXT NOT NULL, side TEXT NOT NULL, quantity
+              DOUBLE PRECISION NOT NULL, price DOUBLE PRECISION NOT NULL,
+              commission DOUBLE PRECISION, order_ref TEXT);
+            INSERT INTO portfolio_greeks (timestamp, contract, delta, note)
+              VALUES ('2026-01-01T00:00:00Z', 'PORTFOLIO', 1.5, 'kept');
+            INSERT INTO trades (contract, side, quantity, price) VALUES ('SPY', 'BUY', 1, 2);
+        """)
+        async with DBManager(pg_url) as db:
+            await db.ensure_schema()
+        assert await conn.fetchval("SELECT note FROM portfolio_greeks") == "kept"
+        assert await conn.fetchval("SELECT count(*) FROM trades") == 1
+        assert ("legacy", "integer") in await columns(pg_url, "greek_snapshots")
+        assert ("note", "text") in await columns(pg_url, "portfolio_greeks")
+    finally:
+        await conn.close()
+
+
+async def test_batches_are_idempotent_and_ordered(pg_url: str) -> None:
+    async with DBManager(pg_url) as db:
+        await db.ensure_schema()
+        rows = greeks(50)
+        log = ApiLogRow(T0, "SOCKET", "INFO", "connected", "collector")
+        first = await db.write_batch(rows, [log])
+        again = await db.write_batch(rows[10:30], [log])
+        assert (first.greeks_inserted, first.logs_inserted) == (50, 1)
+        assert (again.greeks_inserted, again.greeks_skipped, again.logs_skipped) == (0, 20, 1)
+        await db.write_batch(greeks(10, start=50), [])
+        conn = await asyncpg.connect(pg_url)
+        try:
+            got = await conn.fetch("SELECT timestamp, underlying_price FROM portfolio_greeks "
+                                   "ORDER BY id")
+        finally:
+            await conn.close()
+        assert [r[0] for r in got] == sorted(r[0] for r in got)
+        assert len(got) == 60
+        assert got[1][1] is None and got[0][1] == 600.0
+
+
+async def test_greek_snapshots_and_trades_keep_working(pg_url: str) -> None:
+    async with DBManager(pg_url) as db:
+        await db.ensure_schema()
+        sid = await db.insert_greek_snapshot("SPY 261218C600", delta=0.45, gamma=0.01,
+                                             vega=0.6, theta=-0.26, implied_vol=0.18,
+                                             underlying_price=600.0, timestamp=T0)
+        snaps = await db.greek_snapshots("SPY 261218C600")
+        assert [s["id"] for s in snaps] == [sid]
+        assert snaps[0]["delta"] == 0.45 and snaps[0]["implied_vol"] == 0.18
+        tid = await db.insert_trade("SPY", "BUY", 100, 599.5, timestamp=T0, order_ref="abc")
+        trades = await db.trades_since(T0 - timedelta(seconds=1))
+        assert [(t["id"], t["side"], t["quantity"]) for t in trades] == [(tid, "BUY", 100.0)]
+        with pytest.raises(ValueError, match="side"):
+            await db.insert_trade("SPY", "HOLD", 1, 1, timestamp=T0)
