@@ -330,21 +330,25 @@ class SocketTransport:
     def _subscribe_all(self, *, fresh: bool) -> None:
         """(Re)make every request of the session: market data type, P&L, market data."""
         ib = self._ib
-        if not fresh:
-            for sub in self._subs.values():
-                ib.cancelMktData(sub.contract)
-            if self._pnl is not None:
-                ib.cancelPnL(self._account)
+        previous = {} if fresh else dict(self._subs)
+        for sub in previous.values():
+            ib.cancelMktData(sub.contract)
+        if not fresh and self._pnl is not None:
+            ib.cancelPnL(self._account)
         self._subs.clear()
         self._pnl = None
         ib.reqMarketDataType(self.settings.ib_market_data_type)
         if self._account:
             self._pnl = ib.reqPnL(self._account)
-        self._sync()
+        self._sync(previous)
         log.info("socket_subscribed fresh=%s n=%d", fresh, len(self._subs))
 
-    def _sync(self) -> None:
-        """Subscriptions follow the positions (no awaits: safe from event handlers)."""
+    def _sync(self, previous: Mapping[int, _Sub] | None = None) -> None:
+        """Subscriptions follow the positions (no awaits: safe from event handlers).
+
+        `previous`: the subscriptions being remade on the same socket (1101/1102). ib_async
+        hands back the same Ticker for the same contract, still holding the old Greeks: those
+        keep their old `greeks_at`; only a new tick 13/83 counts as fresh Greeks."""
         if not self._ib.isConnected():
             return
         wanted: dict[int, Any] = {}
@@ -373,8 +377,12 @@ class SocketTransport:
         for con_id, contract in wanted.items():
             if con_id not in self._subs:
                 ticker = self._ib.reqMktData(contract)
-                self._subs[con_id] = _Sub(contract, ticker, clock.utcnow(),
-                                          contract.secType in OPTION_TYPES)
+                sub = _Sub(contract, ticker, clock.utcnow(), contract.secType in OPTION_TYPES,
+                           last_comp=ticker.modelGreeks)
+                old = (previous or {}).get(con_id)
+                if old is not None and old.ticker is ticker:
+                    sub.greeks, sub.greeks_at = old.greeks, old.greeks_at
+                self._subs[con_id] = sub
         if missing and (self._resolver is None or self._resolver.done()):
             self._resolver = asyncio.get_running_loop().create_task(
                 self._resolve_underlyings(missing), name="socket-underlyings"

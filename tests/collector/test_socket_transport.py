@@ -419,3 +419,23 @@ async def test_times_come_from_shared_clock(
     snap = await snapshot_when(transport, all_greeks)
     assert {p.subscribed_at for p in snap.positions} == {fixed}
     assert {p.greeks_at for p in options_of(snap)} == {fixed}
+
+
+async def test_resubscribe_keeps_old_greeks_time_until_new_greeks_arrive(
+    sim: GatewaySimulator, connected: SocketTransport
+) -> None:
+    await snapshot_when(connected, all_greeks)
+    sim.set_greeks_mode("absent")  # prices keep ticking, Greeks stop
+    await asyncio.sleep(0.2)
+    before = {p.con_id: p.greeks_at for p in options_of(await connected.snapshot(utcnow()))}
+    requests_before = sim.status()["clients"][0]["mkt_requests"]
+    await sim.reset(0.1, 1102)
+    assert await wait_until(
+        lambda: sim.status()["clients"][0]["mkt_requests"] == requests_before + N_SUBS)
+    await asyncio.sleep(0.3)  # price ticks on the same Ticker objects
+    snap = await connected.snapshot(utcnow())
+    for pos in options_of(snap):
+        assert pos.greeks_at == before[pos.con_id]  # not refreshed by a price tick
+        assert pos.subscribed_at is not None and pos.greeks_at is not None
+        assert pos.subscribed_at > pos.greeks_at
+    assert all(p.delta is not None for p in options_of(snap))  # kept, with their age
