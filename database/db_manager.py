@@ -74,6 +74,11 @@ class DBManager:
         return f"DBManager({mask_url(self._dsn)})"
 
     @property
+    def is_connected(self) -> bool:
+        """True once `connect()` succeeded (and until `close()`)."""
+        return self._pool is not None
+
+    @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("DBManager.connect() was not called")
@@ -140,6 +145,42 @@ class DBManager:
             g = await self._insert_greeks(conn, greeks) if greeks else 0
             n = await self._insert_logs(conn, logs) if logs else 0
         return WriteResult(g, len(greeks) - g, n, len(logs) - n)
+
+    async def copy_batch(
+        self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]
+    ) -> WriteResult:
+        """Like `write_batch`, for large batches (the buffer drain): COPY into session temp
+        tables, then INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING, all in
+        one transaction. Rows already present are skipped; `id` order is input order."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.STAGE_TABLES)
+            g = n = 0
+            if greeks:
+                await conn.copy_records_to_table(
+                    queries.STAGE_GREEKS_TABLE,
+                    records=[
+                        (i, r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta,
+                         r.underlying_price)
+                        for i, r in enumerate(greeks)
+                    ],
+                    columns=queries.STAGE_GREEKS_COLUMNS,
+                )
+                g = _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_STAGE))
+            if logs:
+                await conn.copy_records_to_table(
+                    queries.STAGE_API_LOGS_TABLE,
+                    records=[
+                        (i, r.ts, r.api_mode, r.status, r.message) for i, r in enumerate(logs)
+                    ],
+                    columns=queries.STAGE_API_LOGS_COLUMNS,
+                )
+                n = _inserted(await conn.execute(queries.INSERT_API_LOGS_FROM_STAGE))
+        return WriteResult(g, len(greeks) - g, n, len(logs) - n)
+
+    async def expire_connections(self) -> None:
+        """After an outage: replace the pool's connections on their next use (no I/O)."""
+        if self._pool is not None:
+            await self._pool.expire_connections()
 
     @staticmethod
     async def _insert_greeks(conn: Any, rows: Sequence[GreeksRow]) -> int:

@@ -58,3 +58,30 @@ NEWEST_PORTFOLIO_ROW = """
 SELECT timestamp, delta, gamma, vega, theta, underlying_price
 FROM portfolio_greeks WHERE contract = $1 ORDER BY timestamp DESC LIMIT 1
 """
+
+# ---- the writer's bulk path (buffer drain): COPY into a session temp table, then one INSERT ...
+# SELECT in input order. ON COMMIT DELETE ROWS empties the staging tables at every COMMIT/ROLLBACK.
+STAGE_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS bridge_greeks_in (
+    n bigint, ts timestamptz, contract text, delta float8, gamma float8, vega float8,
+    theta float8, und float8
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bridge_api_logs_in (
+    n bigint, ts timestamptz, api_mode text, status text, message text
+) ON COMMIT DELETE ROWS;
+"""
+STAGE_GREEKS_TABLE = "bridge_greeks_in"
+STAGE_GREEKS_COLUMNS = ("n", "ts", "contract", "delta", "gamma", "vega", "theta", "und")
+STAGE_API_LOGS_TABLE = "bridge_api_logs_in"
+STAGE_API_LOGS_COLUMNS = ("n", "ts", "api_mode", "status", "message")
+
+INSERT_GREEKS_FROM_STAGE = """
+INSERT INTO portfolio_greeks (timestamp, contract, delta, gamma, vega, theta, underlying_price)
+SELECT ts, contract, delta, gamma, vega, theta, und FROM bridge_greeks_in ORDER BY n
+ON CONFLICT (timestamp, contract) DO NOTHING
+"""
+INSERT_API_LOGS_FROM_STAGE = """
+INSERT INTO api_logs (timestamp, api_mode, status, message)
+SELECT ts, api_mode, status, message FROM bridge_api_logs_in ORDER BY n
+ON CONFLICT (timestamp, api_mode, status, md5(message)) DO NOTHING
+"""

@@ -19,7 +19,7 @@ import errno
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,9 @@ class JsonlFile:
         self._set_aside([fragment], "torn last line")
         os.ftruncate(fd, keep)
         os.fsync(fd)
+        if self.checkpoint() > keep:
+            # a drain already went past the fragment: new lines start at `keep`
+            self.commit(keep)
         return keep
 
     def _set_aside(self, lines: list[bytes], why: str) -> None:
@@ -141,7 +144,7 @@ class JsonlFile:
     def checkpoint(self) -> int:
         try:
             return int(self.offset_path.read_text().strip() or 0)
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             return 0
 
     def commit(self, offset: int) -> None:
@@ -157,14 +160,14 @@ class JsonlFile:
         self,
         chunk_rows: int = 1000,
         on_bad: Callable[[int, str], None] | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, None]:
         """Complete records from the checkpoint on, `chunk_rows` at a time.
 
         `on_bad(count, reason)` is called for lines moved to `<path>.bad`.
         """
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally, generator
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         try:
             size = os.fstat(fh.fileno()).st_size
@@ -223,7 +226,7 @@ class JsonlFile:
         """(lines not yet drained, bytes of the file)."""
         try:
             size = self.path.stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return 0, 0
         offset = min(self.checkpoint(), size)
         rows = 0
@@ -240,7 +243,7 @@ class JsonlFile:
     def is_empty(self) -> bool:
         try:
             size = self.path.stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return True
         return size == 0 or self.checkpoint() >= size
 
@@ -248,9 +251,9 @@ class JsonlFile:
         """Everything is committed: empty the file and forget the checkpoint."""
         # forget the checkpoint first: a crash in between then replays (idempotent) rather than
         # skipping lines appended after a truncation
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             self.offset_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             fd = os.open(self.path, os.O_WRONLY)
             try:
                 os.ftruncate(fd, 0)

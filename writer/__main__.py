@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from database.db_manager import DBManager
 from shared.config import Settings
 from shared.process import install_stop_signals, run_main, supervise
-from writer.app import DatabaseStore, Writer
+from writer.app import Writer
 
 log = logging.getLogger("writer")
 
@@ -20,14 +20,16 @@ async def main(settings: Settings) -> int:
     redis_url = settings.require_redis()
     stop = asyncio.Event()
     install_stop_signals(stop)
-    db = DBManager(dsn)
-    await db.connect()
+    # PostgreSQL may be down at start: the outbox connects (one attempt per try) when it needs
+    # the database, and buffers behind the circuit breaker meanwhile.
+    db = DBManager(dsn, min_size=0, connect_attempts=1)  # min_size=0: no connect in create_pool
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    writer, outbox = Writer.buffered(settings, redis, db, stop=stop)
     try:
-        await db.ensure_schema()
-        writer = Writer(settings, redis, DatabaseStore(db), stop=stop)
+        outbox.open_buffer()
         await supervise({"consume": writer.run()}, stop, grace_s=settings.stop_grace_s)
     finally:
+        outbox.close()
         await redis.aclose()
         await db.close()
     return 0

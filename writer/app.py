@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -29,6 +30,8 @@ from shared.config import Settings
 from shared.models import ApiLogRow, GreeksRow
 from shared.names import Keys
 from writer.consumer import Entry, StreamConsumer
+from writer.isolate import Row, find_refused
+from writer.outbox import BufferUnavailable, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +59,38 @@ class Store(Protocol):
     async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
         """Make the rows durable (commit, or fsync to the buffer); raise if they are not."""
 
+    async def tick(self) -> None:
+        """Periodic work between reads (e.g. the breaker's flush retry)."""
+
+    def status(self) -> dict[str, str]:
+        """Fields of the Keys.writer_state hash."""
+
 
 class DatabaseStore:
-    """Rows straight into PostgreSQL, one transaction per batch."""
+    """Rows straight into PostgreSQL, one transaction per batch (no breaker, no buffer)."""
 
     def __init__(self, db: DBManager) -> None:
         self.db = db
+        self.last_commit: datetime | None = None
 
     async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
         result = await self.db.write_batch(greeks, logs)
+        self.last_commit = utcnow()
         if result.greeks_skipped or result.logs_skipped:
             log.info(
                 "replay_skipped %d greeks and %d api_logs rows were already stored",
                 result.greeks_skipped, result.logs_skipped,
             )
+
+    async def tick(self) -> None:
+        return None
+
+    def status(self) -> dict[str, str]:
+        return {
+            "breaker": "closed", "since": "", "reason": "", "buffer_rows": "0",
+            "buffer_bytes": "0", "updated": utcnow().isoformat(),
+            "last_commit": self.last_commit.isoformat() if self.last_commit else "",
+        }
 
 
 def decode_batch(keys: Keys, entries: list[Entry]) -> Batch:
@@ -118,6 +139,16 @@ class Writer:
         self.commits = 0
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
 
+    @classmethod
+    def buffered(
+        cls, settings: Settings, redis: aioredis.Redis, db: DBManager, *, stop: asyncio.Event
+    ) -> tuple[Writer, Outbox]:
+        """The production writer: PostgreSQL behind the circuit breaker, the buffer behind it."""
+        writer = cls(settings, redis, DatabaseStore(db), stop=stop)
+        outbox = Outbox(settings, db, dead_letter=writer.dead_letter, stop=stop)
+        writer.store = outbox
+        return writer, outbox
+
     async def run(self) -> None:
         try:
             await self._run()
@@ -130,6 +161,7 @@ class Writer:
                  ",".join(self.keys.data_streams))
         while not self.stop.is_set():
             entries = await self._with_redis(self.consumer.read)
+            await self._tick()
             await self._beat()
             if not entries:
                 await self._with_redis(self.consumer.trim)
@@ -138,10 +170,18 @@ class Writer:
             await asyncio.shield(self.handle(entries))
         log.info("writer_stopped after %d commits", self.commits)
 
+    async def _tick(self) -> None:
+        """The store's periodic work (flush retry, drain); a full buffer is retried later."""
+        with contextlib.suppress(BufferUnavailable):  # logged by the store; retried next tick
+            await self.store.tick()
+
     async def _beat(self) -> None:
         try:
             ttl_ms = max(int(self.settings.heartbeat_ttl_s * 1000), 1000)
-            await self.redis.set(self.keys.writer_heartbeat, utcnow().isoformat(), px=ttl_ms)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.writer_heartbeat, utcnow().isoformat(), px=ttl_ms)
+                pipe.hset(self.keys.writer_state, mapping=self.store.status())  # type: ignore[arg-type]
+                await pipe.execute()
         except REDIS_ERRORS:
             pass  # a Redis outage is reported by the read path
 
@@ -161,7 +201,7 @@ class Writer:
 
     async def handle(self, entries: list[Entry]) -> None:
         batch = decode_batch(self.keys, entries)
-        warns = await self._dead_letter(batch.rejected)
+        warns = await self.dead_letter(batch.rejected)
         await self._store_until_done(batch.greeks, [*batch.logs, *warns], batch)
         self.commits += 1
         if self._kill_after and self.commits >= self._kill_after:
@@ -172,54 +212,44 @@ class Writer:
     async def _store_until_done(
         self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch
     ) -> None:
-        """Store the batch; an outage is retried with back-off, a data error is isolated."""
-        delay = 0.5
+        """Store the batch. The buffer unwritable (or, without a buffer, the database down):
+        wait with capped back-off, nothing acked, until it works or stop is requested. A data
+        error is isolated (bisection, dead letters)."""
+        delay = 0.2
         while True:
             try:
                 await self.store.store(greeks, logs)
                 return
             except Exception as exc:
-                if is_connection_error(exc):
-                    log.warning("db_unavailable %r; batch kept, retrying in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.settings.flush_retry_s)
-                    continue
-                log.error("db_refused_batch %r: isolating the bad rows", exc)
-                await self._isolate(greeks, logs, batch)
-                return
+                if not (isinstance(exc, BufferUnavailable) or is_connection_error(exc)):
+                    log.error("db_refused_batch %r: isolating the bad rows", exc)
+                    await self._isolate(greeks, logs, batch)
+                    return
+                log.warning("store_unavailable %r; batch kept unacked, retrying in %.1f s",
+                            exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                if self.stop.is_set():
+                    raise Stopping from exc
+                delay = min(delay * 2, 5.0, max(self.settings.flush_retry_s, 0.2))
+                await self._beat()
 
     async def _isolate(
         self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch
     ) -> None:
         """Bisect until the rows the database refuses are found; dead-letter those."""
-        rows: list[GreeksRow | ApiLogRow] = [*greeks, *logs]
+        rows: list[Row] = [*greeks, *logs]
         by_row = dict(
             zip(map(id, [*batch.greeks, *batch.logs]),
                 [*batch.greeks_entries, *batch.logs_entries], strict=True)
         )
-        stack = [rows]
-        refused: list[tuple[GreeksRow | ApiLogRow, str]] = []
-        while stack:
-            part = stack.pop()
-            try:
-                await self.store.store(
-                    [r for r in part if isinstance(r, GreeksRow)],
-                    [r for r in part if isinstance(r, ApiLogRow)],
-                )
-            except Exception as exc:
-                if is_connection_error(exc):
-                    raise
-                if len(part) == 1:
-                    refused.append((part[0], f"database refused the row: {exc!r}"[:500]))
-                else:
-                    mid = len(part) // 2
-                    stack.extend([part[mid:], part[:mid]])
+        refused = await find_refused(rows, self.store.store)
         dead = [(by_row[id(r)], why) for r, why in refused if id(r) in by_row]
-        warns = await self._dead_letter(dead)
+        warns = await self.dead_letter(dead)
         if warns:
             await self.store.store([], warns)
 
-    async def _dead_letter(self, rejected: list[tuple[Entry, str]]) -> list[ApiLogRow]:
+    async def dead_letter(self, rejected: list[tuple[Entry, str]]) -> list[ApiLogRow]:
         warns: list[ApiLogRow] = []
         for entry, reason in rejected:
             fields: dict[bytes | bytearray | memoryview | str | int | float,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -53,8 +55,11 @@ async def pending(redis: aioredis.Redis, stream: str) -> int:
 
 
 def writer_env(pg_url: str, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    # a buffer of this test alone (never the operator's ~/.portfolio_bridge_buffer.jsonl)
+    buffer = Path(tempfile.gettempdir()) / f"bridge-test-{prefix.strip(':')}" / "buffer.jsonl"
     env = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "BRIDGE_REDIS_PREFIX": prefix,
-           "BRIDGE_CLAIM_IDLE_S": "1", "BRIDGE_WRITER_BATCH": "500"}
+           "BRIDGE_CLAIM_IDLE_S": "1", "BRIDGE_WRITER_BATCH": "500",
+           "BRIDGE_BUFFER_PATH": str(buffer)}
     return bridge_env(**{**env, **extra})
 
 

@@ -1,0 +1,36 @@
+"""Find the rows the database refuses (a data error, not an outage) by bisection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from database.db_manager import is_connection_error
+from shared.models import ApiLogRow, GreeksRow
+
+Row = GreeksRow | ApiLogRow
+StoreFn = Callable[[list[GreeksRow], list[ApiLogRow]], Awaitable[None]]
+
+
+async def find_refused(rows: Sequence[Row], store: StoreFn) -> list[tuple[Row, str]]:
+    """Store every row that the database accepts (in input order, part by part) and return the
+    ones it refuses, each with the reason. A connection error is re-raised: it is an outage."""
+    stack: list[list[Row]] = [list(rows)]
+    refused: list[tuple[Row, str]] = []
+    while stack:
+        part = stack.pop()
+        if not part:
+            continue
+        try:
+            await store(
+                [r for r in part if isinstance(r, GreeksRow)],
+                [r for r in part if isinstance(r, ApiLogRow)],
+            )
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            if len(part) == 1:
+                refused.append((part[0], f"database refused the row: {exc!r}"[:500]))
+            else:
+                mid = len(part) // 2
+                stack.extend([part[mid:], part[:mid]])
+    return refused

@@ -1,0 +1,415 @@
+"""The writer's `Store` with a circuit breaker in front of PostgreSQL and the JSON Lines buffer
+behind it.
+
+- Closed, buffer empty: a batch goes to PostgreSQL in one transaction.
+- A connection-level failure (`is_connection_error`) opens the breaker: that batch and every
+  following one is appended to the buffer (one line per row, fsynced) and only then acked.
+- While rows are buffered, new rows go behind them (also at start-up, for a buffer left by a
+  previous run), so no row overtakes another.
+- Every `flush_retry_s` a flush is tried: the buffer drains into PostgreSQL in file order, chunk
+  by chunk (COPY + INSERT ... SELECT, COMMIT, then the checkpoint), is emptied, and the breaker
+  closes. A failed retry leaves it open until the next one.
+- A data error is no outage: the refused rows are found by bisection and dead-lettered.
+- The buffer unwritable (full disk, bad path): `BufferUnavailable`; the caller acks nothing.
+
+Audit rows (open, failed retry, drain, close, buffer errors) are `api_logs` rows of source
+`writer`; they travel with the next write, through the buffer while PostgreSQL is down, so the
+outage shows in `api_logs` with its original timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from database.db_manager import DBManager, WriteResult, is_connection_error
+from shared.clock import utcnow
+from shared.codec import Rejected, decode_api_log, decode_greeks, encode_api_log, encode_greeks
+from shared.config import Settings
+from shared.jsonl import BufferBusy, JsonlFile, Record
+from shared.models import ApiLogRow, GreeksRow
+from writer.breaker import Breaker
+from writer.consumer import Entry
+from writer.isolate import Row, find_refused
+
+log = logging.getLogger(__name__)
+
+# Test hooks (never set in production).
+KILL_AFTER_DRAIN_CHUNKS_ENV = "BRIDGE_TEST_KILL_AFTER_DRAIN_CHUNKS"  # SIGKILL after that COMMIT
+DRAIN_CHUNK_ROWS_ENV = "BRIDGE_TEST_DRAIN_CHUNK_ROWS"
+DRAIN_CHUNK_ROWS = 5000
+BUFFER_ERROR_LOG_EVERY_S = 60.0
+
+# Line kinds: the stream a row came from, without the prefix (a prefix change keeps the buffer).
+GREEKS = "greeks"
+API_LOGS = "api_logs"
+
+DeadLetter = Callable[[list[tuple[Entry, str]]], Awaitable[list[ApiLogRow]]]
+
+
+class BufferUnavailable(OSError):
+    """The buffer cannot be written (full disk, unwritable path): nothing may be acked."""
+
+
+def encode_line(row: Row) -> Record:
+    if isinstance(row, GreeksRow):
+        return {"stream": GREEKS, "fields": encode_greeks(row)}
+    return {"stream": API_LOGS, "fields": encode_api_log(row)}
+
+
+def decode_line(record: Record) -> Row | Rejected:
+    """A buffer line back to its row, with the stream codec (never raises)."""
+    stream = record.get("stream")
+    fields = record.get("fields")
+    if not isinstance(fields, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in fields.items()
+    ):
+        return Rejected("buffer line without string fields")
+    if stream == GREEKS:
+        return decode_greeks(fields)
+    if stream == API_LOGS:
+        return decode_api_log(fields)
+    return Rejected(f"buffer line of unknown stream {str(stream)[:32]!r}")
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    return text[:300]
+
+
+class Outbox:
+    """The writer's `Store`: PostgreSQL behind a circuit breaker, the buffer while it is open."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: DBManager,
+        *,
+        dead_letter: DeadLetter,
+        stop: asyncio.Event | None = None,
+        buffer: JsonlFile | None = None,
+        drain_chunk_rows: int | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.buffer = buffer or JsonlFile(settings.buffer_path)
+        self.breaker = Breaker(settings.flush_retry_s)
+        self.dead_letter = dead_letter
+        self.stop = stop or asyncio.Event()
+        self.clock = clock
+        self.monotonic = monotonic
+        env_rows = int(os.environ.get(DRAIN_CHUNK_ROWS_ENV, "0") or 0)
+        self.drain_chunk_rows = drain_chunk_rows or env_rows or DRAIN_CHUNK_ROWS
+        self._kill_after_chunks = int(os.environ.get(KILL_AFTER_DRAIN_CHUNKS_ENV, "0") or 0)
+        self._drained_chunks = 0
+        self._schema_ok = False
+        self._audit: list[ApiLogRow] = []  # audit rows waiting for the next write
+        self._rows = 0  # rows in the buffer not yet drained (an estimate between drains)
+        self._bytes = 0
+        self._buffer_error: str = ""
+        self._buffer_error_logged = 0.0
+        self.last_commit: datetime | None = None
+        self.closed_by_flush = 0
+
+    # ---- start-up ----------------------------------------------------------------------------
+    def open_buffer(self) -> None:
+        """Lock the buffer (one writer per file) and count what a previous run left in it."""
+        self._lock_buffer()
+        try:
+            if self.buffer.is_empty():
+                self.buffer.clear()  # drained but not yet truncated when the last run ended
+            self._rows, self._bytes = self.buffer.count()
+        except OSError as exc:
+            self._buffer_failed(exc)
+            return
+        if self._rows:
+            log.warning("buffer_found %d rows (%d bytes) in %s from a previous run: they are "
+                        "drained before new rows are stored", self._rows, self._bytes,
+                        self.buffer.path)
+
+    def _lock_buffer(self) -> None:
+        try:
+            self.buffer.acquire()
+        except BufferBusy:
+            raise
+        except OSError as exc:
+            self._buffer_failed(exc)
+
+    def close(self) -> None:
+        self.buffer.release()
+
+    # ---- the Store protocol ------------------------------------------------------------------
+    async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
+        """Make the rows durable: committed, or fsynced to the buffer. Raises BufferUnavailable
+        when neither is possible, and a database error for a data error (not an outage)."""
+        if self.has_backlog:
+            await self.flush()
+        if self.has_backlog:
+            self._append([*greeks, *self._audit, *logs])
+            self._audit.clear()
+            return
+        try:
+            await self._write_direct(list(greeks), [*self._audit, *logs])
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            await self._open(exc)
+            self._append([*greeks, *self._audit, *logs])
+            self._audit.clear()
+            return
+        self._audit.clear()
+
+    async def tick(self) -> None:
+        """Called by the writer's loop between reads: flush when due; write waiting audit rows."""
+        if self.has_backlog:
+            await self.flush()
+        if self._audit and not self.has_backlog:
+            await self.store([], [])
+
+    @property
+    def has_backlog(self) -> bool:
+        """True while rows must go to the buffer: breaker open, or rows waiting in the file."""
+        return self.breaker.is_open or self._rows > 0
+
+    def status(self) -> dict[str, str]:
+        """The operator view (the Keys.writer_state hash)."""
+        b = self.breaker
+        return {
+            "breaker": b.state.value,
+            "since": b.since.isoformat() if b.since else "",
+            "reason": b.reason + (f"; buffer: {self._buffer_error}" if self._buffer_error else ""),
+            "buffer_rows": str(self._rows),
+            "buffer_bytes": str(self._bytes),
+            "updated": self.clock().isoformat(),
+            "last_commit": self.last_commit.isoformat() if self.last_commit else "",
+        }
+
+    # ---- PostgreSQL --------------------------------------------------------------------------
+    async def _ensure_db(self) -> None:
+        if not self.db.is_connected:
+            await self.db.connect()
+            self._schema_ok = False
+        if not self._schema_ok:
+            await self.db.ensure_schema()
+            self._schema_ok = True
+
+    async def _write(self, greeks: list[GreeksRow], logs: list[ApiLogRow], *, bulk: bool) -> None:
+        if not greeks and not logs:
+            return
+        await self._ensure_db()
+        result: WriteResult
+        if bulk:
+            result = await self.db.copy_batch(greeks, logs)
+        else:
+            result = await self.db.write_batch(greeks, logs)
+        self.last_commit = self.clock()
+        if result.greeks_skipped or result.logs_skipped:
+            log.info("replay_skipped %d greeks and %d api_logs rows were already stored",
+                     result.greeks_skipped, result.logs_skipped)
+
+    async def _write_direct(self, greeks: list[GreeksRow], logs: list[ApiLogRow]) -> None:
+        """A batch while closed; one quick second try on a fresh connection before opening (a
+        connection of the pool may have died while idle: that is no outage)."""
+        try:
+            await self._write(greeks, logs, bulk=False)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            log.warning("db_write_failed %s; retrying once on a fresh connection", _reason(exc))
+            await self.db.expire_connections()
+            await self._write(greeks, logs, bulk=False)
+
+    # ---- the breaker ---------------------------------------------------------------------------
+    async def _open(self, exc: BaseException) -> None:
+        reason = f"PostgreSQL unreachable: {_reason(exc)}"
+        if self.breaker.open(reason, now=self.clock(), mono=self.monotonic()):
+            await self.db.expire_connections()
+            log.error("breaker_open %s; rows go to the buffer %s (%d rows, %d bytes); next flush "
+                      "in %.1f s", reason, self.buffer.path, self._rows, self._bytes,
+                      self.breaker.retry_s)
+            self._audit_row("ERROR", f"writer circuit breaker opened: {reason}; rows are "
+                            f"buffered in {self.buffer.path} until PostgreSQL is back")
+
+    async def flush(self, *, force: bool = False) -> bool:
+        """Drain the buffer and close the breaker when a retry is due (or at once while closed,
+        e.g. a buffer left by a previous run). True when the backlog is gone."""
+        if not self.has_backlog:
+            return True
+        if self.breaker.is_open and not force and not self.breaker.retry_due(self.monotonic()):
+            return False
+        started = self.monotonic()
+        try:
+            await self._ensure_db()
+            rows = await self._drain()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            self._flush_failed(exc)
+            return False
+        if self.stop.is_set() and self._rows:
+            return False  # stopped between chunks: the checkpoint keeps the progress
+        seconds = self.monotonic() - started
+        log.info("buffer_drained %d rows in %.2f s (%.0f rows/s)", rows, seconds,
+                 rows / seconds if seconds > 0 else 0.0)
+        self._audit_row("INFO", f"writer buffer drained: {rows} rows in {seconds:.2f} s")
+        if self.breaker.is_open:
+            opened = self.breaker.since
+            outage_s = (self.clock() - opened).total_seconds() if opened else 0.0
+            self.breaker.close(now=self.clock())
+            self.closed_by_flush += 1
+            log.info("breaker_closed after %.1f s; buffer empty (0 rows, 0 bytes)", outage_s)
+            self._audit_row("INFO", f"writer circuit breaker closed after {outage_s:.1f} s: "
+                            "PostgreSQL is back, buffer drained")
+        try:
+            await self._write(list[GreeksRow](), self._audit, bulk=False)
+            self._audit.clear()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            await self._open(exc)  # the audit rows stay queued for the next write
+        return not self.has_backlog
+
+    def _flush_failed(self, exc: BaseException) -> None:
+        reason = f"PostgreSQL unreachable: {_reason(exc)}"
+        if not self.breaker.is_open:
+            # a buffer left by a previous run, and PostgreSQL down at start-up
+            self.breaker.open(reason, now=self.clock(), mono=self.monotonic())
+            log.error("breaker_open %s; %d rows (%d bytes) wait in %s", reason, self._rows,
+                      self._bytes, self.buffer.path)
+            self._audit_row("ERROR", f"writer circuit breaker opened: {reason}; rows are "
+                            f"buffered in {self.buffer.path} until PostgreSQL is back")
+            return
+        self.breaker.retry_failed(reason, mono=self.monotonic())
+        n = self.breaker.failed_retries
+        log.warning("flush_retry_failed #%d %s; buffer holds %d rows (%d bytes); next in %.1f s",
+                    n, reason, self._rows, self._bytes, self.breaker.retry_s)
+        self._audit_row("WARN", f"writer flush retry {n} failed: {reason}; {self._rows} rows "
+                        f"({self._bytes} bytes) buffered; next retry in "
+                        f"{self.breaker.retry_s:g} s")
+
+    def _audit_row(self, status: str, message: str) -> None:
+        self._audit.append(ApiLogRow(ts=self.clock(), api_mode=self.settings.ib_api_mode,
+                                     status=status, message=message, source="writer"))
+
+    # ---- the buffer ----------------------------------------------------------------------------
+    def _append(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        try:
+            self._lock_buffer()
+            self.buffer.append([encode_line(r) for r in rows])
+            self._bytes = self.buffer.path.stat().st_size
+        except BufferBusy:
+            raise
+        except OSError as exc:
+            self._buffer_failed(exc)
+            raise BufferUnavailable(exc.errno, f"buffer {self.buffer.path} unwritable: "
+                                    f"{_reason(exc)}") from exc
+        self._rows += len(rows)
+        if self._buffer_error:
+            log.warning("buffer_writable again %s (%d rows, %d bytes)", self.buffer.path,
+                        self._rows, self._bytes)
+            self._audit_row("INFO", f"writer buffer {self.buffer.path} writable again after: "
+                            f"{self._buffer_error}")
+            self._buffer_error = ""
+
+    def _buffer_failed(self, exc: OSError) -> None:
+        reason = _reason(exc)
+        now = self.monotonic()
+        if reason != self._buffer_error or now - self._buffer_error_logged >= \
+                BUFFER_ERROR_LOG_EVERY_S:
+            log.error("buffer_unwritable %s: %s; nothing is acked, Redis keeps the entries",
+                      self.buffer.path, reason)
+            if reason != self._buffer_error:
+                self._audit_row("ERROR", f"writer buffer {self.buffer.path} unwritable: {reason}; "
+                                "entries stay unacknowledged in Redis")
+            self._buffer_error_logged = now
+        self._buffer_error = reason
+
+    async def _drain(self) -> int:
+        """Everything in the buffer into PostgreSQL, in file order; checkpoint after each COMMIT;
+        the file is emptied only once all of it is committed. Returns the rows drained."""
+        total = 0
+        bad: list[tuple[int, str]] = []
+        chunks = self.buffer.iter_chunks(
+            self.drain_chunk_rows, on_bad=lambda n, why: bad.append((n, why))
+        )
+        try:
+            for chunk in chunks:
+                greeks: list[GreeksRow] = []
+                logs: list[ApiLogRow] = []
+                rejected: list[tuple[Entry, str]] = []
+                for record in chunk.records:
+                    row = decode_line(record)
+                    if isinstance(row, GreeksRow):
+                        greeks.append(row)
+                    elif isinstance(row, ApiLogRow):
+                        logs.append(row)
+                    else:
+                        rejected.append((_buffer_entry(record), f"buffer line: {row.reason}"))
+                warns = [self._bad_lines_warn(n, why) for n, why in bad]
+                bad.clear()
+                if rejected:
+                    warns.extend(await self.dead_letter(rejected))
+                await self._write_chunk(greeks, [*logs, *warns])
+                self._drained_chunks += 1
+                if self._kill_after_chunks and self._drained_chunks >= self._kill_after_chunks:
+                    log.warning("test_hook SIGKILL after drain chunk %d, before its checkpoint",
+                                self._drained_chunks)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                self.buffer.commit(chunk.end_offset)
+                total += len(chunk.records)
+                self._rows = max(self._rows - len(chunk.records), 0)
+                if self.stop.is_set():
+                    log.info("buffer_drain_paused by stop after %d rows; resumes at the "
+                             "checkpoint", total)
+                    return total
+        finally:
+            chunks.close()
+        self.buffer.clear()
+        self._rows, self._bytes = 0, 0
+        return total
+
+    def _bad_lines_warn(self, n: int, why: str) -> ApiLogRow:
+        message = (f"writer buffer: {n} {why}(s) of {self.buffer.path} moved to "
+                   f"{self.buffer.bad_path}")
+        log.warning("buffer_bad_lines %s", message)
+        return ApiLogRow(ts=self.clock(), api_mode=self.settings.ib_api_mode, status="WARN",
+                         message=message, source="writer")
+
+    async def _write_chunk(self, greeks: list[GreeksRow], logs: list[ApiLogRow]) -> None:
+        try:
+            await self._write(greeks, logs, bulk=True)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            log.error("db_refused_buffer_chunk %s: isolating the bad rows", _reason(exc))
+            refused = await find_refused(
+                [*greeks, *logs], lambda g, a: self._write(g, a, bulk=False)
+            )
+            dead = [(_buffer_entry(encode_line(r)), why) for r, why in refused]
+            warns = await self.dead_letter(dead)
+            await self._write([], warns, bulk=False)
+
+
+def _buffer_entry(record: Record) -> Entry:
+    """A buffer line as a dead-letter entry: its stream, id `buffer`, its original fields."""
+    fields: Any = record.get("fields")
+    out: dict[bytes, bytes] = {}
+    if isinstance(fields, dict):
+        for k, v in fields.items():
+            out[str(k).encode()] = str(v).encode()
+    else:
+        import orjson
+
+        out[b"line"] = orjson.dumps(record)
+    stream = str(record.get("stream", "buffer"))[:64]
+    return Entry(stream=f"buffer:{stream}", id="buffer", fields=out)
