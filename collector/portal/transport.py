@@ -32,6 +32,7 @@ from collector.portal.client import (
     BadAnswer,
     GatewayDown,
     PortalClient,
+    PortalError,
     RateLimited,
 )
 from collector.portal.pacing import Pacer
@@ -186,7 +187,7 @@ class PortalTransport:
             await self._refresh_summary(now)
             await self._market_data(now)
         except AuthProblem as exc:
-            self._auth_lost(str(exc))
+            self._auth_lost(await self._diagnose(str(exc)))
             raise TransportError(self._reason) from exc
         except GatewayDown as exc:
             self._session_ready = False
@@ -198,7 +199,11 @@ class PortalTransport:
 
     # ---- state -------------------------------------------------------------------------------
     def _set_state(self, state: LinkState, reason: str, status: str = "INFO") -> None:
-        if state == self._state and reason == self._reason:
+        if state == self._state:
+            # one event per change of state; the reason of a lasting state may drift
+            # (401, then "not authenticated" from the probe) without a new api_logs row
+            if state != LinkState.CONNECTING:
+                self._reason = reason
             return
         self._state = state
         self._reason = reason
@@ -251,6 +256,20 @@ class PortalTransport:
             await self._market_data(now)  # the pre-flight call
         except (RateLimited, BadAnswer) as exc:
             log.warning("portal_preflight_failed %s", exc)
+
+    async def _diagnose(self, symptom: str) -> str:
+        """Why a data call was refused: the auth status says more than "no bridge"."""
+        if self._state == LinkState.UNAUTHENTICATED:
+            return symptom
+        try:
+            status = parse_auth_status(await self.client.post("/iserver/auth/status"))
+        except PortalError:
+            return symptom
+        self.authenticated = status.authenticated
+        self.competing = status.competing
+        if status.usable:
+            return symptom
+        return f"{status.reason()} ({symptom})"
 
     def _choose_account(self, accounts: list[str]) -> str:
         wanted = self.settings.ib_account

@@ -1,0 +1,1 @@
+"""Client Portal Web API gateway simulator (HTTPS, the real endpoint shapes, switchable faults)."""

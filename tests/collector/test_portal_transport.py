@@ -1,0 +1,241 @@
+"""The PORTAL transport against the Client Portal simulator, over real HTTPS."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from collector.greeks import GreeksPolicy
+from collector.portal.pacing import Pacer
+from collector.portal.transport import AccountChoiceError, PortalTransport
+from collector.transport import LinkEvent, LinkState, Snapshot, TransportError
+from shared.config import Settings, load_settings
+from simulator.portal.server import PortalSimulator
+from simulator.portfolio import default_portfolio
+
+FROZEN = 1_795_600_000.0  # a fixed model time (epoch seconds)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[PortalSimulator]:
+    portfolio = default_portfolio(extra_options=120, step_s=1.0)
+    async with PortalSimulator(portfolio) as server:
+        server.switches.update({"frozen_at": FROZEN})
+        yield server
+
+
+def settings_for(sim: PortalSimulator, **extra: str) -> Settings:
+    env = {"IB_API_MODE": "PORTAL", "IBKR_GATEWAY_URL": sim.url,
+           "IBKR_CA_FILE": str(sim.ca_file), "IB_CONNECT_TIMEOUT_S": "5"}
+    env.update(extra)
+    return load_settings(env, dotenv=None)
+
+
+@pytest.fixture
+async def transport(sim: PortalSimulator) -> AsyncIterator[PortalTransport]:
+    t = PortalTransport(settings_for(sim))
+    try:
+        yield t
+    finally:
+        await t.disconnect()
+
+
+def drain(t: PortalTransport) -> list[LinkEvent]:
+    out = []
+    while not t.events.empty():
+        out.append(t.events.get_nowait())
+    return out
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def assert_equals_portfolio(sim: PortalSimulator, snap: Snapshot, **policy_kw: object) -> None:
+    policy = GreeksPolicy(10, 60, **policy_kw)  # type: ignore[arg-type]
+    ev = policy.evaluate(snap, now())
+    assert not ev.held and ev.excluded == ()
+    expected = sim.portfolio.net_greeks(FROZEN)
+    row = ev.rows[0]
+    assert row.contract == "PORTFOLIO"
+    assert row.delta == pytest.approx(expected.delta, rel=1e-9, abs=1e-9)
+    assert row.gamma == pytest.approx(expected.gamma, rel=1e-9, abs=1e-12)
+    assert row.vega == pytest.approx(expected.vega, rel=1e-9, abs=1e-9)
+    assert row.theta == pytest.approx(expected.theta, rel=1e-9, abs=1e-9)
+
+
+async def test_values_equal_the_simulated_portfolio(sim: PortalSimulator,
+                                                    transport: PortalTransport) -> None:
+    await transport.connect()
+    assert transport.state == LinkState.CONNECTED
+    assert transport.account == "DU1234567"
+    snap = await transport.snapshot(now())
+    assert len(snap.positions) == len(sim.portfolio.positions) > 100  # paged
+    assert_equals_portfolio(sim, snap)
+    # per underlying, and the underlying price of the largest dollar delta
+    ev = GreeksPolicy(10, 60, per_underlying=True).evaluate(snap, now())
+    by = {r.contract: r for r in ev.rows}
+    for symbol in ("SPY", "QQQ", "AAPL"):
+        expected = sim.portfolio.net_greeks(FROZEN, symbol)
+        assert by[symbol].delta == pytest.approx(expected.delta, rel=1e-9, abs=1e-9)
+        assert by[symbol].underlying_price == sim.portfolio.price(symbol, FROZEN)
+    dollar = {s: abs(by[s].delta * sim.portfolio.price(s, FROZEN)) for s in ("SPY", "QQQ", "AAPL")}
+    assert by["PORTFOLIO"].underlying_price == sim.portfolio.price(max(dollar, key=dollar.get),
+                                                                    FROZEN)
+    stats = sim.stats.as_dict()
+    assert stats["counts"]["/portfolio/accounts"] == 1
+    assert stats["counts"]["/portfolio/{acct}/positions"] >= 3  # pages 0, 1 and the empty 2
+
+
+@pytest.mark.parametrize("style", ["401", "302", "no_bridge", "init_session_first", "competing"])
+async def test_logged_out_mid_run_then_resume(sim: PortalSimulator, transport: PortalTransport,
+                                              style: str) -> None:
+    await transport.connect()
+    await transport.snapshot(now())
+    drain(transport)
+    if style == "competing":
+        sim.switches.update({"competing": True})
+    else:
+        sim.switches.update({"logout_style": style})
+        sim.logout()
+    for _ in range(3):
+        with pytest.raises(TransportError):
+            await transport.snapshot(now())
+    assert transport.state == LinkState.UNAUTHENTICATED
+    events = drain(transport)
+    assert len(events) == 1, events  # reported once, not every tick
+    assert events[0].state == LinkState.UNAUTHENTICATED and events[0].reason
+    if style == "competing":
+        assert "competing" in events[0].reason
+        sim.switches.update({"competing": False})
+    else:
+        sim.login()
+    snap = await transport.snapshot(now())  # resumes by itself
+    assert transport.state == LinkState.CONNECTED
+    assert [e.state for e in drain(transport)] == [LinkState.CONNECTED]
+    # the new session re-opens the market data streams: values come on the next call
+    snap = await transport.snapshot(now())
+    assert_equals_portfolio(sim, snap)
+
+
+async def test_pacing_keeps_under_the_limits_when_enforced(sim: PortalSimulator,
+                                                           transport: PortalTransport) -> None:
+    sim.switches.update({"enforce_pacing": True, "penalty_s": 2.0})
+    await transport.connect()
+    for _ in range(10):  # ticks as fast as we can, positions refreshed every time
+        transport._positions_at = None
+        transport._last_tickle = None
+        await transport.snapshot(now())
+    stats = sim.stats.as_dict()
+    assert stats["rate_limited"] == 0
+    assert stats["max_per_s"] <= 10
+    assert stats["max_per_endpoint_1s"].get("/tickle", 0) <= 1
+    assert stats["total"] > 40
+
+
+async def test_429_backs_off(sim: PortalSimulator) -> None:
+    """An impatient client (no pacing) gets a 429; nothing is sent until the back-off ends."""
+    sim.switches.update({"enforce_pacing": True})
+    fast = Pacer(global_per_s=1000, limits={}, backoff_base_s=0.5, backoff_cap_s=2.0)
+    t = PortalTransport(settings_for(sim), pacer=fast)
+    try:
+        await t.connect()
+        got_429 = False
+        for _ in range(30):
+            t._positions_at = None
+            try:
+                await t.snapshot(now())
+            except TransportError as exc:
+                assert "429" in str(exc)
+                got_429 = True
+                break
+        assert got_429 and fast.rate_limited == 1
+        assert fast.blocked_until > time.monotonic()
+        before = sim.stats.total
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(t.snapshot(now()), 0.15)
+        assert sim.stats.total == before  # held back by the pacer, not sent
+        assert t.state == LinkState.CONNECTED  # a 429 is not a lost session
+    finally:
+        await t.disconnect()
+
+
+async def test_quirks_secdef_missing_and_late_greeks(sim: PortalSimulator,
+                                                     transport: PortalTransport) -> None:
+    sim.switches.update({"no_secdef": 5, "greeks_missing_calls": 2, "quirks": True})
+    await transport.connect()  # pre-flight
+    snap = await transport.snapshot(now())  # 1st data call: no Greeks yet
+    ev = GreeksPolicy(10, 60).evaluate(snap, now())
+    assert ev.held and len(ev.pending) == len([p for p in sim.portfolio.positions
+                                               if p.is_option])
+    await transport.snapshot(now())
+    snap = await transport.snapshot(now())
+    assert_equals_portfolio(sim, snap)
+    assert sim.stats.counts.get("/portfolio/{acct}/positions", 0) >= 6  # asked again
+    assert all(p.multiplier == 100 for p in snap.positions if p.sec_type == "OPT")
+
+
+async def test_secdef_never_comes_multiplier_from_description(sim: PortalSimulator,
+                                                              transport: PortalTransport) -> None:
+    sim.switches.update({"no_secdef": 3, "no_secdef_always": True})
+    await transport.connect()
+    snap = await transport.snapshot(now())
+    assert_equals_portfolio(sim, snap)
+
+
+async def test_iserver_outage_then_back(sim: PortalSimulator, transport: PortalTransport) -> None:
+    await transport.connect()
+    await transport.snapshot(now())
+    drain(transport)
+    sim.switches.update({"iserver_outage": True})
+    with pytest.raises(TransportError, match="503"):
+        await transport.snapshot(now())
+    assert transport.state == LinkState.DISCONNECTED
+    sim.switches.update({"iserver_outage": False})
+    snap = await transport.snapshot(now())
+    assert transport.state == LinkState.CONNECTED
+    assert snap.positions
+
+
+async def test_tls_untrusted_and_skip_verification(sim: PortalSimulator) -> None:
+    untrusted = PortalTransport(settings_for(sim, IBKR_CA_FILE=""))
+    try:
+        with pytest.raises(TransportError, match="IBKR_CA_FILE"):
+            await untrusted.connect()
+        assert untrusted.state == LinkState.DISCONNECTED
+    finally:
+        await untrusted.disconnect()
+    insecure = PortalTransport(settings_for(sim, IBKR_CA_FILE="", IBKR_TLS_VERIFY="0"))
+    try:
+        await insecure.connect()
+        assert insecure.state == LinkState.CONNECTED
+    finally:
+        await insecure.disconnect()
+
+
+async def test_account_must_be_offered(sim: PortalSimulator) -> None:
+    t = PortalTransport(settings_for(sim, IB_ACCOUNT="U999"))
+    try:
+        with pytest.raises(AccountChoiceError, match="IB_ACCOUNT=U999"):
+            await t.connect()
+    finally:
+        await t.disconnect()
+
+
+async def test_reauth_and_deliberate_disconnect(sim: PortalSimulator,
+                                                transport: PortalTransport) -> None:
+    await transport.connect()
+    sim.switches.update({"competing": True})
+    with pytest.raises(TransportError):
+        await transport.snapshot(now())
+    await transport.reauthenticate()  # ssodh/init takes the session back
+    assert transport.state == LinkState.CONNECTED
+    drain(transport)
+    await transport.disconnect()
+    assert drain(transport) == []  # deliberate: not reported as a drop
+    with pytest.raises(TransportError, match="not connected"):
+        await transport.snapshot(now())
