@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo status lint venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,15 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The demo profile in the foreground (supervisord -n): a private PostgreSQL and Redis, the IB
+# Gateway simulator and the bridge, data and logs in .demo/. Ctrl-C stops everything.
+demo: $(STAMP)
+	$(BIN)/bridge demo
+
+# The demo's health at a glance (exit 0 healthy, 1 degraded, 2 down).
+status: $(STAMP)
+	$(BIN)/bridge --env-file .demo/.env status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,277 @@
+"""The demo profile: `bridge demo` (what `make demo` runs).
+
+1. picks free loopback ports for PostgreSQL, Redis and the IB Gateway simulator (the ones of the
+   last run when they are still free), so nothing collides with services on the machine;
+2. writes `<dir>/.env` (the bridge's configuration, also read by `bridge status`) and renders
+   deploy/demo.conf.in into `<dir>/supervisord.conf`, with the bridge group copied from
+   deploy/supervisord.conf (same programs, same start/stop settings; run in `<dir>`);
+3. runs supervisord in the foreground, prints how long the first PORTFOLIO row took and how to
+   look at the data; Ctrl-C (or SIGTERM) stops everything in order: bridge, then services.
+
+Data (PostgreSQL cluster, Redis AOF), logs, buffer and spool stay in `<dir>` (default `.demo/`
+in the repository, ignored by git) from one run to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from types import FrameType
+
+import asyncpg
+
+from database import queries
+from shared.names import PORTFOLIO_CONTRACT
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+BRIDGE_SECTIONS = ("group:bridge", "program:writer", "program:collector", "program:watchdog",
+                   "eventlistener:bridge_events")
+PORT_NAMES = ("pg_port", "redis_port", "gateway_port", "gateway_control_port")
+SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
+FIRST_ROW_WAIT_S = 90.0
+
+
+@dataclass(frozen=True)
+class Demo:
+    dir: Path
+    ports: dict[str, int]
+    env: dict[str, str]
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "supervisord.conf"
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "supervisor.sock"
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken and port not in (5432, 6379, 4001, 4002):
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def choose_ports(demo_dir: Path) -> dict[str, int]:
+    """The ports of the last run when they are all still free, else new free ones."""
+    saved_path = demo_dir / "ports.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        saved = json.loads(saved_path.read_text())
+        ports = {name: int(saved[name]) for name in PORT_NAMES}
+        if len(set(ports.values())) == len(ports) and all(map(_port_free, ports.values())):
+            return ports
+    ports = {}
+    for name in PORT_NAMES:
+        ports[name] = _free_port(set(ports.values()))
+    return ports
+
+
+def demo_env(demo_dir: Path, ports: dict[str, int]) -> dict[str, str]:
+    """The bridge's configuration in the demo (the rest are the defaults)."""
+    return {
+        "IB_API_MODE": "SOCKET",
+        "IB_HOST": "127.0.0.1",
+        "IB_PORT": str(ports["gateway_port"]),
+        "IB_CLIENT_ID": "17",
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{ports['pg_port']}/postgres",
+        "REDIS_URL": f"redis://127.0.0.1:{ports['redis_port']}/0",
+        "BRIDGE_REDIS_PREFIX": "bridge:",
+        "BRIDGE_BUFFER_PATH": str(demo_dir / "buffer.jsonl"),
+        "BRIDGE_SPOOL_PATH": str(demo_dir / "spool.jsonl"),
+        "BRIDGE_SUPERVISOR_URL": f"unix://{demo_dir / 'supervisor.sock'}",
+        "BRIDGE_COLLECTOR_PROCESS": "bridge:collector",
+        "BRIDGE_TICK_LEDGER": "",
+    }
+
+
+def _supervisor_quote(value: str) -> str:
+    escaped = value.replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def bridge_sections(python: str) -> str:
+    """deploy/supervisord.conf's bridge group, adapted to run in the demo folder."""
+    parser = configparser.RawConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(DEPLOY / "supervisord.conf", encoding="utf-8")
+    out: list[str] = []
+    for section in BRIDGE_SECTIONS:
+        out.append(f"[{section}]")
+        for key, raw in parser.items(section):
+            value = "%(here)s" if key == "directory" else raw
+            value = value.replace("%(here)s/../.venv/bin/python", python)
+            value = value.replace("%(here)s/run/", "%(here)s/logs/")
+            out.append(f"{key}={value}")
+        out.append("")
+    return "\n".join(out)
+
+
+def render(
+    demo_dir: Path,
+    overrides: dict[str, str] | None = None,
+    ports: dict[str, int] | None = None,
+    python: str = sys.executable,
+) -> Demo:
+    """Write `<dir>/.env`, `<dir>/ports.json` and `<dir>/supervisord.conf`; no process starts."""
+    demo_dir = demo_dir.absolute()
+    sock = demo_dir / "supervisor.sock"
+    if len(str(sock)) > SOCKET_PATH_MAX:
+        raise ValueError(f"demo folder path too long for a unix socket: {sock}")
+    for sub in ("logs", "pg", "redis"):
+        (demo_dir / sub).mkdir(parents=True, exist_ok=True)
+    ports = ports or choose_ports(demo_dir)
+    env = demo_env(demo_dir, ports)
+    env.update(overrides or {})
+    (demo_dir / "ports.json").write_text(json.dumps(ports, indent=1) + "\n")
+    lines = ["# written by `bridge demo`: the demo's configuration (rewritten at each start)"]
+    lines += [f"{k}={v}" for k, v in env.items()]
+    (demo_dir / ".env").write_text("\n".join(lines) + "\n")
+    template = Template((DEPLOY / "demo.conf.in").read_text(encoding="utf-8"))
+    environment = ",".join(
+        f"{k}={_supervisor_quote(v)}" for k, v in {"PYTHONUNBUFFERED": "1", **env}.items()
+    )
+    text = template.substitute(
+        environment=environment, python=python, **{k: str(v) for k, v in ports.items()}
+    )
+    waits = f"127.0.0.1:{ports['pg_port']} 127.0.0.1:{ports['redis_port']}"
+    sections = bridge_sections(python)
+    # the demo's bridge waits (bounded) for its services, so a first initdb costs no retry
+    sections = sections.replace(
+        f"command={python} -m writer",
+        f"command={python} -m shared.waitfor {waits} -- {python} -m writer",
+    ).replace(
+        f"command={python} -m collector",
+        f"command={python} -m shared.waitfor {waits} 127.0.0.1:{ports['gateway_port']} -- "
+        f"{python} -m collector",
+    )
+    demo = Demo(demo_dir, ports, env)
+    demo.conf.write_text(text + "\n" + sections, encoding="utf-8")
+    return demo
+
+
+def running_pid(demo_dir: Path) -> int | None:
+    """PID of a supervisord of this demo folder that is still alive."""
+    try:
+        pid = int((demo_dir / "supervisord.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+async def wait_first_row(
+    dsn: str, timeout_s: float, alive: subprocess.Popen[bytes]
+) -> float | None:
+    """Seconds until a PORTFOLIO row exists (None: timed out or supervisord ended)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s and alive.poll() is None:
+        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError,
+                                 asyncpg.InterfaceError):
+            conn = await asyncpg.connect(dsn, timeout=2.0)
+            try:
+                found = await conn.fetchval(queries.NEWEST_PORTFOLIO_ROW, PORTFOLIO_CONTRACT)
+            finally:
+                await conn.close()
+            if found:
+                return time.monotonic() - start
+        await asyncio.sleep(0.5)
+    return None
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the current directory when it is inside it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def instructions(demo: Demo) -> str:
+    rel = _shown(demo.dir)
+    env_file = _shown(demo.dir / ".env")
+    pg, rd = demo.ports["pg_port"], demo.ports["redis_port"]
+    prefix = demo.env.get("BRIDGE_REDIS_PREFIX", "bridge:")
+    return f"""
+How to look at it (from the repository root, in another terminal):
+  .venv/bin/bridge --env-file {env_file} tail          # new rows as a table (Ctrl-C ends)
+  .venv/bin/bridge --env-file {env_file} status        # health; --json for machines
+  .venv/bin/supervisorctl -c {rel}/supervisord.conf status
+  .venv/bin/supervisorctl -c {rel}/supervisord.conf restart bridge:writer
+  psql "postgresql://postgres@127.0.0.1:{pg}/postgres" -c "SELECT * FROM portfolio_greeks ORDER BY timestamp DESC LIMIT 5"
+  redis-cli -p {rd} XINFO GROUPS {prefix}greeks
+  logs: {rel}/logs/   (psql/redis-cli only if installed; `bridge tail` needs nothing else)
+Ctrl-C here stops everything.
+"""  # noqa: E501
+
+
+def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
+    demo_dir = demo_dir.absolute()
+    pid = running_pid(demo_dir)
+    if pid is not None:
+        print(f"the demo in {demo_dir} is already running (supervisord pid {pid})",
+              file=sys.stderr)
+        return 1
+    demo = render(demo_dir)
+    if render_only:
+        print(demo.conf)
+        return 0
+    supervisord = str(Path(sys.executable).parent / "supervisord")
+    print(f"demo: PostgreSQL 127.0.0.1:{demo.ports['pg_port']}, Redis 127.0.0.1:"
+          f"{demo.ports['redis_port']}, IB Gateway simulator 127.0.0.1:"
+          f"{demo.ports['gateway_port']}; data and logs in {demo.dir}", flush=True)
+    proc = subprocess.Popen([supervisord, "-n", "-c", str(demo.conf)])
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping and proc.poll() is None:
+            stopping = True
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    started = time.monotonic()
+    seconds = asyncio.run(wait_first_row(demo.database_url, FIRST_ROW_WAIT_S, proc))
+    if seconds is not None:
+        print(f"\n*** first PORTFOLIO row in PostgreSQL {time.monotonic() - started:.1f} s "
+              f"after start ***", flush=True)
+        print(instructions(demo), flush=True)
+    elif proc.poll() is None and not stopping:
+        print(f"\n*** no PORTFOLIO row after {FIRST_ROW_WAIT_S:g} s: see {demo.dir}/logs/ "
+              "and `bridge status` ***", flush=True)
+        print(instructions(demo), flush=True)
+    return int(proc.wait())

@@ -1,0 +1,375 @@
+"""`bridge status`: the bridge's state on one screen, and its classification.
+
+Gathering (`gather`) reads, each with a short timeout: the collector's `link` hash and
+heartbeat, the stream lengths, the writers group (pending entries per consumer and entries not
+yet delivered), the dead-letter stream, the writer's state hash (breaker, buffer) and heartbeat,
+the buffer file when it is on this machine, the newest PORTFOLIO row in PostgreSQL, and every
+process of supervisord (XML-RPC, when BRIDGE_SUPERVISOR_URL is set).
+
+Classification (`classify`, a pure function), with `stale_s` = max(3 x BRIDGE_POLL_INTERVAL_S,
+15 s):
+
+- **down** (exit 2): no new rows are being produced, or nothing can be known about them:
+  Redis is unreachable; or the collector's heartbeat is missing (collector not running) while
+  the link is not `paused`; or the last tick is older than `stale_s` (or there is none) while
+  the link is not `paused`.
+- **degraded** (exit 1), when not down: rows are produced and kept safe (in Redis, the spool or
+  the buffer) but do not reach PostgreSQL as they should, or something needs a look: the link
+  is not `connected` (e.g. `paused` in the nightly reset window); the writer's heartbeat is
+  missing; the breaker is open; the buffer holds rows; the newest PORTFOLIO row is older than
+  `stale_s` (or there is none); PostgreSQL is unreachable; more than BACKLOG_LIMIT entries wait
+  in the streams (pending + not yet delivered); a supervised process is not RUNNING; or
+  supervisord is configured but unreachable.
+- **healthy** (exit 0): none of the above.
+
+Dead letters are shown but do not change the classification: each one was also reported as a
+WARN row in api_logs when it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from database import queries
+from shared.clock import age_s, utcnow
+from shared.config import Settings, mask_url
+from shared.jsonl import JsonlFile
+from shared.names import PORTFOLIO_CONTRACT, WRITER_GROUP, Keys
+from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
+
+HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
+EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
+BACKLOG_LIMIT = 100
+MIN_STALE_S = 15.0
+UNDELIVERED_SCAN_MAX = 10_000
+TIMEOUT_S = 3.0
+
+
+def stale_after_s(poll_interval_s: float) -> float:
+    return max(3.0 * poll_interval_s, MIN_STALE_S)
+
+
+@dataclass
+class Report:
+    """Everything `bridge status` shows; None means "unknown" (the source was not reachable)."""
+
+    mode: str
+    prefix: str
+    now: datetime
+    stale_s: float
+    redis_error: str | None = None
+    link: str | None = None
+    link_since: str | None = None
+    link_reason: str = ""
+    heartbeat_age_s: float | None = None
+    last_tick_age_s: float | None = None
+    streams: dict[str, int] = field(default_factory=dict)
+    pending_by_consumer: dict[str, dict[str, int]] = field(default_factory=dict)
+    undelivered: dict[str, int] = field(default_factory=dict)
+    dead_letters: int | None = None
+    writer_alive: bool | None = None
+    breaker: str = "unknown"
+    breaker_since: str = ""
+    breaker_reason: str = ""
+    buffer_rows: int | None = None
+    buffer_bytes: int | None = None
+    buffer_path: str = ""
+    db_error: str | None = None
+    last_row_ts: str | None = None
+    last_row_age_s: float | None = None
+    supervisor_url: str = ""
+    supervisor_error: str | None = None
+    processes: dict[str, str] = field(default_factory=dict)
+    watchdog: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        return sum(n for by in self.pending_by_consumer.values() for n in by.values())
+
+    @property
+    def backlog(self) -> int:
+        return self.pending + sum(self.undelivered.values())
+
+
+def classify(r: Report) -> tuple[str, list[str]]:
+    """(healthy | degraded | down, the reasons); see the module docstring."""
+    down: list[str] = []
+    degraded: list[str] = []
+    if r.redis_error is not None:
+        down.append(f"Redis unreachable: {r.redis_error}")
+    else:
+        paused = r.link == "paused"
+        if r.heartbeat_age_s is None and not paused:
+            down.append("collector heartbeat missing: the collector is not running")
+        if not paused:
+            if r.last_tick_age_s is None:
+                down.append("no tick recorded yet")
+            elif r.last_tick_age_s > r.stale_s:
+                down.append(f"last tick {r.last_tick_age_s:.0f} s ago (limit {r.stale_s:.0f} s)")
+        if r.link != "connected":
+            since = f" since {r.link_since}" if r.link_since else ""
+            why = f": {r.link_reason}" if r.link_reason else ""
+            degraded.append(f"link {r.link or 'unknown'}{since}{why}")
+        if r.writer_alive is False:
+            degraded.append("writer heartbeat missing: the writer is not running")
+        if r.breaker == "open":
+            why = f": {r.breaker_reason}" if r.breaker_reason else ""
+            degraded.append(f"breaker open since {r.breaker_since or '?'}{why}")
+        if r.backlog > BACKLOG_LIMIT:
+            degraded.append(f"{r.backlog} stream entries wait for the writer")
+    if r.buffer_rows:
+        degraded.append(f"{r.buffer_rows} rows in the buffer {r.buffer_path}".rstrip())
+    if r.db_error is not None:
+        degraded.append(f"PostgreSQL unreachable: {r.db_error}")
+    elif r.last_row_age_s is None:
+        degraded.append("no PORTFOLIO row in PostgreSQL")
+    elif r.last_row_age_s > r.stale_s:
+        degraded.append(
+            f"newest PORTFOLIO row is {r.last_row_age_s:.0f} s old (limit {r.stale_s:.0f} s)"
+        )
+    if r.supervisor_error is not None:
+        degraded.append(f"supervisord unreachable: {r.supervisor_error}")
+    for name, state in sorted(r.processes.items()):
+        if state != "RUNNING":
+            degraded.append(f"{name} is {state}")
+    if down:
+        return DOWN, down + degraded
+    if degraded:
+        return DEGRADED, degraded
+    return HEALTHY, []
+
+
+def to_json(r: Report) -> dict[str, Any]:
+    level, reasons = classify(r)
+    body = asdict(r)
+    body["now"] = r.now.isoformat()
+    out: dict[str, Any] = {
+        "healthy": level == HEALTHY,
+        "status": level,
+        "reasons": reasons,
+        "pending": r.pending,
+        "backlog": r.backlog,
+    }
+    out.update(body)
+    return out
+
+
+# ---- rendering -----------------------------------------------------------------------------
+def _age(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f} s ago"
+    if value < 7200:
+        return f"{value / 60:.1f} min ago"
+    return f"{value / 3600:.1f} h ago"
+
+
+def _num(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def render(r: Report) -> str:
+    level, reasons = classify(r)
+    lines = [f"bridge status: {level.upper()}   ({r.now.isoformat(timespec='seconds')})"]
+    rows: list[tuple[str, str]] = [("mode", r.mode), ("redis prefix", r.prefix)]
+    if r.redis_error is not None:
+        rows.append(("redis", f"UNREACHABLE: {r.redis_error}"))
+    else:
+        link = r.link or "unknown"
+        if r.link_since:
+            link += f" since {r.link_since}"
+        if r.link_reason:
+            link += f" ({r.link_reason})"
+        rows.append(("link", link))
+        rows.append(("collector heartbeat", _age(r.heartbeat_age_s)))
+        rows.append(("last tick", _age(r.last_tick_age_s)))
+        rows.append(
+            ("streams", "  ".join(f"{k}={v}" for k, v in r.streams.items()) or "-")
+        )
+        for stream, by in r.pending_by_consumer.items():
+            shown = ", ".join(f"{c}={n}" for c, n in by.items()) or "no consumer"
+            waiting = r.undelivered.get(stream, 0)
+            rows.append((f"pending {stream}", f"{shown}; not yet delivered: {waiting}"))
+        rows.append(("dead letters", _num(r.dead_letters)))
+        rows.append(("writer", {True: "alive", False: "NOT RUNNING", None: "?"}[r.writer_alive]))
+        breaker = r.breaker
+        if r.breaker_since:
+            breaker += f" since {r.breaker_since}"
+        if r.breaker_reason:
+            breaker += f" ({r.breaker_reason})"
+        rows.append(("breaker", breaker))
+    buffer = f"{_num(r.buffer_rows)} rows, {_num(r.buffer_bytes)} bytes"
+    if r.buffer_path:
+        buffer += f" ({r.buffer_path})"
+    rows.append(("buffer", buffer))
+    if r.db_error is not None:
+        rows.append(("postgresql", f"UNREACHABLE: {r.db_error}"))
+    else:
+        newest = "none" if r.last_row_ts is None else f"{r.last_row_ts} ({_age(r.last_row_age_s)})"
+        rows.append(("newest PORTFOLIO row", newest))
+    if r.watchdog:
+        rows.append(("watchdog", "  ".join(f"{k}={v}" for k, v in sorted(r.watchdog.items()))))
+    if r.supervisor_url:
+        if r.supervisor_error is not None:
+            rows.append(("supervisord", f"UNREACHABLE at {r.supervisor_url}: {r.supervisor_error}"))
+        else:
+            for name, state in sorted(r.processes.items()):
+                rows.append((f"process {name}", state))
+    else:
+        rows.append(("supervisord", "not configured (BRIDGE_SUPERVISOR_URL)"))
+    width = max(len(k) for k, _ in rows)
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if reasons:
+        lines.append("why:")
+        lines += [f"  - {reason}" for reason in reasons]
+    return "\n".join(lines)
+
+
+# ---- gathering -----------------------------------------------------------------------------
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _texts(mapping: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in mapping.items()}
+
+
+def _parse_time(text: object) -> datetime | None:
+    text = _text(text)
+    if not text:
+        return None
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None else None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+async def _gather_redis(r: Report, settings: Settings) -> None:
+    keys = Keys(settings.redis_prefix)
+    client = aioredis.Redis.from_url(
+        settings.require_redis(), socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
+        decode_responses=True,
+    )
+    try:
+        link = _texts(await client.hgetall(keys.link))
+        r.link = link.get("state") or None
+        r.link_since = link.get("since") or None
+        r.link_reason = link.get("reason", "")
+        r.last_tick_age_s = age_s(_parse_time(link.get("last_tick")), r.now)
+        r.heartbeat_age_s = age_s(_parse_time(await client.get(keys.heartbeat)), r.now)
+        if r.heartbeat_age_s is None and await client.exists(keys.heartbeat):
+            r.heartbeat_age_s = 0.0  # present but not an ISO time: alive all the same
+        for stream in (keys.greeks, keys.api_logs, keys.dead):
+            r.streams[stream.removeprefix(keys.prefix)] = int(await client.xlen(stream))
+        r.dead_letters = r.streams.get("dead")
+        for stream in keys.data_streams:
+            short = stream.removeprefix(keys.prefix)
+            r.pending_by_consumer[short], r.undelivered[short] = await _group_state(
+                client, stream
+            )
+        r.writer_alive = bool(await client.exists(keys.writer_heartbeat))
+        writer = _texts(await client.hgetall(keys.writer_state))
+        r.breaker = writer.get("breaker") or ("unknown" if not writer else "closed")
+        r.breaker_since = writer.get("since", "")
+        r.breaker_reason = writer.get("reason", "")
+        with contextlib.suppress(ValueError):
+            if "buffer_rows" in writer:
+                r.buffer_rows = int(writer["buffer_rows"])
+            if "buffer_bytes" in writer:
+                r.buffer_bytes = int(writer["buffer_bytes"])
+        r.watchdog = _texts(await client.hgetall(keys.watchdog_state))
+    except (RedisError, OSError) as exc:
+        r.redis_error = _short(exc)
+    finally:
+        await client.aclose()
+
+
+async def _group_state(
+    client: aioredis.Redis, stream: str
+) -> tuple[dict[str, int], int]:
+    """(pending entries per consumer of the writers group, entries not yet delivered)."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:  # no such stream yet
+        return {}, 0
+    group = next((g for g in groups if g.get("name") == WRITER_GROUP), None)
+    if group is None:
+        return {}, int(await client.xlen(stream))
+    consumers = await client.xinfo_consumers(stream, WRITER_GROUP)
+    by_consumer = {str(c["name"]): int(c["pending"]) for c in consumers}
+    last = str(group.get("last-delivered-id", "0-0"))
+    newer = await client.xrange(stream, min=f"({last}", max="+", count=UNDELIVERED_SCAN_MAX)
+    return by_consumer, len(newer or [])
+
+
+async def _gather_db(r: Report, settings: Settings) -> None:
+    try:
+        conn = await asyncpg.connect(settings.require_database(), timeout=TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        r.db_error = _short(exc)
+        return
+    try:
+        row = await conn.fetchrow(
+            queries.NEWEST_PORTFOLIO_ROW, PORTFOLIO_CONTRACT, timeout=TIMEOUT_S
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        r.db_error = _short(exc)
+        return
+    finally:
+        await conn.close(timeout=TIMEOUT_S)
+    if row is not None:
+        ts: datetime = row["timestamp"]
+        r.last_row_ts = ts.isoformat()
+        r.last_row_age_s = age_s(ts, r.now)
+
+
+def _gather_supervisor(r: Report, url: str) -> None:
+    try:
+        infos = Supervisor(url, timeout_s=TIMEOUT_S).all_process_info()
+    except RPC_ERRORS as exc:
+        r.supervisor_error = _short(exc)
+        return
+    r.processes = {full_name(i): str(i.get("statename", "UNKNOWN")) for i in infos}
+
+
+def _gather_buffer(r: Report, settings: Settings) -> None:
+    buffer = JsonlFile(settings.buffer_path)
+    r.buffer_path = str(buffer.path)
+    if buffer.path.exists():
+        # unreadable here: the writer's own figures (from Redis) stay
+        with contextlib.suppress(OSError):
+            r.buffer_rows, r.buffer_bytes = buffer.count()
+
+
+async def gather(settings: Settings, supervisor_url: str = "") -> Report:
+    now = utcnow()
+    r = Report(
+        mode=settings.ib_api_mode,
+        prefix=settings.redis_prefix,
+        now=now,
+        stale_s=stale_after_s(settings.poll_interval_s),
+        supervisor_url=mask_url(supervisor_url),
+    )
+    tasks = [_gather_redis(r, settings), _gather_db(r, settings)]
+    if supervisor_url:
+        tasks.append(asyncio.to_thread(_gather_supervisor, r, supervisor_url))
+    await asyncio.gather(*tasks)
+    _gather_buffer(r, settings)
+    return r

@@ -1,0 +1,233 @@
+"""supervisord event listener: FATAL and unexpected exits -> `api_logs` rows.
+
+    [eventlistener:bridge_events]
+    command=.venv/bin/python -m shared.supervisor_events
+    events=PROCESS_STATE_FATAL,PROCESS_STATE_EXITED
+
+For each PROCESS_STATE_FATAL, and each PROCESS_STATE_EXITED with `expected:0`, one row is XADDed
+to the `api_logs` stream (codec v1, source `supervisor`), which the writer stores like any other.
+FATAL is an ERROR row with the last error line of the process's log (for a bad configuration:
+the `config_invalid` line naming the variable); an unexpected exit is a WARN row.
+
+The configuration (`.env` in the working directory, then the environment) is read again for
+each event, so a corrected `.env` is used without restarting the listener; while it is invalid
+or Redis is unreachable the event is still logged on stderr and acknowledged (supervisord would
+otherwise hold every later event back). stdout is the event protocol: nothing else is printed
+there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import IO, Any
+
+import redis
+
+from shared.clock import utcnow
+from shared.codec import MAX_TEXT, encode_api_log
+from shared.config import ConfigError, Settings, load_settings
+from shared.logs import configure_logging
+from shared.models import ApiLogRow
+from shared.names import Keys
+from shared.supervisor_rpc import RPC_ERRORS, Supervisor
+
+log = logging.getLogger("supervisor_events")
+
+SOURCE = "supervisor"
+MAX_MESSAGE = 1000
+ERROR_MARKERS = ("config_invalid", "ERROR", "Traceback", "Error")
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """`key:value key:value ...` (the header line and the PROCESS_STATE payload)."""
+    out: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition(":")
+        if sep:
+            out[key] = value
+    return out
+
+
+def last_error_line(log_tail: str) -> str:
+    """The most telling line of a process log's tail: the last one that looks like an error."""
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    for marker in ERROR_MARKERS:
+        for line in reversed(lines):
+            if marker in line:
+                return line
+    return lines[-1] if lines else ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEvent:
+    name: str  # `group:process` (or `process` when the group has its name)
+    event: str  # PROCESS_STATE_FATAL, PROCESS_STATE_EXITED
+    from_state: str
+    expected: bool
+    pid: str
+
+
+def parse_event(header: dict[str, str], payload: str) -> ProcessEvent | None:
+    event = header.get("eventname", "")
+    if event not in ("PROCESS_STATE_FATAL", "PROCESS_STATE_EXITED"):
+        return None
+    body = parse_tokens(payload.split("\n", 1)[0])
+    group, process = body.get("groupname", ""), body.get("processname", "")
+    name = process if not group or group == process else f"{group}:{process}"
+    return ProcessEvent(
+        name=name,
+        event=event,
+        from_state=body.get("from_state", ""),
+        expected=body.get("expected", "0") == "1",
+        pid=body.get("pid", ""),
+    )
+
+
+def describe(event: ProcessEvent, info: dict[str, Any] | None, reason: str) -> tuple[str, str]:
+    """(status, message) of the api_logs row of an event."""
+    detail = ""
+    if info:
+        exit_status = info.get("exitstatus")
+        spawn_err = str(info.get("spawnerr") or "")
+        if spawn_err:
+            detail = f"spawn error: {spawn_err}"
+        elif exit_status not in (None, 0):
+            detail = f"exit status {exit_status}"
+    if event.event == "PROCESS_STATE_FATAL":
+        message = f"{event.name} is FATAL: it could not be started (from {event.from_state}"
+        message += f", {detail})" if detail else ")"
+        message += "; supervisord will not retry it: fix the cause, then "
+        message += f"`supervisorctl start {event.name}`"
+        status = "ERROR"
+    else:
+        message = f"{event.name} exited unexpectedly (from {event.from_state}"
+        message += f", pid {event.pid}" if event.pid else ""
+        message += f", {detail})" if detail else ")"
+        message += "; supervisord restarts it"
+        status = "WARN"
+    if reason:
+        message += f". Last log line: {reason}"
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    return status, message
+
+
+def make_row(
+    event: ProcessEvent, info: dict[str, Any] | None, reason: str, api_mode: str,
+    now: datetime,
+) -> ApiLogRow | None:
+    """The api_logs row of an event, or None for an expected exit."""
+    if event.event == "PROCESS_STATE_EXITED" and event.expected:
+        return None
+    status, message = describe(event, info, reason)
+    assert len(message) <= MAX_TEXT
+    return ApiLogRow(ts=now, api_mode=api_mode, status=status, message=message, source=SOURCE)
+
+
+class Recorder:
+    """What the listener does with an event: look it up in supervisord, XADD the row."""
+
+    def __init__(
+        self,
+        supervisor_url: str | None,
+        settings_loader: Callable[[], Settings] = load_settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.supervisor = Supervisor(supervisor_url, timeout_s=3.0) if supervisor_url else None
+        self.settings_loader = settings_loader
+        self.clock = clock
+
+    def _lookup(self, name: str) -> tuple[dict[str, Any] | None, str]:
+        if self.supervisor is None:
+            return None, ""
+        try:
+            info = self.supervisor.process_info(name)
+            tail = self.supervisor.tail_stdout(name, 4000)
+        except RPC_ERRORS as exc:
+            log.warning("supervisor_unreachable %r", exc)
+            return None, ""
+        return info, last_error_line(tail)
+
+    def handle(self, event: ProcessEvent) -> ApiLogRow | None:
+        if event.event == "PROCESS_STATE_EXITED" and event.expected:
+            log.info("process_exited_expected %s", event.name)
+            return None
+        info, reason = self._lookup(event.name)
+        try:
+            settings = self.settings_loader()
+        except ConfigError as exc:
+            settings = None
+            log.error("config_invalid %s: event %s of %s not recorded in api_logs",
+                      exc, event.event, event.name)
+        row = make_row(event, info, reason,
+                       settings.ib_api_mode if settings else "UNKNOWN", self.clock())
+        if row is None:
+            return None
+        log.warning("process_event %s %s", row.status, row.message)
+        if settings is not None:
+            self._xadd(settings, row)
+        return row
+
+    @staticmethod
+    def _xadd(settings: Settings, row: ApiLogRow) -> None:
+        if not settings.redis_url:
+            log.error("api_log_not_recorded REDIS_URL is not set")
+            return
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=3,
+                                      socket_connect_timeout=3)
+        try:
+            fields: dict[Any, Any] = encode_api_log(row)
+            client.xadd(Keys(settings.redis_prefix).api_logs, fields)
+        except (redis.RedisError, OSError) as exc:
+            log.error("api_log_not_recorded Redis unreachable: %r", exc)
+        finally:
+            client.close()
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes], recorder: Recorder) -> int:
+    """The event listener protocol, until supervisord closes stdin; returns the event count."""
+    handled = 0
+    while True:
+        stdout.write(b"READY\n")
+        stdout.flush()
+        line = stdin.readline()
+        if not line:
+            return handled
+        header = parse_tokens(line.decode("utf-8", "replace"))
+        size = int(header.get("len", "0") or 0)
+        payload = stdin.read(size).decode("utf-8", "replace") if size else ""
+        event = parse_event(header, payload)
+        if event is not None:
+            try:
+                recorder.handle(event)
+            except Exception:
+                # one event that cannot be recorded must not stop the listener: say so loudly
+                log.exception("event_not_recorded %s", header.get("eventname"))
+        handled += 1
+        stdout.write(b"RESULT 2\nOK")
+        stdout.flush()
+
+
+def _exit_on_term(signum: int, _frame: FrameType | None) -> None:
+    log.info("listener_stopped by signal %d", signum)
+    sys.exit(0)
+
+
+def main() -> int:
+    configure_logging("supervisor_events")  # stderr only: stdout is the protocol
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    recorder = Recorder(os.environ.get("SUPERVISOR_SERVER_URL"))
+    log.info("listener_started")
+    serve(sys.stdin.buffer, sys.stdout.buffer, recorder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

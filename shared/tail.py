@@ -1,0 +1,148 @@
+"""`bridge tail`: follow new `portfolio_greeks` rows as an aligned table.
+
+A bounded poll loop: it starts with the newest `--last` rows, then asks PostgreSQL every
+`--interval` seconds for rows with a larger `id`, and stops after `--count` rows (when given),
+on Ctrl-C (exit 0), or when the database stays unreachable for `--give-up` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import asyncpg
+
+# Read-only queries of the operator's CLI (the writer's SQL is in database/queries.py).
+NEWEST_ROWS = """
+SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
+FROM portfolio_greeks ORDER BY id DESC LIMIT $1
+"""
+ROWS_AFTER = """
+SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
+FROM portfolio_greeks WHERE id > $1 ORDER BY id LIMIT $2
+"""
+MAX_ID = "SELECT coalesce(max(id), 0) FROM portfolio_greeks"
+
+PAGE_ROWS = 500
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: int
+    align: str  # "<" or ">"
+
+
+COLUMNS = (
+    Column("timestamp (UTC)", 23, "<"),
+    Column("contract", 9, "<"),
+    Column("delta", 12, ">"),
+    Column("gamma", 10, ">"),
+    Column("vega", 11, ">"),
+    Column("theta", 11, ">"),
+    Column("underlying", 10, ">"),
+)
+
+
+def fmt_number(value: float | None, decimals: int) -> str:
+    if value is None:
+        return "NULL"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:,.{decimals}f}"
+
+
+def fmt_ts(ts: datetime) -> str:
+    """UTC, milliseconds: `2026-11-25 14:30:05.000`."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def cells(row: dict[str, Any] | asyncpg.Record) -> list[str]:
+    return [
+        fmt_ts(row["timestamp"]),
+        str(row["contract"]),
+        fmt_number(row["delta"], 2),
+        fmt_number(row["gamma"], 4),
+        fmt_number(row["vega"], 2),
+        fmt_number(row["theta"], 2),
+        fmt_number(row["underlying_price"], 2),
+    ]
+
+
+def _line(values: Sequence[str]) -> str:
+    out = []
+    for col, value in zip(COLUMNS, values, strict=True):
+        out.append(f"{value:{col.align}{col.width}}")
+    return "  ".join(out).rstrip()
+
+
+def header() -> str:
+    titles = _line([c.title for c in COLUMNS])
+    rule = "  ".join("-" * c.width for c in COLUMNS)
+    return f"{titles}\n{rule}"
+
+
+def format_row(row: dict[str, Any] | asyncpg.Record) -> str:
+    """One row, aligned under `header()` (a value wider than its column pushes the rest right)."""
+    return _line(cells(row))
+
+
+async def tail(
+    dsn: str,
+    out: TextIO,
+    *,
+    count: int | None = None,
+    last: int = 5,
+    interval_s: float = 1.0,
+    give_up_s: float = 60.0,
+    sleep: Callable[[float], Any] = asyncio.sleep,
+) -> int:
+    """Print rows until `count` rows were shown (None: until cancelled); returns rows shown."""
+    shown = 0
+    conn = await asyncpg.connect(dsn, timeout=5.0)
+    try:
+        out.write(header() + "\n")
+        out.flush()
+        newest = list(reversed(await conn.fetch(NEWEST_ROWS, last))) if last > 0 else []
+        after = int(await conn.fetchval(MAX_ID)) if not newest else int(newest[-1]["id"])
+        for row in newest:
+            if count is not None and shown >= count:
+                return shown
+            out.write(format_row(row) + "\n")
+            shown += 1
+        out.flush()
+        failing_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while count is None or shown < count:
+            try:
+                if conn.is_closed():
+                    conn = await asyncpg.connect(dsn, timeout=5.0)
+                rows = await conn.fetch(ROWS_AFTER, after, PAGE_ROWS, timeout=10.0)
+                failing_since = None
+            except (OSError, TimeoutError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
+                now = loop.time()
+                failing_since = failing_since or now
+                if now - failing_since > give_up_s:
+                    raise
+                out.write(f"-- PostgreSQL unavailable ({type(exc).__name__}); retrying\n")
+                out.flush()
+                rows = []
+            for row in rows:
+                after = max(after, int(row["id"]))
+                if count is not None and shown >= count:
+                    break
+                out.write(format_row(row) + "\n")
+                shown += 1
+            out.flush()
+            if count is not None and shown >= count:
+                break
+            await sleep(interval_s)
+    finally:
+        if not conn.is_closed():
+            await conn.close(timeout=5.0)
+    return shown
