@@ -96,9 +96,12 @@ class Sink:
         return where
 
     async def _publish_locked(self, entries: list[dict[str, Any]]) -> str:
-        if not self.spool.is_empty():
+        # once Redis is known to be down, ticks go straight to the spool: only `replay`
+        # (called by the heartbeat loop after Redis answered again) probes it, so a hung
+        # Redis never makes a tick wait for a socket timeout
+        if self.redis_up and not self.spool.is_empty():
             await self._replay_locked()
-        if self.spool.is_empty():
+        if self.redis_up and self.spool.is_empty():
             try:
                 await self._xadd(entries)
             except REDIS_DOWN as exc:

@@ -152,14 +152,16 @@ async def test_outage_spools_in_order_and_replays(server: fakeredis.FakeServer,
     assert await sink.publish([_row(2)], []) == "spool"
     assert spool.count()[0] == 3
     server.connected = True
-    # a new row while the spool is not empty goes behind it: order is kept
-    assert await sink.publish([_row(3)], []) == "redis"
+    # Redis is not probed by ticks while it is known down: the row goes behind the spool
+    assert await sink.publish([_row(3)], []) == "spool"
+    assert await sink.replay() == 4  # the heartbeat loop found Redis back
+    assert await sink.publish([_row(4)], []) == "redis"
     assert spool.is_empty()
     rows = _entries(await client.xrange(keys.greeks))
-    assert [r.delta for r in rows] == [0.0, 1.0, 2.0, 3.0]
+    assert [r.delta for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0]
     logs = await client.xrange(keys.api_logs)
     assert len(logs) == 1 and isinstance(decode_api_log(logs[0][1]), ApiLogRow)
-    assert ledger.read_text().count("PORTFOLIO") == 4
+    assert ledger.read_text().count("PORTFOLIO") == 5
     await client.aclose()
 
 
@@ -247,6 +249,7 @@ async def test_collector_ticks_across_a_redis_outage(server: fakeredis.FakeServe
             server.connected = False
         if i == 5:
             server.connected = True
+            await collector.sink.replay()  # what the heartbeat loop does each second
         await collector.tick(ts)
         produced.append(ts)
     rows = _entries(await client.xrange(keys.greeks))
