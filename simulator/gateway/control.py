@@ -117,10 +117,11 @@ class ControlServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            await server.wait_closed()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
 
     async def __aenter__(self) -> ControlServer:
         await self.start()

@@ -359,8 +359,9 @@ class GatewaySimulator:
     async def stop_listening(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            # close() shuts the listening socket at once; no wait_closed(): since Python 3.12
+            # it waits for every live session, and refusing new clients must not end them
             server.close()
-            await server.wait_closed()
             log.info("gateway.not_listening port=%s", self.port)
 
     async def stop(self) -> None:
