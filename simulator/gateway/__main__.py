@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 
+from simulator.gateway import control as control_mod
 from simulator.gateway.control import ControlServer
 from simulator.gateway.server import LOOPBACK, GatewaySimulator
 from simulator.portfolio import default_portfolio
@@ -20,6 +21,7 @@ from simulator.portfolio import default_portfolio
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m simulator.gateway", description=__doc__,
+                                 epilog=control_mod.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1", choices=LOOPBACK, help="loopback only")
     ap.add_argument("--port", type=int, default=4001, help="TWS API port (0: any free port)")

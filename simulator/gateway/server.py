@@ -25,7 +25,7 @@ from simulator.portfolio import SimPortfolio, SimPosition, default_portfolio
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+LOOPBACK = ("127.0.0.1", "::1")  # one address: port 0 then means one port
 EASTERN = ZoneInfo("America/New_York")
 
 TEXTS = {
