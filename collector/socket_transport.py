@@ -88,6 +88,16 @@ def _routable(c: Any) -> Any:
     )
 
 
+def _greeks_source(ticker: Any) -> Any:
+    """IB's model Greeks (tick 13/83); a gateway that sends only quote-based Greeks (last, then
+    bid, then ask) is still read rather than left without any."""
+    for attr in ("modelGreeks", "lastGreeks", "bidGreeks", "askGreeks"):
+        comp = getattr(ticker, attr, None)
+        if comp is not None:
+            return comp
+    return None
+
+
 def _fmt(value: Any) -> str:
     f = ib_values.number(value)
     return "" if f is None else repr(f)
@@ -304,7 +314,7 @@ class SocketTransport:
             sub = self._subs.get(getattr(ticker.contract, "conId", 0))
             if sub is None or sub.ticker is not ticker or not sub.is_option:
                 continue
-            comp = ticker.modelGreeks
+            comp = _greeks_source(ticker)
             if comp is None or comp is sub.last_comp:
                 continue
             sub.last_comp = comp
@@ -378,7 +388,7 @@ class SocketTransport:
             if con_id not in self._subs:
                 ticker = self._ib.reqMktData(contract)
                 sub = _Sub(contract, ticker, clock.utcnow(), contract.secType in OPTION_TYPES,
-                           last_comp=ticker.modelGreeks)
+                           last_comp=_greeks_source(ticker))
                 old = (previous or {}).get(con_id)
                 if old is not None and old.ticker is ticker:
                     sub.greeks, sub.greeks_at = old.greeks, old.greeks_at

@@ -13,7 +13,7 @@ from simulator.gateway import protocol as p
 from simulator.portfolio import SimPortfolio, SimPosition, Underlying
 
 DOUBLE_MAX = sys.float_info.max
-GREEKS_MODES = ("normal", "sentinel", "max", "absent")
+GREEKS_MODES = ("normal", "sentinel", "max", "absent", "last")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +248,8 @@ class Catalog:
     def greeks_msg(self, req_id: int, inst: Instrument, t: float, md_type: int, mode: str
                    ) -> list[p.Field] | None:
         tick_type = p.DELAYED_MODEL_GREEKS if p.is_delayed(md_type) else p.MODEL_GREEKS
+        if mode == "last":  # quote-based (last trade) Greeks only, no model Greeks
+            tick_type = p.DELAYED_LAST_GREEKS if p.is_delayed(md_type) else p.LAST_GREEKS
         if mode == "absent" or not inst.is_option:
             return None
         if mode == "sentinel":

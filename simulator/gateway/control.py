@@ -8,7 +8,8 @@ Commands (case-insensitive):
     reset [DELAY_S] [1101|1102] 1100 + farms broken, DELAY_S later 1102 (default) or 1101
     hold CLIENT_ID              treat the client id as in use (326 then close)
     release CLIENT_ID
-    greeks MODE [CONID ...]     MODE: normal, sentinel, max (Double.MAX) or absent
+    greeks MODE [CONID ...]     MODE: normal, sentinel, max (Double.MAX), absent, or last
+                                (Greeks as tick 12/82 instead of the model's 13/83)
     market open|closed          closed: bid/ask -1 size 0, no last, close present
     freeze on|off               pin the model time (values stop moving)
     position CONID QTY          change a known position (0 closes it)

@@ -519,8 +519,8 @@ class GatewaySimulator:
         self.held_client_ids.discard(client_id)
 
     def set_greeks_mode(self, mode: str, con_ids: Sequence[int] | None = None) -> None:
-        """normal, sentinel (-1/-2), max (Double.MAX) or absent (no tick 21), for every option
-        or only for `con_ids`."""
+        """normal, sentinel (-1/-2), max (Double.MAX), absent (no tick 21) or last (tick 12/82
+        instead of model tick 13/83), for every option or only for `con_ids`."""
         if mode not in GREEKS_MODES:
             raise ValueError(f"greeks mode must be one of {GREEKS_MODES}")
         if con_ids is None:

@@ -439,3 +439,16 @@ async def test_resubscribe_keeps_old_greeks_time_until_new_greeks_arrive(
         assert pos.subscribed_at is not None and pos.greeks_at is not None
         assert pos.subscribed_at > pos.greeks_at
     assert all(p.delta is not None for p in options_of(snap))  # kept, with their age
+
+
+async def test_quote_greeks_are_read_when_the_gateway_sends_no_model_greeks(
+    sim: GatewaySimulator, transport: SocketTransport
+) -> None:
+    sim.set_greeks_mode("last")
+    t = sim.freeze()
+    await transport.connect()
+    snap = await snapshot_when(transport, all_greeks)
+    by_con = sim.portfolio.by_con_id()
+    for pos in options_of(snap):
+        assert transport._subs[pos.con_id].ticker.modelGreeks is None
+        assert pos.delta == pytest.approx(sim.portfolio.quote(by_con[pos.con_id], t).delta)
