@@ -10,8 +10,9 @@ FATAL is an ERROR row with the last error line of the process's log (for a bad c
 the `config_invalid` line naming the variable); an unexpected exit is a WARN row.
 
 The configuration (`.env` in the working directory, then the environment) is read again for
-each event, so a corrected `.env` is used without restarting the listener; while it is invalid
-or Redis is unreachable the event is still logged on stderr and acknowledged (supervisord would
+each event, so a corrected `.env` is used without restarting the listener; when it is invalid,
+REDIS_URL and BRIDGE_REDIS_PREFIX are used if they are valid by themselves. When Redis is
+unreachable the event is still logged on stderr and acknowledged (supervisord would
 otherwise hold every later event back). stdout is the event protocol: nothing else is printed
 there.
 """
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
@@ -32,7 +35,7 @@ import redis
 
 from shared.clock import utcnow
 from shared.codec import MAX_TEXT, encode_api_log
-from shared.config import ConfigError, Settings, load_settings
+from shared.config import API_MODES, ConfigError, load_settings, read_dotenv
 from shared.logs import configure_logging
 from shared.models import ApiLogRow
 from shared.names import Keys
@@ -131,17 +134,52 @@ def make_row(
     return ApiLogRow(ts=now, api_mode=api_mode, status=status, message=message, source=SOURCE)
 
 
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where the rows go: the Redis, key prefix and api_mode of the bridge's configuration."""
+
+    redis_url: str
+    prefix: str
+    api_mode: str
+
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-{}]{1,64}")
+
+
+def destination(dotenv: Path = Path(".env")) -> Destination | None:
+    """The bridge's Redis from its configuration. When the configuration is invalid (often the
+    very cause of a FATAL), REDIS_URL and BRIDGE_REDIS_PREFIX are still used if they look
+    right by themselves, so that the FATAL reaches api_logs all the same."""
+    try:
+        settings = load_settings(dotenv=dotenv)
+    except ConfigError as exc:
+        log.error("config_invalid %s (events are recorded with the raw REDIS_URL if usable)",
+                  exc)
+        raw = {**read_dotenv(dotenv), **os.environ}
+        url = raw.get("REDIS_URL", "").strip()
+        prefix = raw.get("BRIDGE_REDIS_PREFIX", "").strip() or "bridge:"
+        mode = raw.get("IB_API_MODE", "").strip().upper()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            return None
+        if not _PREFIX_RE.fullmatch(prefix):
+            return None
+        return Destination(url, prefix, mode if mode in API_MODES else "UNKNOWN")
+    if not settings.redis_url:
+        return None
+    return Destination(settings.redis_url, settings.redis_prefix, settings.ib_api_mode)
+
+
 class Recorder:
     """What the listener does with an event: look it up in supervisord, XADD the row."""
 
     def __init__(
         self,
         supervisor_url: str | None,
-        settings_loader: Callable[[], Settings] = load_settings,
+        where: Callable[[], Destination | None] = destination,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.supervisor = Supervisor(supervisor_url, timeout_s=3.0) if supervisor_url else None
-        self.settings_loader = settings_loader
+        self.where = where
         self.clock = clock
 
     def _lookup(self, name: str) -> tuple[dict[str, Any] | None, str]:
@@ -160,31 +198,28 @@ class Recorder:
             log.info("process_exited_expected %s", event.name)
             return None
         info, reason = self._lookup(event.name)
-        try:
-            settings = self.settings_loader()
-        except ConfigError as exc:
-            settings = None
-            log.error("config_invalid %s: event %s of %s not recorded in api_logs",
-                      exc, event.event, event.name)
-        row = make_row(event, info, reason,
-                       settings.ib_api_mode if settings else "UNKNOWN", self.clock())
+        dest = self.where()
+        row = make_row(event, info, reason, dest.api_mode if dest else "UNKNOWN", self.clock())
         if row is None:
             return None
         log.warning("process_event %s %s", row.status, row.message)
-        if settings is not None:
-            self._xadd(settings, row)
+        if dest is None:
+            log.error("api_log_not_recorded no usable REDIS_URL in the configuration")
+        else:
+            self._xadd(dest, row)
         return row
 
     @staticmethod
-    def _xadd(settings: Settings, row: ApiLogRow) -> None:
-        if not settings.redis_url:
-            log.error("api_log_not_recorded REDIS_URL is not set")
+    def _xadd(dest: Destination, row: ApiLogRow) -> None:
+        try:
+            client = redis.Redis.from_url(dest.redis_url, socket_timeout=3,
+                                          socket_connect_timeout=3)
+        except ValueError as exc:
+            log.error("api_log_not_recorded REDIS_URL unusable: %s", exc)
             return
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=3,
-                                      socket_connect_timeout=3)
         try:
             fields: dict[Any, Any] = encode_api_log(row)
-            client.xadd(Keys(settings.redis_prefix).api_logs, fields)
+            client.xadd(Keys(dest.prefix).api_logs, fields)
         except (redis.RedisError, OSError) as exc:
             log.error("api_log_not_recorded Redis unreachable: %r", exc)
         finally:
