@@ -43,7 +43,10 @@ class _Transport(xmlrpc.client.Transport):
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
         if self._unix_path is not None:
-            return _UnixConnection(self._unix_path, self._timeout_s)
+            self.close()
+            conn: http.client.HTTPConnection = _UnixConnection(self._unix_path, self._timeout_s)
+            self._connection = (host, conn)
+            return conn
         conn = super().make_connection(host)
         conn.timeout = self._timeout_s
         return conn
@@ -64,13 +67,18 @@ class Supervisor:
             transport = _Transport(timeout_s, None)
         else:
             raise ValueError(f"unsupported supervisord URL scheme {parts.scheme!r}")
+        self._transport = transport
         self._proxy = xmlrpc.client.ServerProxy(endpoint, transport=transport, allow_none=True)
 
     def _call(self, method: str, *args: Any) -> Any:
+        """One call on its own connection, closed afterwards (no socket outlives a call)."""
         target: Any = self._proxy
         for part in method.split("."):
             target = getattr(target, part)
-        return target(*args)
+        try:
+            return target(*args)
+        finally:
+            self._transport.close()
 
     def all_process_info(self) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self._call("supervisor.getAllProcessInfo"))
