@@ -193,3 +193,15 @@ def test_waitfor_times_out_on_a_closed_port() -> None:
 
 def test_waitfor_needs_a_command() -> None:
     assert waitfor.main(["127.0.0.1:1"]) == 2
+
+
+# ---- README ------------------------------------------------------------------------------------
+def test_readme_documents_every_variable_with_its_default() -> None:
+    from shared.config import VARIABLES
+
+    text = (REPO / "README.md").read_text()
+    for v in VARIABLES:
+        default = f"`{v.default}`" if v.default else "(empty)"
+        assert f"| `{v.name}` | {default} |" in text, v.name
+    for command in ("make demo", "make test", "bridge status", "XPENDING", "XINFO GROUPS"):
+        assert command in text
