@@ -206,6 +206,14 @@ class PostgresServer:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGCONT)
 
+    @staticmethod
+    def server_pid(data_dir: Path) -> int | None:
+        """PID of the postmaster of `data_dir` (first line of postmaster.pid)."""
+        try:
+            return int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
@@ -223,11 +231,21 @@ class RedisServer:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
+    @staticmethod
+    def server_pid(data_dir: Path) -> int | None:
+        """PID of the redis-server of `data_dir` (its pidfile), e.g. to kill -9 the server
+        itself when it runs under the `python -m shared.embedded` wrapper."""
+        try:
+            return int((Path(data_dir) / "redis-server.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def command(self) -> list[str]:
         cmd = [
             str(redis_server_bin()), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--save", "", "--daemonize", "no",
             "--protected-mode", "yes", "--logfile", "",
+            "--pidfile", str(self.data_dir / "redis-server.pid"),
         ]
         if self.aof:
             cmd += ["--appendonly", "yes", "--appendfsync", "everysec"]
