@@ -60,6 +60,9 @@ SECDEF_RETRY_S = 60.0
 SNAPSHOT_CHUNK = 100
 MAX_PAGES = 200
 PAGE_SIZE = 100
+LATE_GREEKS_SHARE = 0.4
+LATE_GREEKS_MAX_S = 2.0
+LATE_GREEKS_PAUSE_S = 0.25
 
 
 class AccountChoiceError(TransportError):
@@ -186,6 +189,7 @@ class PortalTransport:
             await self._refresh_positions(now)
             await self._refresh_summary(now)
             await self._market_data(now)
+            await self._late_greeks(now)
         except AuthProblem as exc:
             self._auth_lost(await self._diagnose(str(exc)))
             raise TransportError(self._reason) from exc
@@ -306,18 +310,26 @@ class PortalTransport:
         params = {"waitForSecDef": "true"} if wait_secdef else None
         rows: list[PortalPosition] = []
         unreadable: list[str] = []
+        seen: set[int] = set()
         for page in range(MAX_PAGES):
             body = await self.client.get(f"/portfolio/{self.account}/positions/{page}", params)
             if not isinstance(body, list):
                 raise BadAnswer(f"positions page {page} is not a list")
             if not body:
                 break
+            fresh = 0
             for raw in body:
                 parsed = parse_position(raw)
                 if isinstance(parsed, Unreadable):
                     unreadable.append(parsed.reason)
-                else:
+                elif parsed.con_id not in seen:
+                    seen.add(parsed.con_id)
                     rows.append(parsed)
+                    fresh += 1
+            if fresh == 0 and page > 0:
+                # a gateway that ignores pageId serves page 0 again: stop, do not count twice
+                log.warning("portal_paging_repeats page %d repeats earlier rows: stopped", page)
+                break
         self._report_problems(unreadable, rows)
         return rows
 
@@ -404,6 +416,28 @@ class PortalTransport:
                     log.debug("portal_snapshot_row_unreadable %s", parsed.reason)
                     continue
                 self._remember(parsed, now)
+
+    async def _late_greeks(self, now: datetime) -> None:
+        """Greeks arrive late after a pre-flight: ask again within this tick, briefly.
+
+        Only while some option without any Greeks yet is inside its grace period, and for at
+        most `LATE_GREEKS_SHARE` of the tick interval (bounded by LATE_GREEKS_MAX_S).
+        """
+        budget_s = min(LATE_GREEKS_MAX_S, LATE_GREEKS_SHARE * self.settings.poll_interval_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        for _ in range(20):
+            waiting = [
+                p.con_id for p in self._positions
+                if p.quantity != 0 and p.sec_type in ("OPT", "FOP")
+                and len(self._fields.get(p.con_id, {})) < 4
+                and (age_s(self._subscribed.get(p.con_id), now) or 0.0)
+                < self.settings.greeks_grace_s
+            ]
+            if not waiting or loop.time() + LATE_GREEKS_PAUSE_S > deadline:
+                return
+            await asyncio.sleep(LATE_GREEKS_PAUSE_S)
+            await self._market_data(now)
 
     def _remember(self, row: SnapshotRow, now: datetime) -> None:
         if row.preflight:

@@ -373,6 +373,8 @@ class PortalSimulator:
             page = int(request.match_info["page"])
         except ValueError:
             return _err(400, "pageId must be an integer")
+        if self.switches.ignore_page_id:
+            page = 0
         wait = request.query.get("waitForSecDef", "").lower() == "true"
         t = self.model_time()
         rows = self.portfolio.positions[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] if page >= 0 \

@@ -29,6 +29,7 @@ class Switches:
     frozen_at: float | None = None  # model time pinned (epoch seconds): values stop moving
     quirks: bool = False  # numbers as the gateway sometimes writes them (C prefix, 1,234, K)
     require_prerequisites: bool = True  # /portfolio/accounts and /iserver/accounts first
+    ignore_page_id: bool = False  # every positions page is page 0 (as /portfolio2 does)
 
     def update(self, values: dict[str, Any]) -> list[str]:
         """Apply known keys; returns the unknown ones. `frozen_at: true` freezes at now."""

@@ -168,15 +168,38 @@ async def test_quirks_secdef_missing_and_late_greeks(sim: PortalSimulator,
                                                      transport: PortalTransport) -> None:
     sim.switches.update({"no_secdef": 5, "greeks_missing_calls": 2, "quirks": True})
     await transport.connect()  # pre-flight
-    snap = await transport.snapshot(now())  # 1st data call: no Greeks yet
-    ev = GreeksPolicy(10, 60).evaluate(snap, now())
-    assert ev.held and len(ev.pending) == len([p for p in sim.portfolio.positions
-                                               if p.is_option])
-    await transport.snapshot(now())
-    snap = await transport.snapshot(now())
+    before = sim.stats.counts.get("/iserver/marketdata/snapshot", 0)
+    snap = await transport.snapshot(now())  # Greeks arrive late: asked again within the tick
+    assert sim.stats.counts["/iserver/marketdata/snapshot"] - before >= 2 * 3
     assert_equals_portfolio(sim, snap)
     assert sim.stats.counts.get("/portfolio/{acct}/positions", 0) >= 6  # asked again
     assert all(p.multiplier == 100 for p in snap.positions if p.sec_type == "OPT")
+    # the next tick needs no retry
+    before = sim.stats.counts["/iserver/marketdata/snapshot"]
+    await transport.snapshot(now())
+    assert sim.stats.counts["/iserver/marketdata/snapshot"] - before == 2
+
+
+async def test_greeks_later_than_the_tick_budget_hold_the_tick(sim: PortalSimulator) -> None:
+    sim.switches.update({"greeks_missing_calls": 50})
+    t = PortalTransport(settings_for(sim, BRIDGE_POLL_INTERVAL_S="0.5"))
+    try:
+        await t.connect()
+        snap = await t.snapshot(now())
+        ev = GreeksPolicy(10, 60).evaluate(snap, now())
+        assert ev.held and ev.rows == []
+        assert len(ev.pending) == sum(1 for p in sim.portfolio.positions if p.is_option)
+    finally:
+        await t.disconnect()
+
+
+async def test_gateway_ignoring_page_id_is_not_counted_twice(sim: PortalSimulator,
+                                                             transport: PortalTransport) -> None:
+    sim.switches.update({"ignore_page_id": True})
+    await transport.connect()
+    snap = await transport.snapshot(now())
+    assert len(snap.positions) == 100  # page 0 only, once
+    assert len({p.con_id for p in snap.positions}) == 100
 
 
 async def test_secdef_never_comes_multiplier_from_description(sim: PortalSimulator,
