@@ -249,11 +249,11 @@ def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
     if render_only:
         print(demo.conf)
         return 0
-    supervisord = str(Path(sys.executable).parent / "supervisord")
     print(f"demo: PostgreSQL 127.0.0.1:{demo.ports['pg_port']}, Redis 127.0.0.1:"
           f"{demo.ports['redis_port']}, IB Gateway simulator 127.0.0.1:"
           f"{demo.ports['gateway_port']}; data and logs in {demo.dir}", flush=True)
-    proc = subprocess.Popen([supervisord, "-n", "-c", str(demo.conf)])
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c",
+                             str(demo.conf)])
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:

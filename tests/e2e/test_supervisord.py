@@ -276,6 +276,7 @@ def test_stop_group_exits_cleanly_within_stopwaitsecs(demo: tuple[Demo, Supervis
     sup.wait_states(BRIDGE, "RUNNING", 60)
     log_path = d.dir / "logs" / "supervisord.log"
     offset = log_path.stat().st_size
+    started_wall = time.time()
     started = time.monotonic()
     done = sup.ctl("stop", "bridge:")
     elapsed = time.monotonic() - started
@@ -285,6 +286,9 @@ def test_stop_group_exits_cleanly_within_stopwaitsecs(demo: tuple[Demo, Supervis
     for name in BRIDGE:
         assert infos[name]["statename"] == "STOPPED"
         assert infos[name]["exitstatus"] == 0, infos[name]
+        # supervisord's `stop` time has a resolution of one second
+        took = int(infos[name]["stop"]) - int(started_wall)
+        assert took <= STOPWAITSECS[name.split(":")[1]], (name, took)
     with open(log_path, encoding="utf-8") as fh:
         fh.seek(offset)
         text = fh.read()
