@@ -149,33 +149,84 @@ class DBManager:
     async def copy_batch(
         self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]
     ) -> WriteResult:
-        """Like `write_batch`, for large batches (the buffer drain): COPY into session temp
-        tables, then INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING, all in
-        one transaction. Rows already present are skipped; `id` order is input order."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(queries.STAGE_TABLES)
-            g = n = 0
+        """Like `write_batch`, for large batches (the buffer drain), one transaction.
+
+        Fast path: a binary COPY straight into `portfolio_greeks` (rows in input order, so `id`
+        order is input order). When a row is already stored (a replay), the COPY fails as a
+        whole and the batch goes through session temp tables instead: COPY into the staging
+        table, then INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING.
+        """
+        async with self.pool.acquire() as conn:
             if greeks:
-                await conn.copy_records_to_table(
-                    queries.STAGE_GREEKS_TABLE,
-                    records=[
-                        (i, r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta,
-                         r.underlying_price)
-                        for i, r in enumerate(greeks)
-                    ],
-                    columns=queries.STAGE_GREEKS_COLUMNS,
-                )
-                g = _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_STAGE))
-            if logs:
-                await conn.copy_records_to_table(
-                    queries.STAGE_API_LOGS_TABLE,
-                    records=[
-                        (i, r.ts, r.api_mode, r.status, r.message) for i, r in enumerate(logs)
-                    ],
-                    columns=queries.STAGE_API_LOGS_COLUMNS,
-                )
-                n = _inserted(await conn.execute(queries.INSERT_API_LOGS_FROM_STAGE))
+                try:
+                    async with conn.transaction():
+                        await conn.copy_records_to_table(
+                            queries.TABLE_GREEKS,
+                            records=[
+                                (r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta,
+                                 r.underlying_price)
+                                for r in greeks
+                            ],
+                            columns=queries.GREEKS_COLUMNS,
+                        )
+                        n = await self._insert_logs(conn, logs) if logs else 0
+                    return WriteResult(len(greeks), 0, n, len(logs) - n)
+                except asyncpg.UniqueViolationError:
+                    pass  # some rows are stored already: the conflict-tolerant path below
+            async with conn.transaction():
+                g = n = 0
+                if greeks:
+                    await conn.execute(queries.STAGE_TABLES)
+                    await conn.copy_records_to_table(
+                        queries.STAGE_GREEKS_TABLE,
+                        records=[
+                            (i, r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta,
+                             r.underlying_price)
+                            for i, r in enumerate(greeks)
+                        ],
+                        columns=queries.STAGE_GREEKS_COLUMNS,
+                    )
+                    g = _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_STAGE))
+                if logs:
+                    n = await self._insert_logs(conn, logs)
         return WriteResult(g, len(greeks) - g, n, len(logs) - n)
+
+    async def copy_greeks_text(
+        self, payload: bytes, logs: Sequence[ApiLogRow] = ()
+    ) -> WriteResult:
+        """Greeks rows given as COPY text lines (`ts contract delta gamma vega theta und`,
+        tab-separated, `\\N` for NULL, no escapes needed) plus api_logs rows, one transaction.
+
+        The server parses the values: the caller has checked their shape. Fast path: COPY
+        straight into `portfolio_greeks`; on a row already stored, the staging table and
+        INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING instead.
+        """
+        rows = payload.count(b"\n")
+        # a memoryview: asyncpg would take `bytes` for a file name
+        async with self.pool.acquire() as conn:
+            if rows:
+                try:
+                    async with conn.transaction():
+                        await conn.copy_to_table(
+                            queries.TABLE_GREEKS, source=memoryview(payload),
+                            columns=queries.GREEKS_COLUMNS, format="text",
+                        )
+                        n = await self._insert_logs(conn, logs) if logs else 0
+                    return WriteResult(rows, 0, n, len(logs) - n)
+                except asyncpg.UniqueViolationError:
+                    pass  # some rows are stored already: the conflict-tolerant path below
+            async with conn.transaction():
+                g = n = 0
+                if rows:
+                    await conn.execute(queries.STAGE_TEXT_TABLE)
+                    await conn.copy_to_table(
+                        queries.STAGE_TEXT_TABLE_NAME, source=memoryview(payload),
+                        columns=queries.STAGE_TEXT_COLUMNS, format="text",
+                    )
+                    g = _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_TEXT_STAGE))
+                if logs:
+                    n = await self._insert_logs(conn, logs)
+        return WriteResult(g, rows - g, n, len(logs) - n)
 
     async def expire_connections(self) -> None:
         """After an outage: replace the pool's connections on their next use (no I/O)."""

@@ -59,29 +59,37 @@ SELECT timestamp, delta, gamma, vega, theta, underlying_price
 FROM portfolio_greeks WHERE contract = $1 ORDER BY timestamp DESC LIMIT 1
 """
 
-# ---- the writer's bulk path (buffer drain): COPY into a session temp table, then one INSERT ...
-# SELECT in input order. ON COMMIT DELETE ROWS empties the staging tables at every COMMIT/ROLLBACK.
+# ---- the writer's bulk path (buffer drain). Fast path: COPY straight into the table (fails as a
+# whole on a row already stored). Replay path: COPY into a session temp table, then one INSERT ...
+# SELECT in input order. ON COMMIT DELETE ROWS empties the staging table at every COMMIT/ROLLBACK.
+TABLE_GREEKS = "portfolio_greeks"
+GREEKS_COLUMNS = ("timestamp", "contract", "delta", "gamma", "vega", "theta", "underlying_price")
 STAGE_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS bridge_greeks_in (
     n bigint, ts timestamptz, contract text, delta float8, gamma float8, vega float8,
     theta float8, und float8
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS bridge_api_logs_in (
-    n bigint, ts timestamptz, api_mode text, status text, message text
-) ON COMMIT DELETE ROWS;
+) ON COMMIT DELETE ROWS
 """
 STAGE_GREEKS_TABLE = "bridge_greeks_in"
 STAGE_GREEKS_COLUMNS = ("n", "ts", "contract", "delta", "gamma", "vega", "theta", "und")
-STAGE_API_LOGS_TABLE = "bridge_api_logs_in"
-STAGE_API_LOGS_COLUMNS = ("n", "ts", "api_mode", "status", "message")
 
 INSERT_GREEKS_FROM_STAGE = """
 INSERT INTO portfolio_greeks (timestamp, contract, delta, gamma, vega, theta, underlying_price)
 SELECT ts, contract, delta, gamma, vega, theta, und FROM bridge_greeks_in ORDER BY n
 ON CONFLICT (timestamp, contract) DO NOTHING
 """
-INSERT_API_LOGS_FROM_STAGE = """
-INSERT INTO api_logs (timestamp, api_mode, status, message)
-SELECT ts, api_mode, status, message FROM bridge_api_logs_in ORDER BY n
-ON CONFLICT (timestamp, api_mode, status, md5(message)) DO NOTHING
+
+# The drain's text route: the buffer's own decimal and ISO-8601 strings, parsed by the server.
+STAGE_TEXT_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS bridge_greeks_text_in (
+    n bigint GENERATED ALWAYS AS IDENTITY, ts timestamptz, contract text, delta float8,
+    gamma float8, vega float8, theta float8, und float8
+) ON COMMIT DELETE ROWS
+"""
+STAGE_TEXT_TABLE_NAME = "bridge_greeks_text_in"
+STAGE_TEXT_COLUMNS = ("ts", "contract", "delta", "gamma", "vega", "theta", "und")
+INSERT_GREEKS_FROM_TEXT_STAGE = """
+INSERT INTO portfolio_greeks (timestamp, contract, delta, gamma, vega, theta, underlying_price)
+SELECT ts, contract, delta, gamma, vega, theta, und FROM bridge_greeks_text_in ORDER BY n
+ON CONFLICT (timestamp, contract) DO NOTHING
 """

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +37,7 @@ from shared.codec import Rejected, decode_api_log, decode_greeks, encode_api_log
 from shared.config import Settings
 from shared.jsonl import BufferBusy, JsonlFile, Record
 from shared.models import ApiLogRow, GreeksRow
+from shared.names import CODEC_VERSION
 from writer.breaker import Breaker
 from writer.consumer import Entry
 from writer.isolate import Row, find_refused
@@ -43,7 +47,7 @@ log = logging.getLogger(__name__)
 # Test hooks (never set in production).
 KILL_AFTER_DRAIN_CHUNKS_ENV = "BRIDGE_TEST_KILL_AFTER_DRAIN_CHUNKS"  # SIGKILL after that COMMIT
 DRAIN_CHUNK_ROWS_ENV = "BRIDGE_TEST_DRAIN_CHUNK_ROWS"
-DRAIN_CHUNK_ROWS = 5000
+DRAIN_CHUNK_ROWS = 10_000
 BUFFER_ERROR_LOG_EVERY_S = 60.0
 
 # Line kinds: the stream a row came from, without the prefix (a prefix change keeps the buffer).
@@ -63,6 +67,35 @@ def encode_line(row: Row) -> Record:
     return {"stream": API_LOGS, "fields": encode_api_log(row)}
 
 
+def _fast_greeks(fields: dict[str, Any]) -> GreeksRow | None:
+    """The common case of `decode_greeks`, about 3x faster (the drain's hot loop); None when
+    anything is unusual, and the codec decides (with the reason). Never more permissive."""
+    try:
+        if fields["v"] != CODEC_VERSION:
+            return None
+        ts = _fromiso(fields["ts"])
+        contract = fields["contract"]
+        delta = float(fields["delta"])
+        gamma = float(fields["gamma"])
+        vega = float(fields["vega"])
+        theta = float(fields["theta"])
+        und_text = fields.get("underlying_price", "")
+        und = float(und_text) if und_text != "" else None
+        account = fields.get("account", "")
+        mode = fields.get("mode", "")
+    except (KeyError, ValueError, TypeError):
+        return None
+    if (
+        ts.tzinfo is None
+        or not isinstance(contract, str) or not 0 < len(contract) <= 64
+        or not isinstance(account, str) or not isinstance(mode, str)
+        or "\x00" in contract or "\x00" in account or "\x00" in mode
+        or not _isfinite(delta + gamma + vega + theta + (und or 0.0))
+    ):
+        return None
+    return GreeksRow(ts, contract, delta, gamma, vega, theta, und, account, mode)
+
+
 def decode_line(record: Record) -> Row | Rejected:
     """A buffer line back to its row, with the stream codec (never raises)."""
     stream = record.get("stream")
@@ -72,10 +105,14 @@ def decode_line(record: Record) -> Row | Rejected:
     ):
         return Rejected("buffer line without string fields")
     if stream == GREEKS:
-        return decode_greeks(fields)
+        return _fast_greeks(fields) or decode_greeks(fields)
     if stream == API_LOGS:
         return decode_api_log(fields)
     return Rejected(f"buffer line of unknown stream {str(stream)[:32]!r}")
+
+
+_fromiso = datetime.fromisoformat
+_isfinite = math.isfinite
 
 
 def _reason(exc: BaseException) -> str:
@@ -336,30 +373,35 @@ class Outbox:
 
     async def _drain(self) -> int:
         """Everything in the buffer into PostgreSQL, in file order; checkpoint after each COMMIT;
-        the file is emptied only once all of it is committed. Returns the rows drained."""
+        the file is emptied only once all of it is committed. Returns the rows drained.
+
+        Pipelined: the next chunk is read and prepared in a thread while the current one is
+        written, so the CPU work overlaps the database's. A chunk of ordinary greeks lines goes
+        as COPY text (the server parses the values, `copy_line` checked their shape); anything
+        unusual goes through the stream codec."""
         total = 0
         bad: list[tuple[int, str]] = []
         chunks = self.buffer.iter_chunks(
             self.drain_chunk_rows, on_bad=lambda n, why: bad.append((n, why))
         )
+
+        def read_ahead() -> _Prepared | None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            prepared = _prepare(chunk.records, chunk.end_offset)
+            prepared.bad.extend(bad)
+            bad.clear()
+            return prepared
+
+        ahead: asyncio.Future[_Prepared | None] = asyncio.ensure_future(
+            asyncio.to_thread(read_ahead)
+        )
         try:
-            for chunk in chunks:
-                greeks: list[GreeksRow] = []
-                logs: list[ApiLogRow] = []
-                rejected: list[tuple[Entry, str]] = []
-                for record in chunk.records:
-                    row = decode_line(record)
-                    if isinstance(row, GreeksRow):
-                        greeks.append(row)
-                    elif isinstance(row, ApiLogRow):
-                        logs.append(row)
-                    else:
-                        rejected.append((_buffer_entry(record), f"buffer line: {row.reason}"))
-                warns = [self._bad_lines_warn(n, why) for n, why in bad]
-                bad.clear()
-                if rejected:
-                    warns.extend(await self.dead_letter(rejected))
-                await self._write_chunk(greeks, [*logs, *warns])
+            while (chunk := await ahead) is not None:
+                ahead = asyncio.ensure_future(asyncio.to_thread(read_ahead))
+                warns = [self._bad_lines_warn(n, why) for n, why in chunk.bad]
+                await self._write_prepared(chunk, warns)
                 self._drained_chunks += 1
                 if self._kill_after_chunks and self._drained_chunks >= self._kill_after_chunks:
                     log.warning("test_hook SIGKILL after drain chunk %d, before its checkpoint",
@@ -373,10 +415,50 @@ class Outbox:
                              "checkpoint", total)
                     return total
         finally:
+            # the read-ahead thread must be done with the file before it is closed
+            if not ahead.done():
+                await asyncio.wait([ahead])
+            if not ahead.cancelled() and ahead.exception() is not None:
+                log.debug("buffer read-ahead discarded: %r", ahead.exception())
             chunks.close()
         self.buffer.clear()
         self._rows, self._bytes = 0, 0
         return total
+
+    async def _write_prepared(self, chunk: _Prepared, warns: list[ApiLogRow]) -> None:
+        if chunk.rejected:
+            warns = [*warns, *await self.dead_letter(chunk.rejected)]
+        if chunk.text is not None:
+            try:
+                await self._ensure_db()
+                result = await self.db.copy_greeks_text(chunk.text, [*chunk.logs, *warns])
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                log.warning("db_refused_text_chunk %s: the chunk goes through the codec",
+                            _reason(exc))
+            else:
+                self.last_commit = self.clock()
+                if result.greeks_skipped or result.logs_skipped:
+                    log.info("replay_skipped %d greeks and %d api_logs rows were already "
+                             "stored", result.greeks_skipped, result.logs_skipped)
+                return
+        greeks: list[GreeksRow] = []
+        logs: list[ApiLogRow] = []
+        rejected: list[tuple[Entry, str]] = []
+        for record in chunk.records:
+            if id(record) in chunk.rejected_ids:
+                continue  # dead-lettered above
+            row = decode_line(record)
+            if isinstance(row, GreeksRow):
+                greeks.append(row)
+            elif isinstance(row, ApiLogRow):
+                logs.append(row)
+            else:
+                rejected.append((_buffer_entry(record), f"buffer line: {row.reason}"))
+        if rejected:
+            warns = [*warns, *await self.dead_letter(rejected)]
+        await self._write_chunk(greeks, [*logs, *warns])
 
     def _bad_lines_warn(self, n: int, why: str) -> ApiLogRow:
         message = (f"writer buffer: {n} {why}(s) of {self.buffer.path} moved to "
@@ -398,6 +480,70 @@ class Outbox:
             dead = [(_buffer_entry(encode_line(r)), why) for r, why in refused]
             warns = await self.dead_letter(dead)
             await self._write([], warns, bulk=False)
+
+
+@dataclass
+class _Prepared:
+    """One chunk of the buffer, ready to write: COPY text (`text`) for its greeks lines plus the
+    decoded api_logs rows, or `text` None when the codec must decode every line."""
+
+    records: list[Record]
+    end_offset: int
+    text: bytes | None = None
+    logs: list[ApiLogRow] = field(default_factory=list)
+    rejected: list[tuple[Entry, str]] = field(default_factory=list)
+    rejected_ids: set[int] = field(default_factory=set)
+    bad: list[tuple[int, str]] = field(default_factory=list)
+
+
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_COPY_LINE = re.compile(
+    r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?[+-](?:[01]\d|2[0-3]):[0-5]\d"
+    r"\t[^\t\n\r\\\x00]{1,64}" + (r"\t" + _NUM) * 4 + r"\t(?:" + _NUM + r"|\\N)"
+)
+
+
+def copy_line(fields: object) -> str | None:
+    """A greeks line's fields as one line of COPY text, when their shape is the ordinary one
+    (ISO time with offset, plain decimals, a contract without tab/newline/backslash); None
+    otherwise, and the codec decides. Never more permissive than `decode_greeks`."""
+    if not isinstance(fields, dict):
+        return None
+    try:
+        if fields["v"] != CODEC_VERSION or "\x00" in "".join(fields.values()):
+            return None
+        und = fields.get("underlying_price", "")
+        if und == "\\N":
+            return None  # text, not a number: the codec rejects it
+        line = "\t".join((
+            fields["ts"], fields["contract"], fields["delta"], fields["gamma"],
+            fields["vega"], fields["theta"], und if und != "" else "\\N",
+        ))
+    except (KeyError, TypeError):
+        return None
+    return line if _COPY_LINE.fullmatch(line) else None
+
+
+def _prepare(records: list[Record], end_offset: int) -> _Prepared:
+    prepared = _Prepared(records, end_offset)
+    lines: list[str] = []
+    for record in records:
+        if record.get("stream") == GREEKS:
+            line = copy_line(record.get("fields"))
+            if line is None:  # text None: the codec decodes the whole chunk, in order
+                return _Prepared(records, end_offset)
+            lines.append(line)
+            continue
+        row = decode_line(record)
+        if isinstance(row, ApiLogRow):
+            prepared.logs.append(row)
+        elif isinstance(row, Rejected):
+            prepared.rejected.append((_buffer_entry(record), f"buffer line: {row.reason}"))
+            prepared.rejected_ids.add(id(record))
+        else:
+            return _Prepared(records, end_offset)  # not a greeks line, yet a greeks row
+    prepared.text = ("\n".join(lines) + "\n").encode() if lines else b""
+    return prepared
 
 
 def _buffer_entry(record: Record) -> Entry:

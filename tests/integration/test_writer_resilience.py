@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -88,6 +90,15 @@ async def pending(redis: aioredis.Redis, stream: str) -> int:
         return 0
 
 
+async def all_acked(redis: aioredis.Redis, stream: str) -> bool:
+    """Every entry of the stream handed to the writer and acknowledged."""
+    groups = await redis.xinfo_groups(stream)
+    last = await redis.xrevrange(stream, count=1)
+    if not groups or not last:
+        return False
+    return bool(groups[0]["last-delivered-id"] == last[0][0] and groups[0]["pending"] == 0)
+
+
 async def state(redis: aioredis.Redis, keys: Keys) -> dict[str, str]:
     raw = await redis.hgetall(keys.writer_state)
     return {k.decode(): v.decode() for k, v in raw.items()}
@@ -120,9 +131,19 @@ async def _eq(value: object, expected: int) -> bool:
 
 
 @pytest.fixture
-def pg(private_pg: PostgresServer) -> PostgresServer:
-    """A PostgreSQL of this test alone, which it stops and starts."""
-    return private_pg
+def pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test alone, which it stops and starts: `private_pg`, but with its
+    data outside /tmp/pytest-of-root, whose mode every new pytest session resets to 0700 (when
+    other pytest sessions start meanwhile, the unprivileged postgres user loses its way in)."""
+    folder = Path(tempfile.mkdtemp(prefix="bridge-writer-pg-"))
+    server = PostgresServer(folder / "pgdata")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_outage_1000_rows_exactly_once_in_order(
@@ -192,7 +213,7 @@ async def test_sigkill_during_outage_and_in_mid_drain(
                                  BRIDGE_TEST_DRAIN_CHUNK_ROWS="100",
                                  BRIDGE_TEST_KILL_AFTER_DRAIN_CHUNKS="2"))
     await producer
-    await wait_for(lambda: _eq(pending(redis, keys.greeks), 0), 30, "all entries buffered")
+    await wait_for(lambda: all_acked(redis, keys.greeks), 30, "all entries buffered")
     assert buffer_lines(buffer) >= 900
     await asyncio.to_thread(pg.start)
     await wait_for(lambda: second.poll() is not None, 30, "the mid-drain SIGKILL")
@@ -253,7 +274,7 @@ async def test_unwritable_buffer_path_acks_nothing_and_recovers(
     assert await redis.xlen(keys.greeks) == 200
     assert (await state(redis, keys))["breaker"] == "open"
     blocker.unlink()  # the path becomes writable again
-    await wait_for(lambda: _eq(pending(redis, keys.greeks), 0), 30, "entries buffered and acked")
+    await wait_for(lambda: all_acked(redis, keys.greeks), 30, "entries buffered and acked")
     assert buffer_lines(buffer) >= 200
     await asyncio.to_thread(pg.start)
     await wait_for(lambda: _eq(rows_in(url), 200), 60, "200 rows")
@@ -278,7 +299,7 @@ async def test_full_disk_acks_nothing_and_resumes_when_space_returns(
     await asyncio.sleep(1.0)
     assert await pending(redis, keys.greeks) > 0
     buffer.unlink()  # space returns
-    await wait_for(lambda: _eq(pending(redis, keys.greeks), 0), 30, "entries buffered and acked")
+    await wait_for(lambda: all_acked(redis, keys.greeks), 30, "entries buffered and acked")
     await asyncio.to_thread(pg.start)
     await wait_for(lambda: _eq(rows_in(url), 150), 60, "150 rows")
     await assert_all_landed(url, 150)
