@@ -35,9 +35,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from collector.transport import PositionData, Snapshot
-from shared.clock import age_s
 from shared.names import PORTFOLIO_CONTRACT
 
 OPTION_TYPES = frozenset({"OPT", "FOP"})
@@ -47,16 +47,14 @@ MAX_ABS_GREEK = 1e6
 MAX_ABS_DELTA = 1.0 + 1e-9
 
 
-@dataclass(frozen=True, slots=True)
-class Greeks:
+class Greeks(NamedTuple):
     delta: float
     gamma: float
     vega: float
     theta: float
 
 
-@dataclass(frozen=True, slots=True)
-class Exposure:
+class Exposure(NamedTuple):
     """One position reduced to what the sum needs: Greeks already decided upon."""
 
     symbol: str
@@ -91,16 +89,19 @@ def clean_greek(value: float | None) -> float | None:
 
 
 def valid_greeks(pos: PositionData) -> Greeks | None:
-    """All four Greeks of a position if every one is usable, else None."""
-    delta = clean_greek(pos.delta)
-    gamma = clean_greek(pos.gamma)
-    vega = clean_greek(pos.vega)
-    theta = clean_greek(pos.theta)
-    if delta is None or gamma is None or vega is None or theta is None:
+    """All four Greeks of a position if every one is usable, else None (hot path: inlined)."""
+    d, g, v, t = pos.delta, pos.gamma, pos.vega, pos.theta
+    if d is None or g is None or v is None or t is None:
         return None
-    if abs(delta) > MAX_ABS_DELTA or gamma < 0 or vega < 0:
+    try:
+        d, g, v, t = float(d), float(g), float(v), float(t)
+    except (TypeError, ValueError):
         return None
-    return Greeks(delta, gamma, vega, theta)
+    # written so that NaN (every comparison false) and infinities fail
+    if (-MAX_ABS_DELTA <= d <= MAX_ABS_DELTA and 0.0 <= g <= MAX_ABS_GREEK
+            and 0.0 <= v <= MAX_ABS_GREEK and -MAX_ABS_GREEK <= t <= MAX_ABS_GREEK):
+        return Greeks(d, g, v, t)
+    return None
 
 
 def _price(prices: Mapping[str, float], symbol: str) -> float | None:
@@ -176,10 +177,9 @@ class Evaluation:
     reports: list[Report] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class _Known:
+class _Known(NamedTuple):
     greeks: Greeks
-    at: datetime
+    at_s: float  # epoch seconds
 
 
 def _label(pos: PositionData) -> str:
@@ -210,7 +210,7 @@ class GreeksPolicy:
         self.underlying = underlying
         self.per_underlying = per_underlying
         self._known: dict[int, _Known] = {}
-        self._first_seen: dict[int, datetime] = {}
+        self._first_seen: dict[int, float] = {}  # epoch seconds
         self._excluded: frozenset[str] = frozenset()
         self._assumed: frozenset[str] = frozenset()
         self._holding = False
@@ -229,6 +229,9 @@ class GreeksPolicy:
         assumed: list[str] = []
         needing = 0
         live: set[int] = set()
+        now_s = now.timestamp()
+        known_map = self._known
+        first_seen = self._first_seen
         for pos in snap.positions:
             qty = pos.quantity
             if not math.isfinite(qty):
@@ -244,21 +247,22 @@ class GreeksPolicy:
             if pos.sec_type not in OPTION_TYPES:
                 continue
             needing += 1
-            live.add(pos.con_id)
-            self._first_seen.setdefault(pos.con_id, now)
+            con_id = pos.con_id
+            live.add(con_id)
+            if con_id not in first_seen:
+                first_seen[con_id] = now_s
             multiplier = pos.multiplier
             if multiplier is None or not math.isfinite(multiplier) or multiplier <= 0:
                 multiplier = DEFAULT_OPTION_MULTIPLIER
                 assumed.append(_label(pos))
             greeks = valid_greeks(pos)
+            known = known_map.get(con_id)
             if greeks is not None:
-                at = pos.greeks_at or now
-                known = self._known.get(pos.con_id)
-                if known is None or at >= known.at:
-                    self._known[pos.con_id] = _Known(greeks, at)
-            known = self._known.get(pos.con_id)
-            age = age_s(known.at, now) if known is not None else None
-            if known is not None and age is not None and age <= self.max_age_s:
+                at_s = pos.greeks_at.timestamp() if pos.greeks_at is not None else now_s
+                if known is None or at_s >= known.at_s:
+                    known = _Known(greeks, at_s)
+                    known_map[con_id] = known
+            if known is not None and now_s - known.at_s <= self.max_age_s:
                 if greeks is None:
                     carried.append(_label(pos))
                 exposures.append(
@@ -266,9 +270,9 @@ class GreeksPolicy:
                              pos.und_price)
                 )
                 continue
-            since = pos.subscribed_at or self._first_seen[pos.con_id]
-            waited = age_s(since, now) or 0.0
-            if waited < self.grace_s:
+            since_s = (pos.subscribed_at.timestamp() if pos.subscribed_at is not None
+                       else first_seen[con_id])
+            if now_s - since_s < self.grace_s:
                 pending.append(_label(pos))
             else:
                 excluded.append(_label(pos))
