@@ -48,6 +48,23 @@ def _wait_port(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | Non
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {deadline_s} s")
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc."""
+    out: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
+        fields = stat_text.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            out.append(int(entry.name))
+    return out
+
+
 def pg_bin_dir() -> Path:
     """pgserver's PostgreSQL binaries, found without importing pgserver (its import has side
     effects: a runtime-dir warning and an atexit hook)."""
@@ -194,17 +211,24 @@ class PostgresServer:
         """kill -9 the postmaster and its children (its process group)."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._signal_tree(signal.SIGKILL)
         self.proc.wait(10)
 
     def freeze(self) -> None:
+        """SIGSTOP the postmaster and every backend (each backend has its own session, so
+        signalling the postmaster's process group would leave them running)."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGSTOP)
+            self._signal_tree(signal.SIGSTOP)
 
     def thaw(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
+            self._signal_tree(signal.SIGCONT)
+
+    def _signal_tree(self, sig: int) -> None:
+        assert self.proc is not None
+        for pid in [self.proc.pid, *children(self.proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     @staticmethod
     def server_pid(data_dir: Path) -> int | None:
