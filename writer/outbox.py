@@ -505,23 +505,29 @@ _COPY_LINE = re.compile(
 
 def copy_line(fields: object) -> str | None:
     """A greeks line's fields as one line of COPY text, when their shape is the ordinary one
-    (ISO time with offset, plain decimals, a contract without tab/newline/backslash); None
-    otherwise, and the codec decides. Never more permissive than `decode_greeks`."""
+    (ISO time with offset, plain finite decimals, a contract without tab/newline/backslash);
+    None otherwise, and the codec decides. Never more permissive than `decode_greeks`."""
     if not isinstance(fields, dict):
         return None
     try:
         if fields["v"] != CODEC_VERSION or "\x00" in "".join(fields.values()):
             return None
+        ts, delta, gamma = fields["ts"], fields["delta"], fields["gamma"]
+        vega, theta = fields["vega"], fields["theta"]
         und = fields.get("underlying_price", "")
         if und == "\\N":
             return None  # text, not a number: the codec rejects it
-        line = "\t".join((
-            fields["ts"], fields["contract"], fields["delta"], fields["gamma"],
-            fields["vega"], fields["theta"], und if und != "" else "\\N",
-        ))
-    except (KeyError, TypeError):
+        line = "\t".join((ts, fields["contract"], delta, gamma, vega, theta, und or "\\N"))
+        if _COPY_LINE.fullmatch(line) is None:
+            return None
+        # what the regex cannot see: a real calendar date, no overflow to infinity
+        _fromiso(ts)
+        total = float(delta) + float(gamma) + float(vega) + float(theta)
+    except (KeyError, TypeError, ValueError):
         return None
-    return line if _COPY_LINE.fullmatch(line) else None
+    if not _isfinite(total) or (und and not _isfinite(float(und))):
+        return None
+    return line
 
 
 def _prepare(records: list[Record], end_offset: int) -> _Prepared:

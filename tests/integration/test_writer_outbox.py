@@ -1,0 +1,165 @@
+"""The writer's outbox: the breaker's state machine, the drain's COPY-text shortcut against the
+codec, and data errors (not outages) for stream rows and for buffered rows alike."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from database.db_manager import DBManager
+from shared.codec import decode_greeks, encode_greeks
+from shared.models import GreeksRow
+from shared.names import Keys
+from tests.helpers import bridge_env, wait_for
+from writer.breaker import Breaker, State
+from writer.outbox import copy_line, decode_line, encode_line
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+
+
+def test_breaker_opens_retries_on_period_and_closes() -> None:
+    b = Breaker(retry_s=60)
+    assert not b.is_open and not b.retry_due(0)
+    assert b.open("refused", now=T0, mono=100.0)
+    assert not b.open("refused again", now=T0, mono=101.0)  # already open: no change
+    assert b.state is State.OPEN and b.since == T0 and b.reason == "refused again"
+    assert not b.retry_due(160.9)
+    assert b.retry_due(161.0)
+    b.retry_failed("still refused", mono=161.0)
+    assert b.failed_retries == 1 and not b.retry_due(220.0) and b.retry_due(221.0)
+    assert b.close(now=T0 + timedelta(minutes=2))
+    assert not b.close(now=T0)
+    assert b.state is State.CLOSED and b.reason == "" and b.failed_retries == 0
+
+
+text = st.text(st.characters(codec="utf-8"), max_size=12)
+number_text = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["1.", ".5", "+1.5", "1e400", "-1e-400", "1_000", " 1", "nan", "", "\\N",
+                     "0x10", "1e5", "-0.0"]),
+    text,
+)
+ts_text = st.one_of(
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
+    st.sampled_from(["2026-11-25T24:00:00+00:00", "2026-11-25T14:30:60+00:00",
+                     "2026-11-25 14:30:00+00:00", "2026-11-25T14:30:00Z",
+                     "2026-11-25T14:30:00", "2026-02-30T00:00:00+00:00"]),
+    text,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.fixed_dictionaries(
+    {"v": st.sampled_from(["1", "2", ""]), "ts": ts_text, "contract": text,
+     "delta": number_text, "gamma": number_text, "vega": number_text, "theta": number_text},
+    optional={"underlying_price": number_text, "account": text, "mode": text},
+))
+def test_copy_line_is_never_more_permissive_than_the_codec(fields: dict[str, str]) -> None:
+    line = copy_line(fields)
+    if line is None:
+        return
+    row = decode_greeks(fields)
+    assert isinstance(row, GreeksRow), f"copy_line took what the codec refuses: {fields!r}"
+    ts, contract, *numbers = line.split("\t")
+    assert datetime.fromisoformat(ts) == row.ts and contract == row.contract
+    assert [float(x) for x in numbers[:4]] == [row.delta, row.gamma, row.vega, row.theta]
+    assert (numbers[4] == "\\N") == (row.underlying_price is None)
+
+
+def test_buffer_line_round_trip() -> None:
+    row = GreeksRow(T0, "PORTFOLIO", 1.25, -0.5, 3e-9, 12.0, None, "DU1", "SOCKET")
+    record = orjson.loads(orjson.dumps(encode_line(row)))
+    assert decode_line(record) == row
+    assert copy_line(record["fields"]) == (
+        f"{T0.isoformat(timespec='microseconds')}\tPORTFOLIO\t1.25\t-0.5\t3e-09\t12.0\t\\N"
+    )
+    assert decode_line({"stream": "nope", "fields": {}}) is not None
+    assert not isinstance(decode_line({"stream": "greeks", "fields": [1]}), GreeksRow)
+
+
+def _row(i: int, delta: float | None = None) -> dict[str, str]:
+    return encode_greeks(GreeksRow(T0 + timedelta(seconds=5 * i), "PORTFOLIO",
+                                   float(i) if delta is None else delta, 0.1, 0.2, 0.3, 600.0))
+
+
+async def _schema_with_check(pg_url: str) -> None:
+    """The real schema plus a CHECK the codec knows nothing about: a data error, not an outage."""
+    db = DBManager(pg_url)
+    async with db:
+        await db.ensure_schema()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("ALTER TABLE portfolio_greeks ADD CONSTRAINT delta_sane "
+                           "CHECK (delta > -1000000)")
+    finally:
+        await conn.close()
+
+
+async def _count(pg_url: str, sql: str) -> int:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+async def _eq(value: object, expected: int) -> bool:
+    return await value == expected  # type: ignore[misc]
+
+
+def _env(pg_url: str, redis_url: str, prefix: str, buffer: Path) -> dict[str, str]:
+    return bridge_env(DATABASE_URL=pg_url, REDIS_URL=redis_url, BRIDGE_REDIS_PREFIX=prefix,
+                      BRIDGE_BUFFER_PATH=str(buffer), BRIDGE_FLUSH_RETRY_S="0.5",
+                      BRIDGE_WRITER_BATCH="20")
+
+
+async def test_refused_rows_from_the_stream_and_from_the_buffer_are_dead_lettered(
+    spawn: Spawn, pg_url: str, redis_url: str, redis: aioredis.Redis, prefix: str,
+    *, tmp_path: Path,
+) -> None:
+    keys = Keys(prefix)
+    await _schema_with_check(pg_url)
+    buffer = tmp_path / "buffer.jsonl"
+    buffered = [_row(i, -5e6 if i == 20 else None) for i in range(50)]  # row 20 refused
+    buffer.write_bytes(b"".join(orjson.dumps({"stream": "greeks", "fields": f}) + b"\n"
+                                for f in buffered))
+    streamed = [_row(i, -5e6 if i == 70 else None) for i in range(50, 100)]  # row 70 refused
+    async with redis.pipeline(transaction=False) as pipe:
+        for f in streamed:
+            pipe.xadd(keys.greeks, f)  # type: ignore[arg-type]
+        await pipe.execute()
+    proc = spawn("writer", _env(pg_url, redis_url, prefix, buffer))
+    await wait_for(lambda: _eq(_count(pg_url, "SELECT count(*) FROM portfolio_greeks"), 98), 60,
+                   "98 good rows")
+    await wait_for(lambda: _eq(redis.xlen(keys.dead), 2), 20, "two dead letters")
+    dead = [fields for _, fields in await redis.xrange(keys.dead)]
+    assert {d[b"f.ts"] for d in dead} == {buffered[20]["ts"].encode(),
+                                          streamed[20]["ts"].encode()}
+    assert all(b"delta_sane" in d[b"reason"] for d in dead)
+    assert {d[b"stream"] for d in dead} == {b"buffer:greeks", keys.greeks.encode()}
+    disorder = await _count(pg_url, """
+        SELECT count(*) FROM (SELECT timestamp, lag(timestamp) OVER (ORDER BY id) AS prev
+        FROM portfolio_greeks) s WHERE prev >= timestamp""")
+    assert disorder == 0
+    await wait_for(lambda: _eq(_count(pg_url, "SELECT count(*) FROM api_logs WHERE status = "
+                                              "'WARN' AND message LIKE '%dead letter%'"), 2),
+                   20, "two WARN rows")
+    # a data error is no outage: the breaker never opened, nothing loops
+    assert await _count(pg_url, "SELECT count(*) FROM api_logs "
+                                "WHERE message LIKE '%breaker opened%'") == 0
+    await asyncio.sleep(1.0)
+    state = await redis.hgetall(keys.writer_state)
+    assert state[b"breaker"] == b"closed" and state[b"buffer_rows"] == b"0"
+    assert buffer.stat().st_size == 0
+    assert await redis.xlen(keys.dead) == 2
+    assert "breaker_open" not in proc.log_path.read_text()  # type: ignore[attr-defined]
