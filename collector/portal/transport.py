@@ -111,6 +111,7 @@ class PortalTransport:
         self._fields: dict[int, dict[str, _Field]] = {}
         self._prices: dict[int, float] = {}
         self._problems: frozenset[str] = frozenset()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self.extras: dict[str, str] = {}
         self.authenticated = False
         self.competing = False
@@ -159,6 +160,7 @@ class PortalTransport:
         self._session_ready = False
         self._state = LinkState.DISCONNECTED
         self._reason = "disconnected on request"
+        await self._stop_background()
         await self.client.close()
 
     async def reauthenticate(self) -> None:
@@ -185,11 +187,17 @@ class PortalTransport:
                 await self._establish()
                 if not self._session_ready:
                     raise TransportError(self._reason or "session not ready")
-            await self._keepalive(now)
-            await self._refresh_positions(now)
-            await self._refresh_summary(now)
+            self._background(now)
+            if not self._positions:
+                # nothing to price without positions: wait for the refresh (shielded, so a
+                # tick cut at its deadline does not throw the pages already read away)
+                task = self._tasks.get("positions")
+                if task is not None:
+                    await asyncio.shield(task)
+            self._reap()
             await self._market_data(now)
             await self._late_greeks(now)
+            self._reap()
         except AuthProblem as exc:
             self._auth_lost(await self._diagnose(str(exc)))
             raise TransportError(self._reason) from exc
@@ -249,6 +257,7 @@ class PortalTransport:
             self._auth_lost("brokerage session not ready (/iserver/accounts returned no "
                             "accounts; another session may be competing)")
             return
+        await self._stop_background()  # jobs of the previous session may still fail late
         self._session_ready = True
         self._subscribed.clear()  # a new brokerage session: every stream is opened again
         self._positions_at = None
@@ -292,10 +301,53 @@ class PortalTransport:
             "several accounts (" + ", ".join(accounts) + "): set IB_ACCOUNT to one of them"
         )
 
+    # ---- background work -----------------------------------------------------------------
+    def _background(self, now: datetime) -> None:
+        """Start what is due and not running: /tickle, the positions, the summary.
+
+        They run beside the ticks, so a slow gateway delays only them, and a tick cut at its
+        deadline does not restart them from scratch; their failures surface in `_reap`.
+        """
+        due = {
+            "tickle": (self._last_tickle, TICKLE_EVERY_S, self._keepalive),
+            "positions": (self._positions_at, POSITIONS_REFRESH_S, self._refresh_positions),
+            "summary": (self._summary_at, SUMMARY_REFRESH_S, self._refresh_summary),
+        }
+        for name, (last, every_s, job) in due.items():
+            age = age_s(last, now)
+            if name in self._tasks or (age is not None and age < every_s):
+                continue
+            self._tasks[name] = asyncio.create_task(job(now), name=f"portal-{name}")
+
+    def _reap(self) -> None:
+        """Forget finished background jobs; raise the first that lost the session or link."""
+        failure: BaseException | None = None
+        for name, task in list(self._tasks.items()):
+            if not task.done():
+                continue
+            del self._tasks[name]
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if isinstance(exc, RateLimited | BadAnswer):
+                # passing trouble: the job runs again when next due, the tick goes on
+                log.warning("portal_background_failed %s: %s", name, exc)
+            elif exc is not None and failure is None:
+                failure = exc  # session lost or gateway down: the link state must change
+            elif exc is not None:
+                log.info("portal_background_failed %s: %r", name, exc)
+        if failure is not None:
+            raise failure
+
+    async def _stop_background(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _keepalive(self, now: datetime) -> None:
-        age = age_s(self._last_tickle, now)
-        if age is not None and age < TICKLE_EVERY_S:
-            return
         body = await self.client.post("/tickle")
         self._last_tickle = now
         if isinstance(body, Mapping) and isinstance(body.get("iserver"), Mapping):
@@ -343,9 +395,6 @@ class PortalTransport:
         self._problems = frozen
 
     async def _refresh_positions(self, now: datetime) -> None:
-        age = age_s(self._positions_at, now)
-        if age is not None and age < POSITIONS_REFRESH_S:
-            return
         rows = await self._fetch_positions(wait_secdef=False)
         if any(not r.has_secdef and r.con_id not in self._secdef for r in rows):
             retry_age = age_s(self._secdef_retry_at, now)
@@ -371,9 +420,6 @@ class PortalTransport:
         self._positions_at = now
 
     async def _refresh_summary(self, now: datetime) -> None:
-        age = age_s(self._summary_at, now)
-        if age is not None and age < SUMMARY_REFRESH_S:
-            return
         self._summary_at = now
         try:
             body = await self.client.get(f"/portfolio/{self.account}/summary")
@@ -399,23 +445,34 @@ class PortalTransport:
         return list(conids)
 
     async def _market_data(self, now: datetime) -> None:
+        """One snapshot call per SNAPSHOT_CHUNK conids, the calls side by side."""
         conids = self._wanted_conids()
-        for start in range(0, len(conids), SNAPSHOT_CHUNK):
-            chunk = conids[start:start + SNAPSHOT_CHUNK]
-            for con_id in chunk:
-                self._subscribed.setdefault(con_id, now)
-            body = await self.client.get(
-                "/iserver/marketdata/snapshot",
-                {"conids": ",".join(map(str, chunk)), "fields": ",".join(SNAPSHOT_FIELDS)},
-            )
-            if not isinstance(body, list):
-                raise BadAnswer("snapshot answer is not a list")
-            for raw in body:
-                parsed = parse_snapshot_row(raw)
-                if isinstance(parsed, Unreadable):
-                    log.debug("portal_snapshot_row_unreadable %s", parsed.reason)
-                    continue
-                self._remember(parsed, now)
+        chunks = [conids[i:i + SNAPSHOT_CHUNK] for i in range(0, len(conids), SNAPSHOT_CHUNK)]
+        for con_id in conids:
+            self._subscribed.setdefault(con_id, now)
+        results = await asyncio.gather(*(self._snapshot_chunk(c) for c in chunks),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            for row in result:
+                self._remember(row, now)
+
+    async def _snapshot_chunk(self, chunk: list[int]) -> list[SnapshotRow]:
+        body = await self.client.get(
+            "/iserver/marketdata/snapshot",
+            {"conids": ",".join(map(str, chunk)), "fields": ",".join(SNAPSHOT_FIELDS)},
+        )
+        if not isinstance(body, list):
+            raise BadAnswer("snapshot answer is not a list")
+        rows = []
+        for raw in body:
+            parsed = parse_snapshot_row(raw)
+            if isinstance(parsed, Unreadable):
+                log.debug("portal_snapshot_row_unreadable %s", parsed.reason)
+                continue
+            rows.append(parsed)
+        return rows
 
     async def _late_greeks(self, now: datetime) -> None:
         """Greeks arrive late after a pre-flight: ask again within this tick, briefly.
