@@ -37,8 +37,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# asyncpg's client-side "this value cannot be encoded" is an InterfaceError too: a bad row.
+CLIENT_DATA_ERROR: type[BaseException] = asyncpg.exceptions._base.DataError
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, CONNECTION_ERRORS)
+    return isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, CLIENT_DATA_ERROR)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """The database (or the client library, encoding a value) refused the rows themselves."""
+    return isinstance(exc, asyncpg.PostgresError | CLIENT_DATA_ERROR) and not (
+        is_connection_error(exc)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,8 +87,11 @@ class JsonlFile:
             return 0
         payload = b"".join(orjson.dumps(r) + b"\n" for r in records)
         self._ensure_parent()
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            if created:
+                _fsync_dir(self.path.parent)  # the new file's name survives a power cut
             start = os.fstat(fd).st_size
             if start > 0 and not self._ends_with_newline(fd, start):
                 start = self._cut_torn_tail(fd, start)
@@ -155,6 +158,7 @@ class JsonlFile:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.offset_path)
+        _fsync_dir(self.offset_path.parent)
 
     def iter_chunks(
         self,
@@ -260,6 +264,14 @@ class JsonlFile:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_some(fd: int, view: memoryview) -> int:

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from database.db_manager import DBManager, is_connection_error
+from database.db_manager import DBManager, is_connection_error, is_data_error
 from shared.clock import utcnow
 from shared.codec import Rejected, decode_api_log, decode_greeks
 from shared.config import Settings
@@ -221,10 +221,12 @@ class Writer:
                 await self.store.store(greeks, logs)
                 return
             except Exception as exc:
-                if not (isinstance(exc, BufferUnavailable) or is_connection_error(exc)):
+                if is_data_error(exc):
                     log.error("db_refused_batch %r: isolating the bad rows", exc)
                     await self._isolate(greeks, logs, batch)
                     return
+                if not (isinstance(exc, BufferUnavailable) or is_connection_error(exc)):
+                    raise  # neither an outage nor a bad row: let the process restart
                 log.warning("store_unavailable %r; batch kept unacked, retrying in %.1f s",
                             exc, delay)
                 with contextlib.suppress(TimeoutError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from database.db_manager import is_connection_error
+from database.db_manager import is_data_error
 from shared.models import ApiLogRow, GreeksRow
 
 Row = GreeksRow | ApiLogRow
@@ -13,7 +13,8 @@ StoreFn = Callable[[list[GreeksRow], list[ApiLogRow]], Awaitable[None]]
 
 async def find_refused(rows: Sequence[Row], store: StoreFn) -> list[tuple[Row, str]]:
     """Store every row that the database accepts (in input order, part by part) and return the
-    ones it refuses, each with the reason. A connection error is re-raised: it is an outage."""
+    ones it refuses, each with the reason. Anything but a data error (an outage, a bug) is
+    re-raised."""
     stack: list[list[Row]] = [list(rows)]
     refused: list[tuple[Row, str]] = []
     while stack:
@@ -26,7 +27,7 @@ async def find_refused(rows: Sequence[Row], store: StoreFn) -> list[tuple[Row, s
                 [r for r in part if isinstance(r, ApiLogRow)],
             )
         except Exception as exc:
-            if is_connection_error(exc):
+            if not is_data_error(exc):
                 raise
             if len(part) == 1:
                 refused.append((part[0], f"database refused the row: {exc!r}"[:500]))

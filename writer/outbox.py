@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from database.db_manager import DBManager, WriteResult, is_connection_error
+from database.db_manager import DBManager, WriteResult, is_connection_error, is_data_error
 from shared.clock import utcnow
 from shared.codec import Rejected, decode_api_log, decode_greeks, encode_api_log, encode_greeks
 from shared.config import Settings
@@ -181,6 +181,14 @@ class Outbox:
             self._buffer_failed(exc)
 
     def close(self) -> None:
+        """At stop: audit rows still queued go to the buffer (drained first at the next start)."""
+        if self._audit:
+            try:
+                self._append(self._audit)
+                self._audit.clear()
+            except BufferUnavailable:
+                log.error("audit_rows_lost %d audit rows could not be buffered at stop",
+                          len(self._audit))
         self.buffer.release()
 
     # ---- the Store protocol ------------------------------------------------------------------
@@ -344,8 +352,9 @@ class Outbox:
             self._lock_buffer()
             self.buffer.append([encode_line(r) for r in rows])
             self._bytes = self.buffer.path.stat().st_size
-        except BufferBusy:
-            raise
+        except BufferBusy as exc:
+            log.error("buffer_busy %s: another process holds its lock; nothing is acked", exc)
+            raise BufferUnavailable(0, str(exc)) from exc
         except OSError as exc:
             self._buffer_failed(exc)
             raise BufferUnavailable(exc.errno, f"buffer {self.buffer.path} unwritable: "
@@ -413,6 +422,7 @@ class Outbox:
                 if self.stop.is_set():
                     log.info("buffer_drain_paused by stop after %d rows; resumes at the "
                              "checkpoint", total)
+                    self._rows = max(self._rows, 1)  # not cleared: still a backlog
                     return total
         finally:
             # the read-ahead thread must be done with the file before it is closed
@@ -433,7 +443,7 @@ class Outbox:
                 await self._ensure_db()
                 result = await self.db.copy_greeks_text(chunk.text, [*chunk.logs, *warns])
             except Exception as exc:
-                if is_connection_error(exc):
+                if not is_data_error(exc):
                     raise
                 log.warning("db_refused_text_chunk %s: the chunk goes through the codec",
                             _reason(exc))
@@ -471,7 +481,7 @@ class Outbox:
         try:
             await self._write(greeks, logs, bulk=True)
         except Exception as exc:
-            if is_connection_error(exc):
+            if not is_data_error(exc):
                 raise
             log.error("db_refused_buffer_chunk %s: isolating the bad rows", _reason(exc))
             refused = await find_refused(
