@@ -1,8 +1,13 @@
 """What the watchdog does about what it observes: pure decisions, no I/O, `now` passed in.
 
 Order of the rules (the first that applies wins):
-1. the collector's heartbeat is stale (absent, or older than its TTL) -> restart the collector
-   through supervisord, unless the collector was (re)started too recently to have beaten yet;
+1. the collector's heartbeat is stale -> restart the collector
+   through supervisord, unless the collector was (re)started too recently to have beaten yet
+   (no beat seen since the watchdog started or ordered the restart, within the grace).
+   Stale means the `heartbeat` key is absent: the collector sets it with a TTL at every beat, so
+   Redis expires it TTL seconds after the last one. The value (the beat's time) is only shown,
+   never compared with this process's clock: clocks of two processes may differ (and the test
+   hook shifts the watchdog's), while the expiry is Redis's own;
 2. the link is connected -> nothing to do;
 3. a pause we ordered is still running (now < pause_until) -> wait until it ends;
 4. SOCKET, link down, Eastern wall time in the nightly reset window -> pause until 00:05 ET;
@@ -84,7 +89,7 @@ class Observation:
     """The collector as the watchdog sees it in Redis at one instant."""
 
     state: str | None  # None: no link hash (the collector never reported)
-    heartbeat_at: datetime | None  # None: the heartbeat key is absent (expired or never set)
+    heartbeat_at: datetime | None  # the beat's time (None: absent or unreadable)
     pause_until: datetime | None = None
     reason: str = ""
     since: datetime | None = None
@@ -103,6 +108,7 @@ class Observation:
         return cls(
             state=f.get("state") or None,
             heartbeat_at=parse_time(_text(heartbeat)),
+            heartbeat_present=heartbeat is not None,
             pause_until=parse_time(_text(pause_until)),
             reason=f.get("reason", ""),
             since=parse_time(f.get("since", "")),
@@ -110,6 +116,8 @@ class Observation:
             competing=_flag(f.get("competing", "")),
             keepalive_age_s=_number(f.get("keepalive_age_s", "")),
         )
+
+    heartbeat_present: bool = True  # False: the key is absent (expired or never set)
 
     def heartbeat_age_s(self, now: datetime) -> float | None:
         if self.heartbeat_at is None:
@@ -132,6 +140,7 @@ class Memory:
     restarted_at: datetime | None = None  # last restart of the collector it ordered
     pause_until: datetime | None = None  # the pause it ordered (also read back from Redis)
     exhausted: bool = False  # the last round spent its retries; cleared by the periodic check
+    beat_seen: bool = False  # a fresh heartbeat was seen since the (re)start: no grace left
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,24 +150,22 @@ class Decision:
     until: datetime | None = None  # PAUSE / WAIT: until when
 
 
-def heartbeat_stale(obs: Observation, now: datetime, ttl_s: float) -> bool:
-    age = obs.heartbeat_age_s(now)
-    return age is None or age > ttl_s
+def heartbeat_stale(obs: Observation) -> bool:
+    """The heartbeat key has expired (or was never set): no beat for its TTL."""
+    return not obs.heartbeat_present
 
 
 def decide(obs: Observation, now: datetime, memory: Memory, limits: Limits,
            trigger: Trigger = Trigger.CHECK) -> Decision:
     """The one decision for this observation at `now` (see the module docstring)."""
-    if heartbeat_stale(obs, now, limits.heartbeat_ttl_s):
+    if heartbeat_stale(obs):
         last_start = max(memory.started_at, memory.restarted_at or memory.started_at)
         quiet_s = (now - last_start).total_seconds()
-        age = obs.heartbeat_age_s(now)
-        beat = "absent" if age is None else f"{age:.1f} s old"
-        if quiet_s < limits.restart_grace_s:
-            return Decision(Action.WAIT, f"collector heartbeat {beat}; within the "
+        if not memory.beat_seen and quiet_s < limits.restart_grace_s:
+            return Decision(Action.WAIT, "no collector heartbeat yet; within the "
                             f"{limits.restart_grace_s:g} s start-up grace")
-        return Decision(Action.RESTART, f"collector heartbeat {beat} (TTL "
-                        f"{limits.heartbeat_ttl_s:g} s): collector hung or dead")
+        return Decision(Action.RESTART, "collector heartbeat stale (no beat for its "
+                        f"{limits.heartbeat_ttl_s:g} s TTL): collector hung or dead")
     state = obs.state
     if state == CONNECTED:
         return Decision(Action.NONE, "link connected")
