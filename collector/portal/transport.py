@@ -143,6 +143,9 @@ class PortalTransport:
         (and later ticks notice when it is).
         """
         self._wanted = True
+        if not self.settings.ibkr_tls_verify and not self.client.is_open:
+            log.warning("portal_tls_unverified IBKR_TLS_VERIFY=0: the gateway's certificate is "
+                        "not checked; use it only for a gateway on loopback")
         self.client.open()
         self._set_state(LinkState.CONNECTING, "connecting to the Client Portal gateway")
         try:
