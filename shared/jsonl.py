@@ -34,7 +34,7 @@ READ_BLOCK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    records: list[Record]
+    records: list[Any]  # Record (a JSON object), or what `raw` made of a line
     end_offset: int  # byte offset just after the chunk's last line
 
 
@@ -164,10 +164,15 @@ class JsonlFile:
         self,
         chunk_rows: int = 1000,
         on_bad: Callable[[int, str], None] | None = None,
+        *,
+        raw: Callable[[bytes], Any] | None = None,
     ) -> Generator[Chunk, None, None]:
         """Complete records from the checkpoint on, `chunk_rows` at a time.
 
         `on_bad(count, reason)` is called for lines moved to `<path>.bad`.
+        `raw(line)`, when given, may take a line as it is (without its newline) and return what
+        goes into `records` in its place, skipping the JSON parse (a reader's shortcut for lines
+        it recognises); for any other line it returns None and the line is parsed as usual.
         """
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally, generator
@@ -180,7 +185,7 @@ class JsonlFile:
                 offset = 0  # the file was replaced: start over
             fh.seek(offset)
             pending = b""
-            records: list[Record] = []
+            records: list[Any] = []
             bad: list[bytes] = []
             pos = offset
             while True:
@@ -192,12 +197,14 @@ class JsonlFile:
                 pending = lines.pop()
                 for line in lines:
                     pos += len(line) + 1
-                    if not line.strip():
-                        continue
-                    record = _parse(line)
+                    record = raw(line) if raw is not None else None
                     if record is None:
-                        bad.append(line)
-                        continue
+                        if not line.strip():
+                            continue
+                        record = _parse(line)
+                        if record is None:
+                            bad.append(line)
+                            continue
                     records.append(record)
                     if len(records) >= chunk_rows:
                         self._report_bad(bad, on_bad, "corrupt line")
@@ -205,7 +212,9 @@ class JsonlFile:
                         yield Chunk(records, pos)
                         records = []
             if pending:
-                record = _parse(pending)
+                record = raw(pending) if raw is not None else None
+                if record is None:
+                    record = _parse(pending)
                 pos += len(pending)
                 if record is not None:
                     records.append(record)

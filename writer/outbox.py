@@ -21,26 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from database.db_manager import DBManager, WriteResult, is_connection_error, is_data_error
 from shared.clock import utcnow
-from shared.codec import Rejected, decode_api_log, decode_greeks, encode_api_log, encode_greeks
 from shared.config import Settings
-from shared.jsonl import BufferBusy, JsonlFile, Record
+from shared.jsonl import BufferBusy, JsonlFile
 from shared.models import ApiLogRow, GreeksRow
-from shared.names import CODEC_VERSION
 from writer.breaker import Breaker
 from writer.consumer import Entry
 from writer.isolate import Row, find_refused
+from writer.lines import (
+    Prepared,
+    as_record,
+    buffer_entry,
+    decode_line,
+    encode_line,
+    prepare,
+    raw_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,69 +53,11 @@ DRAIN_CHUNK_ROWS_ENV = "BRIDGE_TEST_DRAIN_CHUNK_ROWS"
 DRAIN_CHUNK_ROWS = 10_000
 BUFFER_ERROR_LOG_EVERY_S = 60.0
 
-# Line kinds: the stream a row came from, without the prefix (a prefix change keeps the buffer).
-GREEKS = "greeks"
-API_LOGS = "api_logs"
-
 DeadLetter = Callable[[list[tuple[Entry, str]]], Awaitable[list[ApiLogRow]]]
 
 
 class BufferUnavailable(OSError):
     """The buffer cannot be written (full disk, unwritable path): nothing may be acked."""
-
-
-def encode_line(row: Row) -> Record:
-    if isinstance(row, GreeksRow):
-        return {"stream": GREEKS, "fields": encode_greeks(row)}
-    return {"stream": API_LOGS, "fields": encode_api_log(row)}
-
-
-def _fast_greeks(fields: dict[str, Any]) -> GreeksRow | None:
-    """The common case of `decode_greeks`, about 3x faster (the drain's hot loop); None when
-    anything is unusual, and the codec decides (with the reason). Never more permissive."""
-    try:
-        if fields["v"] != CODEC_VERSION:
-            return None
-        ts = _fromiso(fields["ts"])
-        contract = fields["contract"]
-        delta = float(fields["delta"])
-        gamma = float(fields["gamma"])
-        vega = float(fields["vega"])
-        theta = float(fields["theta"])
-        und_text = fields.get("underlying_price", "")
-        und = float(und_text) if und_text != "" else None
-        account = fields.get("account", "")
-        mode = fields.get("mode", "")
-    except (KeyError, ValueError, TypeError):
-        return None
-    if (
-        ts.tzinfo is None
-        or not isinstance(contract, str) or not 0 < len(contract) <= 64
-        or not isinstance(account, str) or not isinstance(mode, str)
-        or "\x00" in contract or "\x00" in account or "\x00" in mode
-        or not _isfinite(delta + gamma + vega + theta + (und or 0.0))
-    ):
-        return None
-    return GreeksRow(ts, contract, delta, gamma, vega, theta, und, account, mode)
-
-
-def decode_line(record: Record) -> Row | Rejected:
-    """A buffer line back to its row, with the stream codec (never raises)."""
-    stream = record.get("stream")
-    fields = record.get("fields")
-    if not isinstance(fields, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in fields.items()
-    ):
-        return Rejected("buffer line without string fields")
-    if stream == GREEKS:
-        return _fast_greeks(fields) or decode_greeks(fields)
-    if stream == API_LOGS:
-        return decode_api_log(fields)
-    return Rejected(f"buffer line of unknown stream {str(stream)[:32]!r}")
-
-
-_fromiso = datetime.fromisoformat
-_isfinite = math.isfinite
 
 
 def _reason(exc: BaseException) -> str:
@@ -391,19 +336,19 @@ class Outbox:
         total = 0
         bad: list[tuple[int, str]] = []
         chunks = self.buffer.iter_chunks(
-            self.drain_chunk_rows, on_bad=lambda n, why: bad.append((n, why))
+            self.drain_chunk_rows, on_bad=lambda n, why: bad.append((n, why)), raw=raw_line
         )
 
-        def read_ahead() -> _Prepared | None:
+        def read_ahead() -> Prepared | None:
             chunk = next(chunks, None)
             if chunk is None:
                 return None
-            prepared = _prepare(chunk.records, chunk.end_offset)
+            prepared = prepare(chunk.records, chunk.end_offset)
             prepared.bad.extend(bad)
             bad.clear()
             return prepared
 
-        ahead: asyncio.Future[_Prepared | None] = asyncio.ensure_future(
+        ahead: asyncio.Future[Prepared | None] = asyncio.ensure_future(
             asyncio.to_thread(read_ahead)
         )
         try:
@@ -435,7 +380,7 @@ class Outbox:
         self._rows, self._bytes = 0, 0
         return total
 
-    async def _write_prepared(self, chunk: _Prepared, warns: list[ApiLogRow]) -> None:
+    async def _write_prepared(self, chunk: Prepared, warns: list[ApiLogRow]) -> None:
         if chunk.rejected:
             warns = [*warns, *await self.dead_letter(chunk.rejected)]
         if chunk.text is not None:
@@ -456,16 +401,17 @@ class Outbox:
         greeks: list[GreeksRow] = []
         logs: list[ApiLogRow] = []
         rejected: list[tuple[Entry, str]] = []
-        for record in chunk.records:
-            if id(record) in chunk.rejected_ids:
+        for item in chunk.records:
+            if id(item) in chunk.rejected_ids:
                 continue  # dead-lettered above
+            record = as_record(item)
             row = decode_line(record)
             if isinstance(row, GreeksRow):
                 greeks.append(row)
             elif isinstance(row, ApiLogRow):
                 logs.append(row)
             else:
-                rejected.append((_buffer_entry(record), f"buffer line: {row.reason}"))
+                rejected.append((buffer_entry(record), f"buffer line: {row.reason}"))
         if rejected:
             warns = [*warns, *await self.dead_letter(rejected)]
         await self._write_chunk(greeks, [*logs, *warns])
@@ -487,91 +433,6 @@ class Outbox:
             refused = await find_refused(
                 [*greeks, *logs], lambda g, a: self._write(g, a, bulk=False)
             )
-            dead = [(_buffer_entry(encode_line(r)), why) for r, why in refused]
+            dead = [(buffer_entry(encode_line(r)), why) for r, why in refused]
             warns = await self.dead_letter(dead)
             await self._write([], warns, bulk=False)
-
-
-@dataclass
-class _Prepared:
-    """One chunk of the buffer, ready to write: COPY text (`text`) for its greeks lines plus the
-    decoded api_logs rows, or `text` None when the codec must decode every line."""
-
-    records: list[Record]
-    end_offset: int
-    text: bytes | None = None
-    logs: list[ApiLogRow] = field(default_factory=list)
-    rejected: list[tuple[Entry, str]] = field(default_factory=list)
-    rejected_ids: set[int] = field(default_factory=set)
-    bad: list[tuple[int, str]] = field(default_factory=list)
-
-
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_COPY_LINE = re.compile(
-    r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?[+-](?:[01]\d|2[0-3]):[0-5]\d"
-    r"\t[^\t\n\r\\\x00]{1,64}" + (r"\t" + _NUM) * 4 + r"\t(?:" + _NUM + r"|\\N)"
-)
-
-
-def copy_line(fields: object) -> str | None:
-    """A greeks line's fields as one line of COPY text, when their shape is the ordinary one
-    (ISO time with offset, plain finite decimals, a contract without tab/newline/backslash);
-    None otherwise, and the codec decides. Never more permissive than `decode_greeks`."""
-    if not isinstance(fields, dict):
-        return None
-    try:
-        if fields["v"] != CODEC_VERSION or "\x00" in "".join(fields.values()):
-            return None
-        ts, delta, gamma = fields["ts"], fields["delta"], fields["gamma"]
-        vega, theta = fields["vega"], fields["theta"]
-        und = fields.get("underlying_price", "")
-        if und == "\\N":
-            return None  # text, not a number: the codec rejects it
-        line = "\t".join((ts, fields["contract"], delta, gamma, vega, theta, und or "\\N"))
-        if _COPY_LINE.fullmatch(line) is None:
-            return None
-        # what the regex cannot see: a real calendar date, no overflow to infinity
-        _fromiso(ts)
-        total = float(delta) + float(gamma) + float(vega) + float(theta)
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not _isfinite(total) or (und and not _isfinite(float(und))):
-        return None
-    return line
-
-
-def _prepare(records: list[Record], end_offset: int) -> _Prepared:
-    prepared = _Prepared(records, end_offset)
-    lines: list[str] = []
-    for record in records:
-        if record.get("stream") == GREEKS:
-            line = copy_line(record.get("fields"))
-            if line is None:  # text None: the codec decodes the whole chunk, in order
-                return _Prepared(records, end_offset)
-            lines.append(line)
-            continue
-        row = decode_line(record)
-        if isinstance(row, ApiLogRow):
-            prepared.logs.append(row)
-        elif isinstance(row, Rejected):
-            prepared.rejected.append((_buffer_entry(record), f"buffer line: {row.reason}"))
-            prepared.rejected_ids.add(id(record))
-        else:
-            return _Prepared(records, end_offset)  # not a greeks line, yet a greeks row
-    prepared.text = ("\n".join(lines) + "\n").encode() if lines else b""
-    return prepared
-
-
-def _buffer_entry(record: Record) -> Entry:
-    """A buffer line as a dead-letter entry: its stream, id `buffer`, its original fields."""
-    fields: Any = record.get("fields")
-    out: dict[bytes, bytes] = {}
-    if isinstance(fields, dict):
-        for k, v in fields.items():
-            out[str(k).encode()] = str(v).encode()
-    else:
-        import orjson
-
-        out[b"line"] = orjson.dumps(record)
-    stream = str(record.get("stream", "buffer"))[:64]
-    return Entry(stream=f"buffer:{stream}", id="buffer", fields=out)

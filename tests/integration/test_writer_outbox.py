@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from database.db_manager import DBManager
 from shared.codec import decode_greeks, encode_greeks
-from shared.models import GreeksRow
+from shared.models import ApiLogRow, GreeksRow
 from shared.names import Keys
 from tests.helpers import bridge_env, wait_for
 from writer.breaker import Breaker, State
-from writer.outbox import copy_line, decode_line, encode_line
+from writer.lines import copy_line, decode_line, encode_line, raw_line
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
 T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -43,24 +43,31 @@ def test_breaker_opens_retries_on_period_and_closes() -> None:
 
 
 text = st.text(st.characters(codec="utf-8"), max_size=12)
-number_text = st.one_of(
+plain = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=70)
+finite = st.floats(allow_nan=False, allow_infinity=False).map(repr)
+number_text = st.one_of(  # mostly what producers write, then everything odd
+    finite, finite, finite, finite,
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["1.", ".5", "+1.5", "1e400", "-1e-400", "1_000", " 1", "nan", "", "\\N",
-                     "0x10", "1e5", "-0.0"]),
+                     "0x10", "1e5", "-0.0", "1e308", "-1.7976931348623157e308"]),
     text,
 )
+good_ts = st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat())
 ts_text = st.one_of(
-    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
+    good_ts, good_ts, good_ts,
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
     st.sampled_from(["2026-11-25T24:00:00+00:00", "2026-11-25T14:30:60+00:00",
                      "2026-11-25 14:30:00+00:00", "2026-11-25T14:30:00Z",
-                     "2026-11-25T14:30:00", "2026-02-30T00:00:00+00:00"]),
+                     "2026-11-25T14:30:00", "2026-02-30T00:00:00+00:00",
+                     "0000-01-01T00:00:00+00:00", "2026-11-25T14:30:00+24:00"]),
     text,
 )
+contract_text = st.one_of(plain, plain, st.just("PORTFOLIO"), text)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.fixed_dictionaries(
-    {"v": st.sampled_from(["1", "2", ""]), "ts": ts_text, "contract": text,
+    {"v": st.sampled_from(["1", "2", ""]), "ts": ts_text, "contract": contract_text,
      "delta": number_text, "gamma": number_text, "vega": number_text, "theta": number_text},
     optional={"underlying_price": number_text, "account": text, "mode": text},
 ))
@@ -74,6 +81,35 @@ def test_copy_line_is_never_more_permissive_than_the_codec(fields: dict[str, str
     assert datetime.fromisoformat(ts) == row.ts and contract == row.contract
     assert [float(x) for x in numbers[:4]] == [row.delta, row.gamma, row.vega, row.theta]
     assert (numbers[4] == "\\N") == (row.underlying_price is None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.fixed_dictionaries(
+    {"v": st.sampled_from(["1", "2"]), "ts": ts_text, "contract": contract_text,
+     "delta": number_text, "gamma": number_text, "vega": number_text, "theta": number_text,
+     "underlying_price": number_text, "account": st.one_of(plain, text),
+     "mode": st.one_of(plain, text)},
+))
+def test_raw_line_is_never_more_permissive_than_the_codec(fields: dict[str, str]) -> None:
+    line = orjson.dumps({"stream": "greeks", "fields": fields})
+    fast = raw_line(line)
+    if fast is None:
+        return
+    assert fast.line == line
+    row = decode_greeks(fields)
+    assert isinstance(row, GreeksRow), f"raw_line took what the codec refuses: {fields!r}"
+    assert fast.copy.decode() == copy_line(fields)
+
+
+def test_raw_line_takes_the_writers_own_lines() -> None:
+    row = GreeksRow(T0, "PORTFOLIO", 1.25, -0.5, 3e-9, 12.0, 601.5, "DU1", "SOCKET")
+    fast = raw_line(orjson.dumps(encode_line(row)))
+    assert fast is not None
+    assert fast.copy == (f"{T0.isoformat(timespec='microseconds')}\tPORTFOLIO\t1.25\t-0.5"
+                         "\t3e-09\t12.0\t601.5").encode()
+    assert raw_line(orjson.dumps(encode_line(ApiLogRow(T0, "SOCKET", "INFO", "x", "writer")))) \
+        is None
+    assert raw_line(b'{"stream":"greeks"}') is None
 
 
 def test_buffer_line_round_trip() -> None:
