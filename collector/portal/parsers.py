@@ -155,7 +155,9 @@ def parse_position(row: object) -> PortalPosition | Unreadable:
     if qty.value is None:
         return Unreadable(f"conid {con_id}: position {qty.reason}")
     problems: list[str] = []
-    sec_type = _str(row.get("assetClass")).upper()
+    sec_type = (_str(row.get("assetClass")) or _str(row.get("secType"))).upper()
+    if not sec_type and _str(row.get("putOrCall")).upper() in ("P", "C"):
+        sec_type = "OPT"
     desc = _str(row.get("contractDesc")) or _str(row.get("fullName")) or f"conid {con_id}"
     is_option = sec_type in OPTION_CLASSES
     multiplier: float | None = None

@@ -238,7 +238,7 @@ class PortalTransport:
     # ---- session -----------------------------------------------------------------------------
     async def _establish(self) -> None:
         try:
-            status = parse_auth_status(await self.client.post("/iserver/auth/status"))
+            status = parse_auth_status(await self._post_or_get("/iserver/auth/status"))
         except AuthProblem as exc:
             self._auth_lost(str(exc))
             return
@@ -278,7 +278,7 @@ class PortalTransport:
         if self._state == LinkState.UNAUTHENTICATED:
             return symptom
         try:
-            status = parse_auth_status(await self.client.post("/iserver/auth/status"))
+            status = parse_auth_status(await self._post_or_get("/iserver/auth/status"))
         except PortalError:
             return symptom
         self.authenticated = status.authenticated
@@ -303,6 +303,15 @@ class PortalTransport:
         raise AccountChoiceError(
             "several accounts (" + ", ".join(accounts) + "): set IB_ACCOUNT to one of them"
         )
+
+    async def _post_or_get(self, path: str) -> object:
+        """POST (the spec's method); a gateway that answers 405 to it is asked with GET."""
+        try:
+            return await self.client.post(path)
+        except BadAnswer as exc:
+            if exc.status != 405:
+                raise
+            return await self.client.get(path)
 
     # ---- background work -----------------------------------------------------------------
     def _background(self, now: datetime) -> None:
@@ -351,7 +360,7 @@ class PortalTransport:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _keepalive(self, now: datetime) -> None:
-        body = await self.client.post("/tickle")
+        body = await self._post_or_get("/tickle")
         self._last_tickle = now
         if isinstance(body, Mapping) and isinstance(body.get("iserver"), Mapping):
             status = parse_auth_status(body)
@@ -404,8 +413,11 @@ class PortalTransport:
             if retry_age is None or retry_age >= SECDEF_RETRY_S:
                 self._secdef_retry_at = now
                 log.info("portal_secdef_missing asking again with waitForSecDef=true")
-                await self.client.post(f"/portfolio/{self.account}/positions/invalidate")
-                rows = await self._fetch_positions(wait_secdef=True)
+                try:
+                    await self.client.post(f"/portfolio/{self.account}/positions/invalidate")
+                    rows = await self._fetch_positions(wait_secdef=True)
+                except BadAnswer as exc:  # a gateway without these: keep what we have
+                    log.warning("portal_secdef_retry_failed %s", exc)
         merged = []
         for row in rows:
             if row.has_secdef:

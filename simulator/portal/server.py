@@ -197,6 +197,11 @@ class PortalSimulator:
         if request.method == "POST" and request.content_length is None \
                 and "chunked" not in request.headers.get("Transfer-Encoding", ""):
             return web.Response(status=411, text="Length Required")
+        if self.switches.auth_get_only and request.method == "POST" and api_path in (
+                "/iserver/auth/status", "/tickle"):
+            return web.Response(status=405, text="Method Not Allowed")
+        if self.switches.no_invalidate and api_path.endswith("/positions/invalidate"):
+            return web.Response(status=404, text="Not Found")
         denied = self._session_check(api_path)
         if denied is not None:
             return denied

@@ -30,6 +30,8 @@ class Switches:
     quirks: bool = False  # numbers as the gateway sometimes writes them (C prefix, 1,234, K)
     require_prerequisites: bool = True  # /portfolio/accounts and /iserver/accounts first
     ignore_page_id: bool = False  # every positions page is page 0 (as /portfolio2 does)
+    auth_get_only: bool = False  # POST /iserver/auth/status and /tickle answer 405
+    no_invalidate: bool = False  # /portfolio/{acct}/positions/invalidate answers 404
 
     def update(self, values: dict[str, Any]) -> list[str]:
         """Apply known keys; returns the unknown ones. `frozen_at: true` freezes at now."""

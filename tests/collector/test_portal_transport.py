@@ -286,3 +286,12 @@ async def test_slow_gateway_ticks_still_produce(sim: PortalSimulator) -> None:
         assert sim.stats.counts["/portfolio/{acct}/positions"] > 3  # a refresh ran meanwhile
     finally:
         await t.disconnect()
+
+
+async def test_other_gateways_get_only_auth_and_no_invalidate(sim: PortalSimulator,
+                                                              transport: PortalTransport) -> None:
+    sim.switches.update({"auth_get_only": True, "no_invalidate": True, "no_secdef": 2})
+    await transport.connect()
+    assert transport.state == LinkState.CONNECTED
+    snap = await transport.snapshot(now())
+    assert_equals_portfolio(sim, snap)  # multipliers read from contractDesc
