@@ -1,0 +1,112 @@
+"""The Client Portal simulator itself: shapes, paging, pre-flight, switches over HTTP."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from simulator.portal.server import PortalSimulator
+from simulator.portfolio import default_portfolio
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[PortalSimulator]:
+    async with PortalSimulator(default_portfolio(extra_options=120)) as server:
+        yield server
+
+
+@pytest.fixture
+async def http(sim: PortalSimulator) -> AsyncIterator[aiohttp.ClientSession]:
+    context = ssl.create_default_context(cafile=str(sim.ca_file))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        yield session
+
+
+async def call(http: aiohttp.ClientSession, sim: PortalSimulator, method: str, path: str,
+               **kw: Any) -> tuple[int, Any]:
+    if method == "POST":
+        kw.setdefault("json", {})
+    async with http.request(method, sim.url + path, allow_redirects=False, **kw) as resp:
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+
+async def test_paging_preflight_and_shapes(sim: PortalSimulator,
+                                           http: aiohttp.ClientSession) -> None:
+    acct = sim.portfolio.account
+    status, body = await call(http, sim, "GET", f"/v1/api/portfolio/{acct}/positions/0")
+    assert status == 400  # /portfolio/accounts first
+    status, body = await call(http, sim, "GET", "/v1/api/portfolio/accounts")
+    assert status == 200 and body[0]["accountId"] == acct
+    pages = []
+    for page in range(5):
+        _, rows = await call(http, sim, "GET", f"/v1/api/portfolio/{acct}/positions/{page}")
+        pages.append(rows)
+        if not rows:
+            break
+    assert [len(p) for p in pages] == [100, 28, 0]
+    option = next(r for r in pages[0] if r["assetClass"] == "OPT")
+    assert isinstance(option["strike"], str) and option["multiplier"] == 100.0
+    assert option["undConid"] and option["pageSize"] == 100
+    status, _ = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot",
+                           params={"conids": "600000001", "fields": "31,7308"})
+    assert status == 400  # /iserver/accounts first
+    await call(http, sim, "GET", "/v1/api/iserver/accounts")
+    _, first = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot",
+                          params={"conids": "600000001,756733", "fields": "31,7308"})
+    assert first == [{"conid": 600000001, "conidEx": "600000001"},
+                     {"conid": 756733, "conidEx": "756733"}]
+    _, second = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot",
+                           params={"conids": "600000001,756733"})
+    assert isinstance(second[0]["7308"], str) and "7308" not in second[1]
+    assert float(second[1]["31"]) > 0
+
+
+async def test_switches_from_another_process_over_http(sim: PortalSimulator,
+                                                       http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, sim, "POST", "/sim/switches",
+                              json={"logged_out": True, "logout_style": "302"})
+    assert status == 200 and body["logged_out"] is True
+    status, _ = await call(http, sim, "POST", "/v1/api/iserver/auth/status")
+    assert status == 302
+    status, body = await call(http, sim, "POST", "/sim/switches", json={"nope": 1})
+    assert status == 400 and "nope" in body["error"]
+    await call(http, sim, "POST", "/sim/login")
+    status, body = await call(http, sim, "POST", "/v1/api/iserver/auth/status")
+    assert status == 200 and body["authenticated"] is True
+    _, stats = await call(http, sim, "GET", "/sim/stats")
+    assert stats["session"] == 2  # a new login is a new session
+
+
+async def test_pacing_enforced_with_429(sim: PortalSimulator,
+                                        http: aiohttp.ClientSession) -> None:
+    sim.switches.update({"enforce_pacing": True})
+    statuses = [(await call(http, sim, "GET", "/v1/api/portfolio/accounts"))[0]
+                for _ in range(3)]
+    assert statuses == [200, 429, 429]  # 1 per 5 s
+    assert sim.stats.rate_limited == 2
+
+
+async def test_missing_greeks_outage_and_post_without_body(sim: PortalSimulator,
+                                                           http: aiohttp.ClientSession) -> None:
+    sim.switches.update({"greeks_missing_calls": 1, "iserver_outage": False})
+    await call(http, sim, "GET", "/v1/api/iserver/accounts")
+    params = {"conids": "600000001"}
+    await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot", params=params)
+    _, late = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot", params=params)
+    assert "7308" not in late[0] and "31" in late[0]
+    _, ok = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot", params=params)
+    assert "7308" in ok[0]
+    sim.switches.update({"iserver_outage": True})
+    status, _ = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot", params=params)
+    assert status == 503
+    async with http.post(sim.url + "/v1/api/tickle", data=None) as resp:
+        assert resp.status in (200, 411)
