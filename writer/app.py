@@ -145,7 +145,8 @@ class Writer:
     ) -> tuple[Writer, Outbox]:
         """The production writer: PostgreSQL behind the circuit breaker, the buffer behind it."""
         writer = cls(settings, redis, DatabaseStore(db), stop=stop)
-        outbox = Outbox(settings, db, dead_letter=writer.dead_letter, stop=stop)
+        outbox = Outbox(settings, db, dead_letter=writer.dead_letter, stop=stop,
+                        on_progress=writer._beat)
         writer.store = outbox
         return writer, outbox
 

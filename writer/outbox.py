@@ -74,6 +74,7 @@ class Outbox:
         db: DBManager,
         *,
         dead_letter: DeadLetter,
+        on_progress: Callable[[], Awaitable[None]] | None = None,
         stop: asyncio.Event | None = None,
         buffer: JsonlFile | None = None,
         drain_chunk_rows: int | None = None,
@@ -83,7 +84,8 @@ class Outbox:
         self.settings = settings
         self.db = db
         self.buffer = buffer or JsonlFile(settings.buffer_path)
-        self.breaker = Breaker(settings.flush_retry_s)
+        self.breaker = Breaker(settings.flush_retry_s, since=clock())
+        self.on_progress = on_progress  # after each drained chunk (the operator view)
         self.dead_letter = dead_letter
         self.stop = stop or asyncio.Event()
         self.clock = clock
@@ -364,6 +366,8 @@ class Outbox:
                 self.buffer.commit(chunk.end_offset)
                 total += len(chunk.records)
                 self._rows = max(self._rows - len(chunk.records), 0)
+                if self.on_progress is not None:
+                    await self.on_progress()
                 if self.stop.is_set():
                     log.info("buffer_drain_paused by stop after %d rows; resumes at the "
                              "checkpoint", total)
