@@ -61,11 +61,16 @@ class _Transport(xmlrpc.client.Transport):
         self.timeout_s = timeout_s
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        self.close()  # one connection at a time, closed by close() (no socket left behind)
         parts = urlsplit(self.url)
+        conn: http.client.HTTPConnection
         if parts.scheme == "unix":
-            return _UnixConnection(parts.path, self.timeout_s)
-        return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
-                                          timeout=self.timeout_s)
+            conn = _UnixConnection(parts.path, self.timeout_s)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
+                                              timeout=self.timeout_s)
+        self._connection = (host, conn)
+        return conn
 
 
 def _server(url: str, timeout_s: float) -> Any:
@@ -106,6 +111,14 @@ class SupervisorClient:
         if not self.url:
             raise SupervisorUnavailable("BRIDGE_SUPERVISOR_URL is not set")
         return await asyncio.to_thread(self._restart_blocking)
+
+    def info(self) -> dict[str, Any]:
+        """supervisord's getProcessInfo for the collector (blocking: call it in a thread)."""
+        server = _server(self.url, self.timeout_s)
+        try:
+            return dict(self._call(server.supervisor.getProcessInfo, self.process))
+        finally:
+            server("close")()
 
     def _restart_blocking(self) -> RestartResult:
         server = _server(self.url, self.timeout_s)

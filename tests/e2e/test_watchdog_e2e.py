@@ -1,0 +1,349 @@
+"""End to end with real processes: IB Gateway simulator <- collector (SOCKET, ib_async) <-
+watchdog, through a real Redis; the last test runs the collector under a real supervisord.
+
+The watchdog's clock is placed with its test hook (`BRIDGE_TEST_FAKE_NOW`, which only shifts the
+real clock): at noon ET for the drops outside the reset window, at 23:45 ET for the nightly one.
+Rows are observed on the `greeks` stream (no writer needed), decisions on `api_logs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.clock import EASTERN, utcnow
+from shared.names import Keys
+from simulator.gateway import send_command
+from tests.helpers import bridge_env, wait_for
+from watchdog.supervisor import SupervisorClient
+
+pytestmark = pytest.mark.e2e
+
+ACCOUNT = "DU1234567"
+Spawn = Callable[..., subprocess.Popen[bytes]]
+BIN = Path(sys.executable).parent
+
+
+def text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def eastern_today_at(hour: int, minute: int) -> datetime:
+    """Today's (US/Eastern date) wall time hour:minute ET, aware."""
+    day = utcnow().astimezone(EASTERN).date()
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=EASTERN)
+
+
+@dataclass
+class Gateway:
+    proc: asyncio.subprocess.Process
+    port: int
+    control_port: int
+
+    async def cmd(self, line: str) -> dict[str, Any]:
+        reply = await send_command(self.control_port, line)
+        assert reply["ok"], reply
+        return reply
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulator.gateway", "--port", "0", "--control-port", "0",
+        "--account", ACCOUNT, "--step-s", "0", "--push-interval-s", "0.2",
+        "--log-level", "WARNING",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
+        yield Gateway(proc, int(fields["port"]), int(fields["control_port"]))
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def bridge_envs(redis_url: str, prefix: str, port: int, **extra: str) -> dict[str, str]:
+    values = {
+        "REDIS_URL": redis_url, "BRIDGE_REDIS_PREFIX": prefix,
+        "BRIDGE_BUFFER_PATH": "buffer.jsonl", "BRIDGE_SPOOL_PATH": "spool.jsonl",
+        "IB_API_MODE": "SOCKET", "IB_HOST": "127.0.0.1", "IB_PORT": str(port),
+        "IB_CLIENT_ID": "17", "IB_ACCOUNT": ACCOUNT, "IB_CONNECT_TIMEOUT_S": "2",
+        "IB_MARKET_DATA_TYPE": "FROZEN", "BRIDGE_POLL_INTERVAL_S": "0.5",
+        "BRIDGE_GREEKS_GRACE_S": "2", "BRIDGE_GREEKS_MAX_AGE_S": "2",
+        "BRIDGE_HEARTBEAT_TTL_S": "2", "BRIDGE_WATCHDOG_INTERVAL_S": "0.5",
+        "BRIDGE_RECONNECT_RETRIES": "3", "BRIDGE_BACKOFF_BASE_S": "1",
+        "BRIDGE_BACKOFF_CAP_S": "10", "BRIDGE_STOP_GRACE_S": "2",
+    }
+    values.update(extra)
+    return bridge_env(**values)
+
+
+class Bridge:
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+
+    async def link_state(self) -> str:
+        raw: Any = await self.redis.hget(self.keys.link, "state")
+        return text(raw)
+
+    async def state_is(self, state: str) -> bool:
+        return await self.link_state() == state
+
+    async def rows(self) -> int:
+        return int(await self.redis.xlen(self.keys.greeks))
+
+    async def watchdog_logs(self) -> list[dict[str, str]]:
+        entries: Any = await self.redis.xrange(self.keys.api_logs)
+        rows = [{text(k): text(v) for k, v in f.items()} for _id, f in entries]
+        return [r for r in rows if r.get("source") == "watchdog"]
+
+    async def messages(self) -> list[str]:
+        return [f"{r['status']} {r['message']}" for r in await self.watchdog_logs()]
+
+    async def has_message(self, needle: str) -> bool:
+        return any(needle in m for m in await self.messages())
+
+    async def commands(self, cmd: str) -> list[dict[str, str]]:
+        entries: Any = await self.redis.xrange(self.keys.control)
+        rows = [{text(k): text(v) for k, v in f.items()} for _id, f in entries]
+        return [r for r in rows if r.get("cmd") == cmd]
+
+    async def rows_after(self, n: int) -> bool:
+        return await self.rows() > n
+
+
+async def start_bridge(spawn: Spawn, env: dict[str, str], bridge: Bridge,
+                       fake_now: datetime | None) -> subprocess.Popen[bytes]:
+    spawn("collector", env)
+    await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
+    await wait_for(lambda: bridge.rows_after(1), 30, "the first rows")
+    wd_env = dict(env)
+    if fake_now is not None:
+        wd_env["BRIDGE_TEST_FAKE_NOW"] = fake_now.isoformat()
+    watchdog = spawn("watchdog", wd_env)
+
+    async def watching() -> bool:
+        raw: Any = await bridge.redis.hget(bridge.keys.watchdog_state, "decision")
+        return text(raw) == "healthy"
+
+    await wait_for(watching, 20, "the watchdog's first check")
+    return watchdog
+
+
+def stopped_cleanly(proc: subprocess.Popen[bytes], within_s: float = 5.0) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(within_s)
+
+
+async def test_drop_outside_the_window_is_reconnected_within_2_s_and_rows_resume(
+    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+) -> None:
+    bridge = Bridge(redis, prefix)
+    env = bridge_envs(redis_url, prefix, gateway.port,
+                      BRIDGE_WATCHDOG_INTERVAL_S="30")  # only the link event can be this fast
+    watchdog = await start_bridge(spawn, env, bridge, eastern_today_at(12, 0))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await gateway.cmd("drop")
+    await wait_for(lambda: bridge.commands("reconnect"), 5, "a reconnect command")
+    await wait_for(lambda: bridge.state_is("connected"), 5, "the link connected again")
+    took = loop.time() - started
+    print(f"drop -> connected again in {took:.2f} s")
+    assert took < 2.0
+    n = await bridge.rows()
+    await wait_for(lambda: bridge.rows_after(n + 2), 20, "rows resume")
+    await wait_for(lambda: bridge.has_message("succeeded"), 5, "the attempt's row")
+    messages = await bridge.messages()
+    assert any(m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded")
+               for m in messages), messages
+    assert all(r["api_mode"] == "SOCKET" for r in await bridge.watchdog_logs())
+    assert await bridge.commands("pause") == []
+    assert stopped_cleanly(watchdog) == 0
+
+
+async def test_refused_connections_three_retries_with_growing_delays_then_success(
+    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+) -> None:
+    bridge = Bridge(redis, prefix)
+    env = bridge_envs(redis_url, prefix, gateway.port)
+    await start_bridge(spawn, env, bridge, eastern_today_at(12, 0))
+    # the gateway goes away for 5 s: attempts at ~0, 1, 3 s are refused, the one at ~7 s is not
+    await gateway.cmd("refuse 5 drop")
+    await wait_for(lambda: bridge.has_message("attempt 4/4"), 30, "the fourth attempt")
+    await wait_for(lambda: bridge.state_is("connected"), 10, "the link connected again")
+    messages = [m for m in await bridge.messages() if " attempt " in m]
+    print("\n".join(messages))
+    assert messages[0].startswith("WARN reconnect attempt 1/4 of round 1 (at once) failed")
+    assert "refused" in messages[0]
+    assert messages[1].startswith("WARN reconnect attempt 2/4 (retry 1 of 3) of round 1 "
+                                  "(after 1.")
+    assert messages[2].startswith("WARN reconnect attempt 3/4 (retry 2 of 3) of round 1 "
+                                  "(after 2.")
+    assert messages[3].startswith("INFO reconnect attempt 4/4 (retry 3 of 3) of round 1 "
+                                  "(after 4.")
+    assert "succeeded" in messages[3]
+    assert not any(m.startswith("ERROR") for m in await bridge.messages())
+    n = await bridge.rows()
+    await wait_for(lambda: bridge.rows_after(n + 2), 20, "rows resume")
+
+
+async def test_drop_while_the_clock_reads_2345_et_waits_until_0005(
+    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+) -> None:
+    bridge = Bridge(redis, prefix)
+    env = bridge_envs(redis_url, prefix, gateway.port)
+    fake = eastern_today_at(23, 45)
+    await start_bridge(spawn, env, bridge, fake)
+    await gateway.cmd("drop")
+    await wait_for(lambda: bridge.has_message("waiting until 00:05 ET"), 5,
+                   "the row saying it waits until 00:05 ET")
+    row = next(m for m in await bridge.messages() if "waiting until 00:05 ET" in m)
+    print(row)
+    until = fake + timedelta(minutes=20)
+    assert row.startswith("INFO link disconnected at ")
+    assert until.strftime("%Y-%m-%d 00:05:00 %Z") in row
+    pause = await bridge.commands("pause")
+    assert len(pause) == 1
+    assert datetime.fromisoformat(pause[0]["until"]) == until
+    await wait_for(lambda: bridge.state_is("paused"), 5, "the collector paused")
+    await asyncio.sleep(3.0)  # six periodic checks: still no attempt
+    assert await bridge.commands("reconnect") == []
+    assert await bridge.link_state() == "paused"
+    status = (await gateway.cmd("status"))["clients"]
+    assert status == []  # nobody connected to the gateway
+
+
+@dataclass
+class Supervisord:
+    proc: subprocess.Popen[bytes]
+    url: str
+    folder: Path
+
+
+@pytest.fixture
+def supervisord_collector(gateway: Gateway, redis_url: str, prefix: str
+                          ) -> Iterator[Supervisord]:
+    """A real supervisord in a short tmp folder (unix socket path limit) running the collector
+    as `bridge:collector`; ended by its PID."""
+    folder = Path(tempfile.mkdtemp(prefix="wd-sv-"))
+    sock = folder / "supervisor.sock"
+    conf = folder / "supervisord.conf"
+    conf.write_text(f"""\
+[unix_http_server]
+file={sock}
+chmod=0700
+
+[supervisord]
+logfile={folder}/supervisord.log
+pidfile={folder}/supervisord.pid
+childlogdir={folder}
+nodaemon=true
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[group:bridge]
+programs=collector
+
+[program:collector]
+command={sys.executable} -m collector
+directory={folder}
+autostart=true
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=5
+redirect_stderr=true
+stdout_logfile={folder}/collector.log
+""")
+    env = bridge_envs(redis_url, prefix, gateway.port)
+    log = open(folder / "supervisord.out", "wb")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(conf)], env=env,
+                            cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        end = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, (folder / "supervisord.out").read_text()
+            assert time.monotonic() < end, "supervisord did not open its socket"
+            time.sleep(0.1)
+        yield Supervisord(proc, f"unix://{sock}", folder)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def collector_pid(sv: Supervisord) -> int:
+    client = SupervisorClient(sv.url, "bridge:collector")
+    info = await asyncio.to_thread(client.info)
+    return int(info.get("pid") or 0)
+
+
+async def test_frozen_collector_under_supervisord_is_restarted(  # noqa: PLR0917
+    spawn: Spawn, supervisord_collector: Supervisord, gateway: Gateway,
+    redis: aioredis.Redis, redis_url: str, prefix: str,
+) -> None:
+    sv = supervisord_collector
+    bridge = Bridge(redis, prefix)
+    env = bridge_envs(redis_url, prefix, gateway.port, BRIDGE_SUPERVISOR_URL=sv.url,
+                      BRIDGE_COLLECTOR_PROCESS="bridge:collector")
+    await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
+    await wait_for(lambda: bridge.rows_after(1), 30, "the first rows")
+    spawn("watchdog", dict(env, BRIDGE_TEST_FAKE_NOW=eastern_today_at(12, 0).isoformat()))
+
+    async def watching() -> bool:
+        raw: Any = await redis.hget(bridge.keys.watchdog_state, "decision")
+        return text(raw) == "healthy"
+
+    await wait_for(watching, 20, "the watchdog's first check")
+    frozen = await collector_pid(sv)
+    assert frozen > 0
+    os.kill(frozen, signal.SIGSTOP)  # hung, while its process still exists
+    try:
+        await wait_for(lambda: bridge.has_message("restarted through supervisord"), 30,
+                       "the restart through supervisord")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)  # whatever happened, leave nothing frozen
+    new_pid = await collector_pid(sv)
+    assert new_pid not in (0, frozen)
+    messages = await bridge.messages()
+    print("\n".join(messages))
+    assert any(m.startswith("WARN collector heartbeat stale") for m in messages)
+    assert any(f"(pid {frozen} -> {new_pid}, RUNNING)" in m for m in messages)
+    with pytest.raises(ProcessLookupError):  # the frozen process is gone
+        os.kill(frozen, 0)
+    await wait_for(lambda: bridge.state_is("connected"), 30, "the new collector connected")
+    n = await bridge.rows()
+    await wait_for(lambda: bridge.rows_after(n + 2), 30, "rows resume")
