@@ -87,6 +87,7 @@ class Supervised:
         )
         log.close()
         self.env = env
+        self.folder = cwd
         self.rpc = Supervisor(url, timeout_s=10)
         self.child_pids: set[int] = set()
         wait_until(self._answers, 30, "supervisord's socket")
@@ -126,9 +127,19 @@ class Supervised:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        for pid in self.child_pids:  # a child left behind by a hard end: ours, by PID
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        # a child left behind by a hard end: ours only if it still runs in our folder
+        for pid in self.child_pids:
+            if self._runs_in(pid, self.folder):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    @staticmethod
+    def _runs_in(pid: int, folder: Path) -> bool:
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return False
+        return cwd == str(folder) or cwd.startswith(f"{folder}/")
 
 
 # ---- the demo profile --------------------------------------------------------------------------
@@ -140,6 +151,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, Super
         "BRIDGE_HEARTBEAT_TTL_S": "3",
         "BRIDGE_TICK_LEDGER": str(folder / "ledger.csv"),
         "BRIDGE_CLAIM_IDLE_S": "5",
+        "BRIDGE_FLUSH_RETRY_S": "1",
     })
     sup = Supervised(d.conf, f"unix://{d.socket}", bridge_env(), cwd=folder)
     try:
@@ -199,6 +211,29 @@ def test_demo_starts_and_rows_arrive(demo: tuple[Demo, Supervised]) -> None:
     for ts in rows:
         assert (ts.timestamp() / POLL_S) % 1 == pytest.approx(0, abs=1e-6)
     assert not duplicates(d)
+
+
+def bridge(d: Demo, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "bridge"), "--env-file", str(d.dir / ".env"), *args], env=bridge_env(),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_bridge_tail_schema_and_drain_against_the_demo(demo: tuple[Demo, Supervised]) -> None:
+    d, _sup = demo
+    done = bridge(d, "tail", "--count", "3", "--last", "0", "--interval", "0.2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["timestamp", "(UTC)", "contract"]
+    assert len(lines) == 2 + 3
+    assert all(" PORTFOLIO " in line for line in lines[2:])
+    stamps = [line[:23] for line in lines[2:]]
+    assert stamps == sorted(set(stamps))  # new rows, in order, each once
+    done = bridge(d, "schema")
+    assert done.returncode == 0 and "schema ok" in done.stdout, done.stderr
+    done = bridge(d, "drain")  # nothing buffered while PostgreSQL is up
+    assert done.returncode == 0 and "buffer empty" in done.stdout, done.stderr
 
 
 def test_status_healthy_then_degraded_while_writer_stopped(
@@ -261,7 +296,7 @@ def test_collector_kill_9_rows_continue(demo: tuple[Demo, Supervised]) -> None:
     rows = portfolio_ts(d)
     last_before = max(t for t in rows if t <= killed)
     gap = (after[0] - last_before).total_seconds()
-    assert (killed - last_before).total_seconds() <= 2 * POLL_S + 0.5
+    assert (killed - last_before).total_seconds() <= 5  # ticks went on until the kill
     assert gap < 15, f"{gap} s without rows around the restart"
     # the event listener turned the unexpected exit into an api_logs row
     wait_until(
@@ -269,6 +304,30 @@ def test_collector_kill_9_rows_continue(demo: tuple[Demo, Supervised]) -> None:
                    "bridge:collector exited unexpectedly%"),
         30, "the api_logs row of the unexpected exit",
     )
+
+
+def test_postgres_down_rows_buffered_drain_busy_then_recovered(
+    demo: tuple[Demo, Supervised],
+) -> None:
+    d, sup = demo
+    assert sup.ctl("stop", "services:postgres").returncode == 0
+    try:
+        def buffered() -> dict[str, Any] | None:
+            code, body = status(d)
+            return body if code == 1 and body["breaker"] == "open" and body["buffer_rows"] else None
+
+        body = wait_until(buffered, 60, "breaker open and rows in the buffer")
+        assert body["db_error"] is not None
+        assert "services:postgres is STOPPED" in body["reasons"]
+        done = bridge(d, "drain")
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "busy" in done.stderr
+    finally:
+        assert sup.ctl("start", "services:postgres").returncode == 0
+    resumed = datetime.now().astimezone()
+    wait_until(lambda: status(d)[0] == 0, 90, "healthy again, the buffer drained")
+    landed(d, resumed)  # what was buffered during the outage is in PostgreSQL
+    assert not duplicates(d)
 
 
 def test_stop_group_exits_cleanly_within_stopwaitsecs(demo: tuple[Demo, Supervised]) -> None:
@@ -315,6 +374,7 @@ def test_invalid_env_ends_fatal_with_the_reason(
     # started from another directory: the config's paths do not depend on it
     sup = Supervised(root / "deploy" / "supervisord.conf", f"unix://{sock}", bridge_env(),
                      cwd=root / "deploy" / "run")
+    sup.folder = root
     try:
         sup.wait_states(BRIDGE, "FATAL", 90)
         for name in BRIDGE:
