@@ -45,11 +45,19 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, CLIENT_DATA_ERROR)
 
 
+# Errors about the rows themselves: a bad value (class 22), a constraint (class 23), or a value
+# the client library cannot encode. Anything else (auth, permissions, a missing table, a
+# read-only server...) is about the database, not the rows.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    CLIENT_DATA_ERROR,
+)
+
+
 def is_data_error(exc: BaseException) -> bool:
     """The database (or the client library, encoding a value) refused the rows themselves."""
-    return isinstance(exc, asyncpg.PostgresError | CLIENT_DATA_ERROR) and not (
-        is_connection_error(exc)
-    )
+    return isinstance(exc, ROW_ERRORS) and not is_connection_error(exc)
 
 
 @dataclass(frozen=True, slots=True)

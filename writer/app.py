@@ -23,13 +23,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from database.db_manager import DBManager, is_connection_error, is_data_error
+from database.db_manager import DBManager
 from shared.clock import utcnow
 from shared.codec import Rejected, decode_api_log, decode_greeks
 from shared.config import Settings
 from shared.models import ApiLogRow, GreeksRow
 from shared.names import Keys
 from writer.consumer import Entry, StreamConsumer
+from writer.errors import is_outage, is_row_error
 from writer.isolate import Row, find_refused
 from writer.outbox import BufferUnavailable, Outbox
 
@@ -222,11 +223,11 @@ class Writer:
                 await self.store.store(greeks, logs)
                 return
             except Exception as exc:
-                if is_data_error(exc):
+                if is_row_error(exc):
                     log.error("db_refused_batch %r: isolating the bad rows", exc)
                     await self._isolate(greeks, logs, batch)
                     return
-                if not (isinstance(exc, BufferUnavailable) or is_connection_error(exc)):
+                if not (isinstance(exc, BufferUnavailable) or is_outage(exc)):
                     raise  # neither an outage nor a bad row: let the process restart
                 log.warning("store_unavailable %r; batch kept unacked, retrying in %.1f s",
                             exc, delay)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from database.db_manager import is_data_error
 from shared.models import ApiLogRow, GreeksRow
+from writer.errors import is_row_error
 
 Row = GreeksRow | ApiLogRow
 StoreFn = Callable[[list[GreeksRow], list[ApiLogRow]], Awaitable[None]]
@@ -27,7 +27,7 @@ async def find_refused(rows: Sequence[Row], store: StoreFn) -> list[tuple[Row, s
                 [r for r in part if isinstance(r, ApiLogRow)],
             )
         except Exception as exc:
-            if not is_data_error(exc):
+            if not is_row_error(exc):
                 raise
             if len(part) == 1:
                 refused.append((part[0], f"database refused the row: {exc!r}"[:500]))

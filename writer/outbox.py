@@ -2,12 +2,13 @@
 behind it.
 
 - Closed, buffer empty: a batch goes to PostgreSQL in one transaction.
-- A connection-level failure (`is_connection_error`) opens the breaker: that batch and every
-  following one is appended to the buffer (one line per row, fsynced) and only then acked.
+- An outage (`writer.errors.is_outage`: refused, reset, timeout, shutting down, too many
+  connections, a read-only server...) opens the breaker: that batch and every following one is
+  appended to the buffer (one line per row, fsynced) and only then acked.
 - While rows are buffered, new rows go behind them (also at start-up, for a buffer left by a
   previous run), so no row overtakes another.
 - Every `flush_retry_s` a flush is tried: the buffer drains into PostgreSQL in file order, chunk
-  by chunk (COPY + INSERT ... SELECT, COMMIT, then the checkpoint), is emptied, and the breaker
+  by chunk (COPY; COMMIT; then the checkpoint), is emptied, and the breaker
   closes. A failed retry leaves it open until the next one.
 - A data error is no outage: the refused rows are found by bisection and dead-lettered.
 - The buffer unwritable (full disk, bad path): `BufferUnavailable`; the caller acks nothing.
@@ -27,13 +28,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from database.db_manager import DBManager, WriteResult, is_connection_error, is_data_error
+from database.db_manager import DBManager, WriteResult
 from shared.clock import utcnow
 from shared.config import Settings
 from shared.jsonl import BufferBusy, JsonlFile
 from shared.models import ApiLogRow, GreeksRow
 from writer.breaker import Breaker
 from writer.consumer import Entry
+from writer.errors import DatabaseSetupError, is_outage, is_row_error
 from writer.isolate import Row, find_refused
 from writer.lines import (
     Prepared,
@@ -151,7 +153,7 @@ class Outbox:
         try:
             await self._write_direct(list(greeks), [*self._audit, *logs])
         except Exception as exc:
-            if not is_connection_error(exc):
+            if not is_outage(exc):
                 raise
             await self._open(exc)
             self._append([*greeks, *self._audit, *logs])
@@ -186,12 +188,17 @@ class Outbox:
 
     # ---- PostgreSQL --------------------------------------------------------------------------
     async def _ensure_db(self) -> None:
-        if not self.db.is_connected:
-            await self.db.connect()
-            self._schema_ok = False
-        if not self._schema_ok:
-            await self.db.ensure_schema()
-            self._schema_ok = True
+        try:
+            if not self.db.is_connected:
+                await self.db.connect()
+                self._schema_ok = False
+            if not self._schema_ok:
+                await self.db.ensure_schema()
+                self._schema_ok = True
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            raise DatabaseSetupError(f"PostgreSQL refused the writer: {_reason(exc)}") from exc
 
     async def _write(self, greeks: list[GreeksRow], logs: list[ApiLogRow], *, bulk: bool) -> None:
         if not greeks and not logs:
@@ -213,7 +220,7 @@ class Outbox:
         try:
             await self._write(greeks, logs, bulk=False)
         except Exception as exc:
-            if not is_connection_error(exc):
+            if not is_outage(exc):
                 raise
             log.warning("db_write_failed %s; retrying once on a fresh connection", _reason(exc))
             await self.db.expire_connections()
@@ -221,6 +228,7 @@ class Outbox:
 
     # ---- the breaker ---------------------------------------------------------------------------
     async def _open(self, exc: BaseException) -> None:
+        self._schema_ok = False  # re-checked when PostgreSQL is back (it may be a new cluster)
         reason = f"PostgreSQL unreachable: {_reason(exc)}"
         if self.breaker.open(reason, now=self.clock(), mono=self.monotonic()):
             await self.db.expire_connections()
@@ -242,7 +250,7 @@ class Outbox:
             await self._ensure_db()
             rows = await self._drain()
         except Exception as exc:
-            if not is_connection_error(exc):
+            if not is_outage(exc):
                 raise
             self._flush_failed(exc)
             return False
@@ -264,12 +272,13 @@ class Outbox:
             await self._write(list[GreeksRow](), self._audit, bulk=False)
             self._audit.clear()
         except Exception as exc:
-            if not is_connection_error(exc):
+            if not is_outage(exc):
                 raise
             await self._open(exc)  # the audit rows stay queued for the next write
         return not self.has_backlog
 
     def _flush_failed(self, exc: BaseException) -> None:
+        self._schema_ok = False
         reason = f"PostgreSQL unreachable: {_reason(exc)}"
         if not self.breaker.is_open:
             # a buffer left by a previous run, and PostgreSQL down at start-up
@@ -392,7 +401,7 @@ class Outbox:
                 await self._ensure_db()
                 result = await self.db.copy_greeks_text(chunk.text, [*chunk.logs, *warns])
             except Exception as exc:
-                if not is_data_error(exc):
+                if not is_row_error(exc):
                     raise
                 log.warning("db_refused_text_chunk %s: the chunk goes through the codec",
                             _reason(exc))
@@ -431,7 +440,7 @@ class Outbox:
         try:
             await self._write(greeks, logs, bulk=True)
         except Exception as exc:
-            if not is_data_error(exc):
+            if not is_row_error(exc):
                 raise
             log.error("db_refused_buffer_chunk %s: isolating the bad rows", _reason(exc))
             refused = await find_refused(

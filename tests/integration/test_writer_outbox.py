@@ -199,3 +199,24 @@ async def test_refused_rows_from_the_stream_and_from_the_buffer_are_dead_lettere
     assert buffer.stat().st_size == 0
     assert await redis.xlen(keys.dead) == 2
     assert "breaker_open" not in proc.log_path.read_text()  # type: ignore[attr-defined]
+
+
+async def test_a_database_that_refuses_the_writer_dead_letters_nothing(
+    spawn: Spawn, pg_url: str, redis_url: str, redis: aioredis.Redis, prefix: str,
+    *, tmp_path: Path,
+) -> None:
+    """Not an outage and not a bad row (here: no such database): the process exits non-zero for
+    supervisord to restart it; no row is dead-lettered, every entry stays unacknowledged."""
+    keys = Keys(prefix)
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(30):
+            pipe.xadd(keys.greeks, _row(i))  # type: ignore[arg-type]
+        await pipe.execute()
+    missing = pg_url.rsplit("/", 1)[0] + "/no_such_database"
+    proc = spawn("writer", _env(missing, redis_url, prefix, tmp_path / "buffer.jsonl"))
+    await wait_for(lambda: proc.poll() is not None, 30, "the writer to exit")
+    assert proc.returncode == 1
+    assert await redis.xlen(keys.dead) == 0
+    info = await redis.xpending(keys.greeks, "writers")
+    assert info["pending"] > 0
+    assert "PostgreSQL refused the writer" in proc.log_path.read_text()  # type: ignore[attr-defined]

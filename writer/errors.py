@@ -1,0 +1,30 @@
+"""How the writer reads a database failure: an outage (open the breaker, buffer the rows), a bad
+row (bisect, dead-letter it), or neither (a bug or a misconfiguration: the process exits and
+supervisord restarts it; the unacked entries wait in Redis)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from database.db_manager import is_connection_error, is_data_error
+
+# Besides the connection-level failures: the server cannot take writes right now, or the schema
+# went away under us (the next try re-runs the schema check). The rows are fine: buffer them.
+TRANSIENT_SERVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.TransactionRollbackError,  # 40001 serialization, 40P01 deadlock
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a standby after a failover
+    asyncpg.exceptions.UndefinedTableError,  # 42P01: the table was dropped
+)
+
+
+class DatabaseSetupError(RuntimeError):
+    """Connecting or the schema check failed for a reason that is no outage (bad password,
+    no permission): never a reason to dead-letter rows."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    return is_connection_error(exc) or isinstance(exc, TRANSIENT_SERVER_ERRORS)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    return is_data_error(exc) and not is_outage(exc)
