@@ -287,8 +287,8 @@ class Watchdog:
             fields["until"] = until.isoformat()
         await self.client.xadd(self.keys.control, fields,  # type: ignore[arg-type]
                                maxlen=10_000, approximate=True)
-        log.info("watchdog_command %s id=%s %s", cmd, cmd_id,
-                 f"until={until.isoformat()}" if until else "")
+        log.info("watchdog_command %s id=%s%s", cmd, cmd_id,
+                 f" until={until.isoformat()}" if until else "")
         return cmd_id
 
     async def pause(self, decision: Decision, obs: Observation, now: datetime) -> None:
