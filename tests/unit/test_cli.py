@@ -42,7 +42,14 @@ def test_check_config_masks_secrets(
     out = capsys.readouterr().out
     assert "s3cret" not in out and "hunter2" not in out
     assert "postgresql://bridge:***@127.0.0.1:5432/db" in out
-    assert "ib_api_mode" in out and "SOCKET" in out
+    assert "s3cret" not in out and "hunter2" not in out
+    lines = {line.split()[0]: line for line in out.splitlines() if not line.startswith("#")}
+    from shared.config import VARIABLES
+
+    assert set(lines) == {v.name for v in VARIABLES}
+    assert lines["IB_API_MODE"].split() == ["IB_API_MODE", "SOCKET", "(default)"]
+    assert lines["IB_MARKET_DATA_TYPE"].split()[1] == "FROZEN"
+    assert lines["REDIS_URL"].endswith("(.env)")
 
 
 def test_check_config_invalid_exits_2_naming_the_variable(
