@@ -46,7 +46,12 @@ from watchdog.policy import (
     portal_warnings,
 )
 from watchdog.schedule import eastern_text, round_delays_s
-from watchdog.supervisor import RestartFailed, SupervisorClient, SupervisorUnavailable
+from watchdog.supervisor import (
+    NotRestarted,
+    RestartFailed,
+    SupervisorClient,
+    SupervisorUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,7 @@ class Watchdog:
         self.stop = asyncio.Event()
         self._last_logged: tuple[Action, str] | None = None
         self._said_no_supervisor = False
+        self._said_not_running = ""  # the supervisord state last reported (not RUNNING)
         self._portal_warned: set[str] = set()
         self._redis_down_since: float | None = None
 
@@ -250,6 +256,7 @@ class Watchdog:
             if not self.memory.beat_seen:
                 self.memory = replace(self.memory, beat_seen=True)
             self._said_no_supervisor = False
+            self._said_not_running = ""
         decision = decide(obs, now, self.memory, self.limits, trigger)
         if self.memory.pause_until is not None and now >= self.memory.pause_until:
             log.info("watchdog_pause_over it is %s, the pause ordered until %s is over",
@@ -333,6 +340,14 @@ class Watchdog:
                 await self.api_log("WARN", f"cannot restart the collector: not reachable under "
                                    f"supervisord ({exc}); still watching")
             await self.publish_state("collector_stale", decision.reason)
+            return
+        except NotRestarted as exc:
+            if exc.state != self._said_not_running:
+                self._said_not_running = exc.state
+                await self.api_log("WARN", f"collector {process} not restarted: supervisord "
+                                   f"reports it {exc} (stopped by an operator, or being started "
+                                   f"by supervisord); still watching")
+            await self.publish_state("collector_stale", f"{decision.reason}; {exc}")
             return
         except RestartFailed as exc:
             self.memory = replace(self.memory, restarted_at=self.clock(), beat_seen=False)

@@ -36,6 +36,14 @@ class RestartFailed(Exception):
     """supervisord answered but could not restart the process."""
 
 
+class NotRestarted(Exception):
+    """The process is not RUNNING under supervisord: it is not the watchdog's to restart."""
+
+    def __init__(self, state: str, description: str = "") -> None:
+        super().__init__(f"state {state}" + (f" ({description})" if description else ""))
+        self.state = state
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout_s: float) -> None:
         super().__init__("localhost", timeout=timeout_s)
@@ -107,7 +115,8 @@ class SupervisorClient:
         return mask_url(self.url) or "(BRIDGE_SUPERVISOR_URL not set)"
 
     async def restart(self) -> RestartResult:
-        """SIGCONT, stop, start; raises SupervisorUnavailable or RestartFailed."""
+        """SIGCONT, stop, start a RUNNING process; raises SupervisorUnavailable, NotRestarted
+        or RestartFailed."""
         if not self.url:
             raise SupervisorUnavailable("BRIDGE_SUPERVISOR_URL is not set")
         return await asyncio.to_thread(self._restart_blocking)
@@ -125,11 +134,15 @@ class SupervisorClient:
         try:
             info = self._call(server.supervisor.getProcessInfo, self.process)
             pid_before = int(info.get("pid") or 0) or None
-            if info.get("statename") in ("RUNNING", "STARTING", "STOPPING"):
-                # a frozen process must run again to act on SIGTERM; a fault here (it died
-                # meanwhile) is left to stopProcess below to report
-                with contextlib.suppress(_Fault):
-                    self._call(server.supervisor.signalProcess, self.process, "CONT")
+            state = str(info.get("statename", ""))
+            if state != "RUNNING":
+                # STOPPED: an operator stopped it; STARTING/BACKOFF: supervisord is on it;
+                # FATAL: it cannot start (its log says why). Not the watchdog's to override.
+                raise NotRestarted(state, str(info.get("description", "")))
+            # a frozen process must run again to act on SIGTERM; a fault here (it died
+            # meanwhile) is left to stopProcess below to report
+            with contextlib.suppress(_Fault):
+                self._call(server.supervisor.signalProcess, self.process, "CONT")
             try:
                 self._call(server.supervisor.stopProcess, self.process, True)
             except _Fault as exc:

@@ -22,9 +22,15 @@ import redis.asyncio as aioredis
 
 from shared.config import ConfigError
 from shared.names import Keys
+from shared.supervisor_rpc import Supervisor
 from tests.helpers import bridge_env, wait_for
 from watchdog.__main__ import clock_offset, make_clock
-from watchdog.supervisor import RestartFailed, SupervisorClient, SupervisorUnavailable
+from watchdog.supervisor import (
+    NotRestarted,
+    RestartFailed,
+    SupervisorClient,
+    SupervisorUnavailable,
+)
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
 BIN = Path(sys.executable).parent
@@ -177,3 +183,15 @@ async def test_supervisor_client_errors(supervisord: str, tmp_path: Path) -> Non
         await SupervisorClient("", "bridge:collector").restart()
     with pytest.raises(SupervisorUnavailable, match=r"\*\*\*"):  # the password is masked
         await SupervisorClient("http://u:secret@127.0.0.1:1", "bridge:collector").restart()
+
+
+@pytest.mark.e2e
+async def test_supervisor_client_leaves_an_operator_stopped_process_alone(supervisord: str
+                                                                          ) -> None:
+    client = SupervisorClient(supervisord, "bridge:collector")
+    await running_pid(client)
+    await asyncio.to_thread(Supervisor(supervisord).stop, "bridge:collector")
+    with pytest.raises(NotRestarted, match="STOPPED") as info:
+        await client.restart()
+    assert info.value.state == "STOPPED"
+    assert (await asyncio.to_thread(client.info))["statename"] == "STOPPED"

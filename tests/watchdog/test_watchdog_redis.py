@@ -24,7 +24,7 @@ from shared.names import Keys
 from tests.helpers import wait_for
 from tests.watchdog.fake_collector import FakeCollector, text
 from watchdog.app import Watchdog, pause_until_key
-from watchdog.supervisor import RestartResult, SupervisorUnavailable
+from watchdog.supervisor import NotRestarted, RestartResult, SupervisorUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -68,9 +68,10 @@ def make_settings(redis_url: str, prefix: str, **env: str) -> Settings:
 
 class StubSupervisor:
     def __init__(self, url: str = "unix:///nonexistent/supervisor.sock",
-                 available: bool = True) -> None:
+                 available: bool = True, not_running: str = "") -> None:
         self.url = url
         self.available = available
+        self.not_running = not_running
         self.restarts = 0
 
     @property
@@ -81,6 +82,8 @@ class StubSupervisor:
         return self.url or "(BRIDGE_SUPERVISOR_URL not set)"
 
     async def restart(self) -> RestartResult:
+        if self.not_running:
+            raise NotRestarted(self.not_running)
         if not self.available:
             raise SupervisorUnavailable(f"{self.url} unreachable: ConnectionRefusedError()")
         self.restarts += 1
@@ -404,3 +407,14 @@ async def test_stop_during_back_off_returns_promptly(rig: RigFactory) -> None:
     assert await asyncio.wait_for(r.task, 3) == 0
     assert loop.time() - t0 < 1.5
     assert (await r.state())["decision"] == "stopped"
+
+
+async def test_operator_stopped_collector_is_left_alone_and_said_once(rig: RigFactory) -> None:
+    sup = StubSupervisor(not_running="STOPPED")
+    r: Rig = await rig(supervisor=sup)
+    r.collector.beating = False
+    await asyncio.sleep(2.0)
+    said = [m for m in await r.messages() if "not restarted" in m]
+    assert len(said) == 1, await r.messages()
+    assert "supervisord reports it state STOPPED" in said[0]
+    assert sup.restarts == 0
