@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 READ_BLOCK = 1 << 20
+# No real line comes near this (a row is ~250 bytes, an api_logs message at most 10,000
+# characters): longer runs without a newline are garbage, set aside in pieces, so memory stays
+# flat whatever the file holds.
+MAX_LINE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +119,13 @@ class JsonlFile:
 
     def _cut_torn_tail(self, fd: int, size: int) -> int:
         """A crash left a line without its newline: set it aside, keep every complete line."""
-        back = min(size, READ_BLOCK)
-        tail = os.pread(fd, back, size - back)
-        cut = tail.rfind(b"\n")
-        keep = (size - back + cut + 1) if cut >= 0 else 0
-        fragment = os.pread(fd, size - keep, keep)
-        record = _parse(fragment)
+        keep = _after_last_newline(fd, size)
+        if size - keep > MAX_LINE_BYTES:
+            fragment = os.pread(fd, MAX_LINE_BYTES, keep)  # no line is that long: garbage
+            record = None
+        else:
+            fragment = os.pread(fd, size - keep, keep)
+            record = _parse(fragment)
         if record is not None:
             os.write(fd, b"\n")  # it was complete but for its newline: keep it
             os.fsync(fd)
@@ -188,6 +193,7 @@ class JsonlFile:
             records: list[Any] = []
             bad: list[bytes] = []
             pos = offset
+            oversized = False  # inside a run of more than MAX_LINE_BYTES without a newline
             while True:
                 block = fh.read(READ_BLOCK)
                 if not block:
@@ -195,6 +201,13 @@ class JsonlFile:
                 data = pending + block
                 lines = data.split(b"\n")
                 pending = lines.pop()
+                if oversized and lines:
+                    rest = lines.pop(0)  # the end of the oversized run, up to its newline
+                    pos += len(rest) + 1
+                    self._report_bad([rest], on_bad, "oversized line (end)")
+                    oversized = False
+                if len(pending) > MAX_LINE_BYTES:
+                    oversized = True
                 for line in lines:
                     pos += len(line) + 1
                     record = raw(line) if raw is not None else None
@@ -211,6 +224,14 @@ class JsonlFile:
                         bad = []
                         yield Chunk(records, pos)
                         records = []
+                if oversized and len(pending) > MAX_LINE_BYTES:
+                    pos += len(pending)
+                    self._report_bad([pending[:MAX_LINE_BYTES]], on_bad, "oversized line")
+                    pending = b""
+            if oversized and pending:
+                pos += len(pending)
+                self._report_bad([pending[:MAX_LINE_BYTES]], on_bad, "oversized line (end)")
+                pending = b""
             if pending:
                 record = raw(pending) if raw is not None else None
                 if record is None:
@@ -273,6 +294,19 @@ class JsonlFile:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """Offset just after the file's last newline (0 when there is none), reading backwards
+    block by block."""
+    end = size
+    while end > 0:
+        start = max(end - READ_BLOCK, 0)
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,9 +7,11 @@ import stat
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared import jsonl
 from shared.jsonl import JsonlFile
 
 
@@ -185,3 +187,45 @@ def test_missing_parent_folder_is_empty_not_an_error(tmp_path: Path) -> None:
         raise AssertionError("append under a regular file succeeded")
     except OSError:
         pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+                          st.binary(max_size=300)), max_size=12),
+       st.binary(max_size=300), st.integers(1, 64))
+def test_tiny_blocks_and_oversized_garbage_never_hide_a_valid_line(  # type: ignore[no-untyped-def]
+    tmp_path_factory, pairs, tail, block
+) -> None:
+    """The same property with reads of a few bytes and a line limit just above the longest valid
+    line: runs of garbage longer than the limit are set aside in pieces (flat memory)."""
+    path = tmp_path_factory.mktemp("o") / "buf.jsonl"
+    lines = [orjson.dumps(r) for r, _ in pairs]
+    path.write_bytes(b"".join(line + b"\n" + junk + b"\n"
+                              for line, (_, junk) in zip(lines, pairs, strict=True)) + tail)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jsonl, "READ_BLOCK", block)
+        longest = max(len(x) for x in [*lines, orjson.dumps({"after": True})])
+        mp.setattr(jsonl, "MAX_LINE_BYTES", longest + 2)
+        buf = JsonlFile(path)
+        got = [r for c in buf.iter_chunks(3) for r in c.records]
+        assert _is_subsequence([r for r, _ in pairs], got)
+        buf.append([{"after": True}])  # after any tail, with the same limits
+        assert [r for c in JsonlFile(path).iter_chunks(50) for r in c.records][-1:] == [
+            {"after": True}]
+
+
+def test_oversized_run_without_newline_is_set_aside_in_pieces(tmp_path: Path) -> None:
+    buf = JsonlFile(tmp_path / "buf.jsonl")
+    huge = b"x" * 5000
+    buf.path.write_bytes(b'{"i":1}\n' + huge + b'\n{"i":2}\n' + b"y" * 3000)
+    reasons: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jsonl, "READ_BLOCK", 256)
+        mp.setattr(jsonl, "MAX_LINE_BYTES", 1000)
+        got = [r for c in buf.iter_chunks(10, on_bad=lambda n, w: reasons.append(w))
+               for r in c.records]
+        assert got == [{"i": 1}, {"i": 2}]
+        assert any(w.startswith("oversized line") for w in reasons)
+        assert len(buf.bad_path.read_bytes()) < 5000 + 3000  # pieces, not everything in memory
+        buf.append([{"i": 3}])  # the 3,000-byte torn tail is cut, not glued to
+    assert [r["i"] for r in drain(JsonlFile(buf.path), 10)] == [1, 2, 3]
