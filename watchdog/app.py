@@ -252,11 +252,7 @@ class Watchdog:
     async def check(self, trigger: Trigger) -> None:
         obs = await self.observe()
         now = self.clock()
-        if not heartbeat_stale(obs):
-            if not self.memory.beat_seen:
-                self.memory = replace(self.memory, beat_seen=True)
-            self._said_no_supervisor = False
-            self._said_not_running = ""
+        self._note_heartbeat(obs, now)
         decision = decide(obs, now, self.memory, self.limits, trigger)
         if self.memory.pause_until is not None and now >= self.memory.pause_until:
             log.info("watchdog_pause_over it is %s, the pause ordered until %s is over",
@@ -278,6 +274,15 @@ class Watchdog:
                 await self.restart(decision, now)
             case Action.RECONNECT | Action.REAUTH:
                 await self.run_round(decision)
+
+    def _note_heartbeat(self, obs: Observation, now: datetime) -> None:
+        if not heartbeat_stale(obs):
+            if not self.memory.beat_seen or self.memory.beat_absent_since is not None:
+                self.memory = replace(self.memory, beat_seen=True, beat_absent_since=None)
+            self._said_no_supervisor = False
+            self._said_not_running = ""
+        elif self.memory.beat_absent_since is None:
+            self.memory = replace(self.memory, beat_absent_since=now)
 
     async def _portal_warnings(self, obs: Observation) -> None:
         current = set(portal_warnings(obs))
@@ -377,6 +382,7 @@ class Watchdog:
                                              rnd.attempts)
                     await self._sleep(delay)
                     obs = await self.observe()
+                    self._note_heartbeat(obs, self.clock())
                     again = decide(obs, self.clock(), self.memory, self.limits, Trigger.RETRY)
                     if again.action != rnd.action:
                         self._log_decision(again, Trigger.RETRY)

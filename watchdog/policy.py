@@ -3,7 +3,9 @@
 Order of the rules (the first that applies wins):
 1. the collector's heartbeat is stale -> restart the collector
    through supervisord, unless the collector was (re)started too recently to have beaten yet
-   (no beat seen since the watchdog started or ordered the restart, within the grace).
+   (no beat seen since the watchdog started or ordered the restart, within the grace), and
+   only once the key has stayed absent for `stale_confirm_s` (a restarted Redis has lost it
+   until the collector's next beat, within a second).
    Stale means the `heartbeat` key is absent: the collector sets it with a TTL at every beat, so
    Redis expires it TTL seconds after the last one. The value (the beat's time) is only shown,
    never compared with this process's clock: clocks of two processes may differ (and the test
@@ -130,6 +132,7 @@ class Limits:
     mode: str  # SOCKET or PORTAL
     heartbeat_ttl_s: float
     restart_grace_s: float  # after a (re)start, how long the collector may go without a beat
+    stale_confirm_s: float = 2.0  # the key must stay absent this long (two beat periods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,7 @@ class Memory:
     pause_until: datetime | None = None  # the pause it ordered (also read back from Redis)
     exhausted: bool = False  # the last round spent its retries; cleared by the periodic check
     beat_seen: bool = False  # a fresh heartbeat was seen since the (re)start: no grace left
+    beat_absent_since: datetime | None = None  # first observation of the key's absence
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,12 @@ def decide(obs: Observation, now: datetime, memory: Memory, limits: Limits,
            trigger: Trigger = Trigger.CHECK) -> Decision:
     """The one decision for this observation at `now` (see the module docstring)."""
     if heartbeat_stale(obs):
+        absent_since = memory.beat_absent_since or now
+        absent_s = (now - absent_since).total_seconds()
+        if absent_s < limits.stale_confirm_s:
+            # a Redis restart also loses the key until the collector's next beat (1 s)
+            return Decision(Action.WAIT, f"collector heartbeat missing for {absent_s:.1f} s; "
+                            f"confirming for {limits.stale_confirm_s:g} s")
         last_start = max(memory.started_at, memory.restarted_at or memory.started_at)
         quiet_s = (now - last_start).total_seconds()
         if not memory.beat_seen and quiet_s < limits.restart_grace_s:

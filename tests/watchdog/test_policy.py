@@ -38,6 +38,8 @@ def obs(state: str | None, now: datetime, *, beat_age_s: float | None = 1.0,
 
 
 def mem(now: datetime, **kw: object) -> Memory:
+    """An hour into watching; a heartbeat absence (if any) noticed 10 s ago."""
+    kw.setdefault("beat_absent_since", now - timedelta(seconds=10))
     return Memory(started_at=now - timedelta(hours=1), **kw)  # type: ignore[arg-type]
 
 
@@ -176,7 +178,8 @@ def test_stale_heartbeat_takes_priority_over_the_window() -> None:
 
 
 def test_no_restart_within_grace_after_start_or_restart() -> None:
-    just_started = Memory(started_at=NOON - timedelta(seconds=10))
+    just_started = Memory(started_at=NOON - timedelta(seconds=10),
+                          beat_absent_since=NOON - timedelta(seconds=10))
     d = decide(obs(None, NOON, beat_age_s=None), NOON, just_started, SOCKET)
     assert d == Decision(Action.WAIT, d.reason)
     assert "grace" in d.reason
@@ -189,7 +192,8 @@ def test_no_restart_within_grace_after_start_or_restart() -> None:
 
 
 def test_grace_does_not_apply_once_a_beat_was_seen() -> None:
-    just_started = Memory(started_at=NOON - timedelta(seconds=10), beat_seen=True)
+    just_started = Memory(started_at=NOON - timedelta(seconds=10), beat_seen=True,
+                          beat_absent_since=NOON - timedelta(seconds=3))
     d = decide(obs("connected", NOON, beat_age_s=None), NOON, just_started, SOCKET)
     assert d.action == Action.RESTART
 
@@ -275,3 +279,16 @@ def test_new_round_after_a_spent_one_via_the_periodic_check() -> None:
     later = NOON + timedelta(seconds=30)
     d = decide(obs("disconnected", later), later, memory, SOCKET, Trigger.CHECK)
     assert d.action == Action.RECONNECT
+
+
+def test_absence_is_confirmed_before_a_restart() -> None:
+    # a restarted Redis has lost the key until the collector's next beat: not a hung collector
+    o = obs("connected", NOON, beat_age_s=None)
+    first = decide(o, NOON, mem(NOON, beat_absent_since=None), SOCKET)
+    assert first.action == Action.WAIT
+    assert "confirming" in first.reason
+    noticed = NOON - timedelta(seconds=1.9)
+    assert decide(o, NOON, mem(NOON, beat_absent_since=noticed), SOCKET).action == Action.WAIT
+    noticed = NOON - timedelta(seconds=2.0)
+    assert decide(o, NOON, mem(NOON, beat_absent_since=noticed),
+                  SOCKET).action == Action.RESTART

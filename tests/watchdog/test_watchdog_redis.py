@@ -108,6 +108,9 @@ class Rig:
     async def messages(self) -> list[str]:
         return [f"{r['status']} {r['message']}" for r in await self.api_logs()]
 
+    async def has(self, needle: str) -> bool:
+        return any(needle in m for m in await self.messages())
+
     async def state(self) -> dict[str, str]:
         raw: Any = await self.redis.hgetall(self.keys.watchdog_state)
         return {text(k): text(v) for k, v in raw.items()}
@@ -334,7 +337,7 @@ async def test_stale_heartbeat_restarts_through_supervisord(rig: RigFactory) -> 
     sup = StubSupervisor()
     r: Rig = await rig(supervisor=sup)
     r.collector.beating = False  # hung: the key expires after its 1 s TTL
-    await wait_for(lambda: sup.restarts == 1, 5, "a restart")
+    await wait_for(lambda: sup.restarts == 1, 10, "a restart")
     messages = await r.messages()
     assert any(m.startswith("WARN collector heartbeat stale") and "restarting bridge:collector"
                in m for m in messages), messages
@@ -351,7 +354,8 @@ async def test_stale_heartbeat_restarts_through_supervisord(rig: RigFactory) -> 
 async def test_stale_heartbeat_without_supervisord_says_so_once(rig: RigFactory) -> None:
     r: Rig = await rig(supervisor=StubSupervisor(url=""))
     r.collector.beating = False
-    await asyncio.sleep(2.5)
+    await wait_for(lambda: r.has("not running under supervisord"), 10, "the WARN")
+    await asyncio.sleep(1.5)  # three more checks
     said = [m for m in await r.messages() if "not running under supervisord" in m]
     assert len(said) == 1, said
     assert said[0].startswith("WARN collector heartbeat stale")
@@ -367,7 +371,8 @@ async def test_stale_heartbeat_without_supervisord_says_so_once(rig: RigFactory)
 async def test_supervisord_unreachable_says_so_once(rig: RigFactory) -> None:
     r: Rig = await rig(supervisor=StubSupervisor(available=False))
     r.collector.beating = False
-    await asyncio.sleep(2.0)
+    await wait_for(lambda: r.has("not reachable under supervisord"), 10, "the WARN")
+    await asyncio.sleep(1.5)
     said = [m for m in await r.messages() if "not reachable under supervisord" in m]
     assert len(said) == 1, await r.messages()
 
@@ -413,7 +418,8 @@ async def test_operator_stopped_collector_is_left_alone_and_said_once(rig: RigFa
     sup = StubSupervisor(not_running="STOPPED")
     r: Rig = await rig(supervisor=sup)
     r.collector.beating = False
-    await asyncio.sleep(2.0)
+    await wait_for(lambda: r.has("not restarted"), 10, "the WARN")
+    await asyncio.sleep(1.5)
     said = [m for m in await r.messages() if "not restarted" in m]
     assert len(said) == 1, await r.messages()
     assert "supervisord reports it state STOPPED" in said[0]
