@@ -66,6 +66,7 @@ class Collector:
         self.paused_until: datetime | None = None
         self.paused = False
         self._no_data_reason: str | None = None
+        self._no_data_key = ""
         self._busy = asyncio.Lock()  # a command and a tick never use the transport at once
         self.rows_produced = 0
 
@@ -228,10 +229,13 @@ class Collector:
         self._update_extras()
 
     async def _no_data(self, reason: str) -> None:
-        if self._no_data_reason == reason:
+        """One WARN when rows stop, and one more only if the link state changes meanwhile."""
+        key = f"{self.transport.state}"
+        if self._no_data_reason is not None and self._no_data_key == key:
             return
         first = self._no_data_reason is None
         self._no_data_reason = reason
+        self._no_data_key = key
         await self.api_log("WARN", ("no rows: " if first else "still no rows: ") + reason)
 
     async def _on_missed(self, missed: list[datetime]) -> None:

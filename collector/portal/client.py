@@ -14,6 +14,7 @@ Errors are mapped to exceptions the transport turns into link states:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import ssl
 from pathlib import Path
@@ -29,6 +30,9 @@ from collector.transport import TransportError
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/api"
+# set inside background jobs (positions, summary, tickle): their requests leave room for ticks
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("portal_background",
+                                                                 default=False)
 REQUEST_TIMEOUT_S = 10.0
 POOL_SIZE = 4
 AUTH_ERRORS = ("no bridge", "init session first", "not authenticated", "no session")
@@ -121,7 +125,7 @@ class PortalClient:
         if not self.is_open:
             raise GatewayDown("portal client is closed")
         assert self._session is not None
-        await self.pacer.acquire(path)
+        await self.pacer.acquire(path, background=BACKGROUND.get())
         self.requests += 1
         url = self.base_url + path
         data = orjson.dumps(body) if body is not None else None
@@ -160,7 +164,7 @@ class PortalClient:
             raise AuthProblem(f"redirected to the login page ({location or 'no Location'})",
                               status)
         if status == 401:
-            raise AuthProblem(f"not authenticated (401{': ' + text if text else ''})", status)
+            raise AuthProblem(f"HTTP 401{': ' + text if text else ''}", status)
         if status == 429:
             wait = None
             if retry_after and retry_after.strip().isdigit():
@@ -169,7 +173,7 @@ class PortalClient:
             log.warning("portal_rate_limited %s: 429, backing off %.1f s", path, delay)
             raise RateLimited(f"rate limited (429) on {path}; backing off {delay:.1f} s", status)
         if status == 400 and any(e in text.lower() for e in AUTH_ERRORS):
-            raise AuthProblem(f"{text} (400)", status)
+            raise AuthProblem(f"HTTP 400: {text}", status)
         if status >= 500:
             raise GatewayDown(f"gateway error {status} on {path}{': ' + text if text else ''}",
                               status)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 GLOBAL_PER_S = 8
+RESERVED_FOR_TICKS = 3
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 
@@ -49,12 +50,14 @@ class _Window:
         self.limit = limit
         self.sent: deque[float] = deque()
 
-    def wait_s(self, now: float) -> float:
+    def wait_s(self, now: float, reserve: int = 0) -> float:
+        """0 when one more request fits (keeping `reserve` slots free), else the wait."""
         while self.sent and now - self.sent[0] >= self.limit.window_s:
             self.sent.popleft()
-        if len(self.sent) < self.limit.count:
+        allowed = max(1, self.limit.count - reserve)
+        if len(self.sent) < allowed:
             return 0.0
-        return self.sent[0] + self.limit.window_s - now
+        return self.sent[len(self.sent) - allowed] + self.limit.window_s - now
 
     def record(self, now: float) -> None:
         self.sent.append(now)
@@ -88,29 +91,39 @@ class Pacer:
             return None
         return self._windows.setdefault(endpoint, _Window(limit))
 
-    def delay_s(self, path: str) -> float:
-        """How long a request to `path` would have to wait now (0 = it may go)."""
+    def delay_s(self, path: str, *, background: bool = False) -> float:
+        """How long a request to `path` would have to wait now (0 = it may go).
+
+        Background requests (positions, summary, tickle) leave `RESERVED_FOR_TICKS` slots of
+        the global window to the ticks' snapshot calls, so they never delay a tick.
+        """
         now = self.clock()
         window = self._window(endpoint_of(path))
-        waits = [self.blocked_until - now, self._global.wait_s(now)]
+        reserve = RESERVED_FOR_TICKS if background else 0
+        waits = [self.blocked_until - now, self._global.wait_s(now, reserve)]
         if window is not None:
             waits.append(window.wait_s(now))
         return float(max(0.0, *waits))
 
-    async def acquire(self, path: str) -> None:
-        """Wait until a request to `path` is within every limit, then count it as sent."""
-        async with self._lock:
-            for _ in range(10_000):
-                delay = self.delay_s(path)
+    async def acquire(self, path: str, *, background: bool = False) -> None:
+        """Wait until a request to `path` is within every limit, then count it as sent.
+
+        Waiting happens outside the lock: a background request waiting for its slot does not
+        hold up a tick's request that may go now.
+        """
+        for _ in range(100_000):
+            async with self._lock:
+                delay = self.delay_s(path, background=background)
                 if delay <= 0:
-                    break
-                await asyncio.sleep(delay)
-            now = self.clock()
-            self._global.record(now)
-            window = self._window(endpoint_of(path))
-            if window is not None:
-                window.record(now)
-            self.sent += 1
+                    now = self.clock()
+                    self._global.record(now)
+                    window = self._window(endpoint_of(path))
+                    if window is not None:
+                        window.record(now)
+                    self.sent += 1
+                    return
+            await asyncio.sleep(max(delay, 0.005))
+        raise RuntimeError(f"pacer: no slot for {path}")  # unreachable in practice
 
     def throttled(self, retry_after_s: float | None = None) -> float:
         """A 429 arrived: block everything for a growing, jittered delay; returns it."""

@@ -280,8 +280,9 @@ class AuthStatus:
         if self.competing:
             return "competing session (another login took the brokerage session)"
         if not self.authenticated:
-            return "brokerage session not authenticated" + (
-                f": {self.message}" if self.message else "")
+            base = "brokerage session not authenticated"
+            extra = self.message if self.message and self.message not in base else ""
+            return base + (f": {extra}" if extra else "")
         if not self.connected:
             return "gateway not connected to IBKR"
         return ""

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from collector.portal.client import (
+    BACKGROUND,
     AuthProblem,
     BadAnswer,
     GatewayDown,
@@ -267,11 +269,14 @@ class PortalTransport:
         self._set_state(LinkState.CONNECTED, f"session ready, account {self.account}")
         now = self.clock()
         self._last_tickle = self._last_tickle or now
+        token = BACKGROUND.set(True)  # leave room in the request window for the next tick
         try:
             await self._refresh_positions(now)
             await self._market_data(now)  # the pre-flight call
         except (RateLimited, BadAnswer) as exc:
             log.warning("portal_preflight_failed %s", exc)
+        finally:
+            BACKGROUND.reset(token)
 
     async def _diagnose(self, symptom: str) -> str:
         """Why a data call was refused: the auth status says more than "no bridge"."""
@@ -329,7 +334,8 @@ class PortalTransport:
             age = age_s(last, now)
             if name in self._tasks or (age is not None and age < every_s):
                 continue
-            self._tasks[name] = asyncio.create_task(job(now), name=f"portal-{name}")
+            self._tasks[name] = asyncio.create_task(_in_background(job(now)),
+                                                    name=f"portal-{name}")
 
     def _reap(self) -> None:
         """Forget finished background jobs; raise the first that lost the session or link."""
@@ -559,6 +565,11 @@ class PortalTransport:
                 description=pos.description,
             ))
         return Snapshot(taken_at=now, account=self.account, positions=tuple(out), prices=prices)
+
+
+async def _in_background(job: Coroutine[Any, Any, None]) -> None:
+    BACKGROUND.set(True)  # this task's own context: its requests yield to the ticks'
+    await job
 
 
 def _val(field: _Field | None) -> float | None:
