@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from collector.journal import RecentJournal
 from collector.service import Collector
 from collector.sink import Sink, TickLedger
 from collector.transport import Transport
@@ -48,7 +49,9 @@ async def main(settings: Settings) -> int:
     client = make_redis(settings)
     transport = make_transport(settings)
     spool = JsonlFile(settings.spool_path)
-    sink = Sink(client, Keys(settings.redis_prefix), spool, TickLedger(settings.tick_ledger))
+    journal = RecentJournal(settings.spool_path.with_name(settings.spool_path.name + ".recent"))
+    sink = Sink(client, Keys(settings.redis_prefix), spool, TickLedger(settings.tick_ledger),
+                journal)
     collector = Collector(settings, transport, sink)
     stop = asyncio.Event()
     install_stop_signals(stop)

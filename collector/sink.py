@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from collector.journal import CheckedStreams, RecentJournal
 from shared.codec import encode_api_log, encode_greeks
 from shared.jsonl import JsonlFile
 from shared.models import ApiLogRow, GreeksRow
@@ -56,18 +57,23 @@ class Sink:
         keys: Keys,
         spool: JsonlFile,
         ledger: TickLedger | None = None,
+        journal: RecentJournal | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
         self.spool = spool
         self.ledger = ledger or TickLedger(None)
+        # every XADD is checked against what Redis still holds: entries it lost in a crash
+        # are re-sent from the journal before new ones (collector/journal.py)
+        self.streams = CheckedStreams(
+            client, keys.collector_last,
+            {STREAM_GREEKS: keys.greeks, STREAM_API_LOGS: keys.api_logs},
+            journal or RecentJournal(None),
+        )
         self._lock = asyncio.Lock()
         self.redis_up = True
         self.spooled_total = 0
         self.replayed_total = 0
-
-    def _key(self, stream: str) -> str:
-        return self.keys.greeks if stream == STREAM_GREEKS else self.keys.api_logs
 
     @staticmethod
     def _entries(
@@ -80,10 +86,7 @@ class Sink:
         return out
 
     async def _xadd(self, entries: Sequence[dict[str, Any]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for entry in entries:
-            pipe.xadd(self._key(str(entry["stream"])), dict(entry["fields"]))
-        await pipe.execute()
+        await self.streams.add(entries)
 
     async def publish(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> str:
         """Hand rows off durably: returns "redis" or "spool". Raises only if both fail."""

@@ -54,6 +54,11 @@ class Keys:
         return f"{self.prefix}heartbeat"
 
     @property
+    def collector_last(self) -> str:
+        """String: id of the last entry the collector added (see collector/journal.py)."""
+        return f"{self.prefix}collector_last"
+
+    @property
     def writer_state(self) -> str:
         """Hash: breaker state, buffer rows and bytes, last commit."""
         return f"{self.prefix}writer"
