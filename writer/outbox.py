@@ -117,9 +117,14 @@ class Outbox:
             self._buffer_failed(exc)
             return
         if self._rows:
-            log.warning("buffer_found %d rows (%d bytes) in %s from a previous run: they are "
-                        "drained before new rows are stored", self._rows, self._bytes,
-                        self.buffer.path)
+            # rows go to the buffer until it is drained: that is the open state, due at once
+            reason = "rows left in the buffer by a previous run"
+            self.breaker.open(reason, now=self.clock(),
+                              mono=self.monotonic() - self.breaker.retry_s)
+            log.warning("breaker_open %s: %d rows (%d bytes) in %s are drained before new rows "
+                        "are stored", reason, self._rows, self._bytes, self.buffer.path)
+            self._audit_row("WARN", f"writer started with {self._rows} rows ({self._bytes} "
+                            f"bytes) in its buffer {self.buffer.path}: drained first")
 
     def _lock_buffer(self) -> None:
         try:

@@ -226,6 +226,9 @@ async def test_sigkill_during_outage_and_in_mid_drain(
     await wait_for(lambda: buffer_empty(buffer), 20, "an empty buffer")
     await wait_for(lambda: _eq(pending(redis, keys.greeks), 0), 20, "nothing pending")
     await assert_all_landed(url, 1000)
+    await wait_for(lambda: _gt(event_count(url, "%circuit breaker closed%"), 0), 20, "close row")
+    assert await event_count(url, "%circuit breaker opened: PostgreSQL unreachable%") >= 1
+    assert await event_count(url, "%writer started with % rows %in its buffer%") >= 1
 
 
 async def test_torn_last_line_and_garbage_middle_line(
