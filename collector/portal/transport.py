@@ -156,6 +156,8 @@ class PortalTransport:
             self._set_state(LinkState.DISCONNECTED, str(exc), "ERROR")
             raise
         except AccountChoiceError as exc:
+            # a configuration error: no probing until the watchdog (or an operator) reconnects
+            self._wanted = False
             self._set_state(LinkState.DISCONNECTED, str(exc), "ERROR")
             raise
 
@@ -212,6 +214,10 @@ class PortalTransport:
             raise TransportError(str(exc)) from exc
         except (RateLimited, BadAnswer) as exc:
             raise TransportError(str(exc)) from exc
+        except AccountChoiceError as exc:
+            self._wanted = False
+            self._set_state(LinkState.DISCONNECTED, str(exc), "ERROR")
+            raise
         return self._build(now)
 
     # ---- state -------------------------------------------------------------------------------

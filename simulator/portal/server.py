@@ -284,8 +284,7 @@ class PortalSimulator:
                             content_type="text/html")
 
     # ---- portfolio -----------------------------------------------------------------------------
-    def _account_obj(self) -> dict[str, Any]:
-        acct = self.portfolio.account
+    def _account_obj(self, acct: str) -> dict[str, Any]:
         return {
             "id": acct, "PrepaidCrypto-Z": False, "PrepaidCrypto-P": False,
             "brokerageAccess": True, "accountId": acct, "accountVan": acct,
@@ -301,7 +300,8 @@ class PortalSimulator:
 
     async def portfolio_accounts(self, request: web.Request) -> web.Response:
         self.session.portfolio_accounts = True
-        return web.json_response([self._account_obj()])
+        ids = [self.portfolio.account, *self.switches.extra_accounts]
+        return web.json_response([self._account_obj(acct) for acct in ids])
 
     def _check_account(self, request: web.Request) -> web.Response | None:
         if request.match_info["acct"] != self.portfolio.account:

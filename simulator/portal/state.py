@@ -32,6 +32,7 @@ class Switches:
     ignore_page_id: bool = False  # every positions page is page 0 (as /portfolio2 does)
     auth_get_only: bool = False  # POST /iserver/auth/status and /tickle answer 405
     no_invalidate: bool = False  # /portfolio/{acct}/positions/invalidate answers 404
+    extra_accounts: list[str] = field(default_factory=list)  # more ids in /portfolio/accounts
 
     def update(self, values: dict[str, Any]) -> list[str]:
         """Apply known keys; returns the unknown ones. `frozen_at: true` freezes at now."""

@@ -240,11 +240,32 @@ async def test_tls_untrusted_and_skip_verification(sim: PortalSimulator) -> None
         await insecure.disconnect()
 
 
+async def test_several_accounts_need_ib_account(sim: PortalSimulator) -> None:
+    sim.switches.update({"extra_accounts": ["DU7654321"]})
+    t = PortalTransport(settings_for(sim))
+    try:
+        with pytest.raises(AccountChoiceError, match="set IB_ACCOUNT"):
+            await t.connect()
+    finally:
+        await t.disconnect()
+    chosen = PortalTransport(settings_for(sim, IB_ACCOUNT="DU1234567"))
+    try:
+        await chosen.connect()
+        assert chosen.state == LinkState.CONNECTED and chosen.account == "DU1234567"
+    finally:
+        await chosen.disconnect()
+
+
 async def test_account_must_be_offered(sim: PortalSimulator) -> None:
     t = PortalTransport(settings_for(sim, IB_ACCOUNT="U999"))
     try:
         with pytest.raises(AccountChoiceError, match="IB_ACCOUNT=U999"):
             await t.connect()
+        assert t.state == LinkState.DISCONNECTED
+        before = sim.stats.total
+        with pytest.raises(TransportError, match="not connected"):
+            await t.snapshot(now())  # no probing on a configuration error
+        assert sim.stats.total == before
     finally:
         await t.disconnect()
 
