@@ -59,6 +59,8 @@ class FakeCollector:
     async def stop(self) -> None:
         # its loops watch the flag (a cancelled redis-py call can hang: do not rely on cancel)
         self._stopping = True
+        if not self._tasks:
+            return
         _, pending = await asyncio.wait(self._tasks, timeout=3)
         for task in pending:
             task.cancel()

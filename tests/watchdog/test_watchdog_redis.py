@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from shared.clock import EASTERN
 from shared.config import Settings, load_settings
+from shared.embedded import RedisServer
 from shared.names import Keys
 from tests.helpers import wait_for
 from tests.watchdog.fake_collector import FakeCollector, text
@@ -424,3 +425,41 @@ async def test_operator_stopped_collector_is_left_alone_and_said_once(rig: RigFa
     assert len(said) == 1, await r.messages()
     assert "supervisord reports it state STOPPED" in said[0]
     assert sup.restarts == 0
+
+
+async def test_redis_outage_is_survived(private_redis: RedisServer, prefix: str) -> None:
+    url = private_redis.url()
+    settings = make_settings(url, prefix)
+    keys = Keys(prefix)
+    client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    helper = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    clock = FakeClock(NOON)
+    watchdog = Watchdog(settings, client, clock=clock, rand=lambda: 0.0,
+                        supervisor=StubSupervisor(url=""))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(watchdog.run(stop), name="watchdog")
+    collector: FakeCollector | None = None
+    try:
+        await wait_for(lambda: helper.exists(keys.watchdog_state), 5, "the watchdog's state")
+        await asyncio.to_thread(private_redis.stop)
+        await asyncio.sleep(2.0)
+        assert not task.done()  # it backs off and keeps trying, it does not die
+        await asyncio.to_thread(private_redis.start)
+        await helper.aclose()  # its pooled connection died with the server
+        helper = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        collector = FakeCollector(helper, keys, clock, heartbeat_ttl_s=1.0)
+        await collector.start()
+        await asyncio.sleep(1.0)  # the watchdog is back on Redis and has seen a beat
+        await collector.drop()
+        await wait_for(lambda: collector is not None and collector.commands("reconnect"), 10,
+                       "a reconnect after the outage")
+        assert not task.done()
+    finally:
+        stop.set()
+        done, _ = await asyncio.wait({task}, timeout=8)
+        if collector is not None:
+            await collector.stop()
+        await client.aclose()
+        await helper.aclose()
+    assert done
+    assert task.result() == 0
