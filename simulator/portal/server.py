@@ -18,6 +18,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,7 @@ class PortalSimulator:
             if style == "302":
                 raise web.HTTPFound("/sso/Login?forwardTo=22&RL=1&ip2loc=on")
         if is_iserver and not auth_path:
-            if sw.iserver_outage:
+            if sw.iserver_down(datetime.now(UTC)):
                 return _err(503, "Service Unavailable")
             if sw.competing and api_path != "/iserver/accounts":
                 return _err(400, "no bridge")

@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from datetime import time as dt_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
+EASTERN = ZoneInfo("America/New_York")
 LOGOUT_STYLES = ("401", "302", "no_bridge", "init_session_first")
 
 
@@ -25,6 +29,7 @@ class Switches:
     no_secdef: int = 0  # the first N option rows come without secdef (unless waitForSecDef)
     no_secdef_always: bool = False  # ... even with waitForSecDef=true
     iserver_outage: bool = False  # the nightly reset: /iserver/* answers 503
+    nightly_outage_et: str = ""  # "HH:MM-HH:MM" US/Eastern: /iserver/* answers 503 daily then
     slow_s: float = 0.0  # every answer is delayed this long
     frozen_at: float | None = None  # model time pinned (epoch seconds): values stop moving
     quirks: bool = False  # numbers as the gateway sometimes writes them (C prefix, 1,234, K)
@@ -53,6 +58,24 @@ class Switches:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def iserver_down(self, now: datetime) -> bool:
+        """The switch, or `now` inside the daily window (IBKR: about 01:00 local time)."""
+        if self.iserver_outage:
+            return True
+        window = self.nightly_outage_et.strip()
+        if not window:
+            return False
+        try:
+            start_text, end_text = window.split("-", 1)
+            start = dt_time.fromisoformat(start_text.strip())
+            end = dt_time.fromisoformat(end_text.strip())
+        except ValueError:
+            return False
+        local = now.astimezone(EASTERN).time()
+        if start <= end:
+            return start <= local < end
+        return local >= start or local < end
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,16 @@ async def test_missing_greeks_outage_and_post_without_body(sim: PortalSimulator,
     assert status == 503
     async with http.post(sim.url + "/v1/api/tickle", data=None) as resp:
         assert resp.status in (200, 411)
+
+
+def test_nightly_outage_window() -> None:
+    from datetime import UTC, datetime
+
+    from simulator.portal.state import Switches
+
+    sw = Switches(nightly_outage_et="01:00-01:05")
+    assert sw.iserver_down(datetime(2026, 11, 25, 6, 2, tzinfo=UTC))  # 01:02 EST
+    assert not sw.iserver_down(datetime(2026, 11, 25, 6, 6, tzinfo=UTC))
+    assert Switches(nightly_outage_et="23:58-00:02").iserver_down(
+        datetime(2026, 7, 1, 4, 1, tzinfo=UTC))  # 00:01 EDT, across midnight
+    assert not Switches(nightly_outage_et="bogus").iserver_down(datetime.now(UTC))
