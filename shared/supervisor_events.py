@@ -2,7 +2,7 @@
 
     [eventlistener:bridge_events]
     command=.venv/bin/python -m shared.supervisor_events
-    events=PROCESS_STATE_FATAL,PROCESS_STATE_EXITED
+    events=PROCESS_STATE_FATAL,PROCESS_STATE_EXITED,TICK_5
 
 For each PROCESS_STATE_FATAL, and each PROCESS_STATE_EXITED with `expected:0`, one row is XADDed
 to the `api_logs` stream (codec v1, source `supervisor`), which the writer stores like any other.
@@ -12,8 +12,9 @@ the `config_invalid` line naming the variable); an unexpected exit is a WARN row
 The configuration (`.env` in the working directory, then the environment) is read again for
 each event, so a corrected `.env` is used without restarting the listener; when it is invalid,
 REDIS_URL and BRIDGE_REDIS_PREFIX are used if they are valid by themselves. When Redis is
-unreachable the event is still logged on stderr and acknowledged (supervisord would
-otherwise hold every later event back). stdout is the event protocol: nothing else is printed
+unreachable the row waits in memory and is sent at the next event or TICK_5 (every 5 s); the
+event is acknowledged at once all the same (supervisord would otherwise hold every later event
+back), and logged on stderr. stdout is the event protocol: nothing else is printed
 there.
 """
 
@@ -24,6 +25,7 @@ import os
 import re
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +47,7 @@ log = logging.getLogger("supervisor_events")
 
 SOURCE = "supervisor"
 MAX_MESSAGE = 1000
+MAX_WAITING = 1000  # rows kept while Redis is unreachable
 ERROR_MARKERS = ("config_invalid", "ERROR", "Traceback", "Error")
 
 
@@ -170,7 +173,13 @@ def destination(dotenv: Path = Path(".env")) -> Destination | None:
 
 
 class Recorder:
-    """What the listener does with an event: look it up in supervisord, XADD the row."""
+    """What the listener does with an event: look it up in supervisord, XADD the row.
+
+    A row that cannot be sent (Redis down: often the very event, e.g. redis-server killed) waits
+    in memory, in order, and is sent at the next event or TICK_5, i.e. within 5 s of Redis
+    being back. At most MAX_WAITING rows wait; beyond, the oldest is dropped with an ERROR line
+    (every row is also on stderr, in the listener's log).
+    """
 
     def __init__(
         self,
@@ -181,6 +190,8 @@ class Recorder:
         self.supervisor = Supervisor(supervisor_url, timeout_s=3.0) if supervisor_url else None
         self.where = where
         self.clock = clock
+        self.waiting: deque[ApiLogRow] = deque()
+        self._failing = False
 
     def _lookup(self, name: str) -> tuple[dict[str, Any] | None, str]:
         if self.supervisor is None:
@@ -203,27 +214,48 @@ class Recorder:
         if row is None:
             return None
         log.warning("process_event %s %s", row.status, row.message)
-        if dest is None:
-            log.error("api_log_not_recorded no usable REDIS_URL in the configuration")
-        else:
-            self._xadd(dest, row)
+        if len(self.waiting) >= MAX_WAITING:
+            lost = self.waiting.popleft()
+            log.error("api_log_dropped %d rows wait already; oldest dropped: %s %s",
+                      MAX_WAITING, lost.status, lost.message)
+        self.waiting.append(row)
+        self.flush(dest)
         return row
 
-    @staticmethod
-    def _xadd(dest: Destination, row: ApiLogRow) -> None:
+    def flush(self, dest: Destination | None = None) -> int:
+        """Send the waiting rows, oldest first; returns how many were sent."""
+        if not self.waiting:
+            return 0
+        dest = dest or self.where()
+        if dest is None:
+            log.error("api_log_not_recorded no usable REDIS_URL in the configuration; "
+                      "%d row(s) wait", len(self.waiting))
+            return 0
         try:
             client = redis.Redis.from_url(dest.redis_url, socket_timeout=3,
                                           socket_connect_timeout=3)
         except ValueError as exc:
             log.error("api_log_not_recorded REDIS_URL unusable: %s", exc)
-            return
+            return 0
+        sent = 0
         try:
-            fields: dict[Any, Any] = encode_api_log(row)
-            client.xadd(Keys(dest.prefix).api_logs, fields)
+            while self.waiting:
+                fields: dict[Any, Any] = encode_api_log(self.waiting[0])
+                client.xadd(Keys(dest.prefix).api_logs, fields)
+                self.waiting.popleft()
+                sent += 1
         except (redis.RedisError, OSError) as exc:
-            log.error("api_log_not_recorded Redis unreachable: %r", exc)
+            if not self._failing:
+                log.error("api_log_not_recorded Redis unreachable: %r; %d row(s) wait, "
+                          "retried every 5 s", exc, len(self.waiting))
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("api_log_recorded Redis back: %d waiting row(s) sent", sent)
+            self._failing = False
         finally:
             client.close()
+        return sent
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes], recorder: Recorder) -> int:
@@ -239,10 +271,12 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], recorder: Recorder) -> int:
         size = int(header.get("len", "0") or 0)
         payload = stdin.read(size).decode("utf-8", "replace") if size else ""
         event = parse_event(header, payload)
-        if event is not None:
-            try:
+        try:
+            if event is not None:
                 recorder.handle(event)
-            except Exception:
+            elif header.get("eventname", "").startswith("TICK_"):
+                recorder.flush()
+        except Exception:
                 # one event that cannot be recorded must not stop the listener: say so loudly
                 log.exception("event_not_recorded %s", header.get("eventname"))
         handled += 1

@@ -95,12 +95,13 @@ def test_protocol_ready_result_and_eof() -> None:
     stdin = io.BytesIO(
         _message("PROCESS_STATE_FATAL", FATAL, 1)
         + _message("PROCESS_STATE_EXITED", EXITED_OK, 2)
-        + _message("PROCESS_STATE_EXITED", EXITED, 3)
+        + _message("TICK_5", "when:1764081000", 3)
+        + _message("PROCESS_STATE_EXITED", EXITED, 4)
     )
     stdout = io.BytesIO()
     rec = _Recorder()
-    assert ev.serve(stdin, stdout, rec) == 3
-    assert stdout.getvalue() == b"READY\nRESULT 2\nOK" * 3 + b"READY\n"
+    assert ev.serve(stdin, stdout, rec) == 4
+    assert stdout.getvalue() == b"READY\nRESULT 2\nOK" * 4 + b"READY\n"
     assert [r.status for r in rec.rows] == ["ERROR", "WARN"]
 
 
@@ -140,16 +141,18 @@ def test_destination_survives_an_invalid_config(
     assert ev.destination(path) is None
 
 
-def test_row_reaches_the_api_logs_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_redis(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
     server = fakeredis.FakeServer()
-    made: list[Any] = []
 
     def from_url(url: str, **kw: Any) -> fakeredis.FakeRedis:
-        client = fakeredis.FakeRedis(server=server)
-        made.append(client)
-        return client
+        return fakeredis.FakeRedis(server=server)
 
     monkeypatch.setattr(ev.redis.Redis, "from_url", staticmethod(from_url))
+    return server
+
+
+def test_row_reaches_the_api_logs_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = _fake_redis(monkeypatch)
     rec = ev.Recorder(None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"),
                       clock=lambda: NOW)
     e = ev.parse_event({"eventname": "PROCESS_STATE_FATAL"}, FATAL)
@@ -160,3 +163,41 @@ def test_row_reaches_the_api_logs_stream(monkeypatch: pytest.MonkeyPatch) -> Non
     row = decode_api_log(entries[0][1])
     assert isinstance(row, ApiLogRow)
     assert row.source == "supervisor" and row.status == "ERROR" and row.ts == NOW
+
+
+def test_rows_wait_while_redis_is_down_and_go_in_order_at_the_next_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = _fake_redis(monkeypatch)
+    server.connected = False
+    rec = ev.Recorder(None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"),
+                      clock=lambda: NOW)
+    fatal = ev.parse_event({"eventname": "PROCESS_STATE_FATAL"}, FATAL)
+    exited = ev.parse_event({"eventname": "PROCESS_STATE_EXITED"}, EXITED)
+    assert fatal is not None and exited is not None
+    rec.handle(fatal)
+    rec.handle(exited)
+    assert len(rec.waiting) == 2
+    assert rec.flush() == 0  # still down
+    server.connected = True
+    stdout = io.BytesIO()
+    ev.serve(io.BytesIO(_message("TICK_5", "when:1")), stdout, rec)
+    assert not rec.waiting
+    entries = fakeredis.FakeRedis(server=server).xrange("p:api_logs")
+    messages = [e[1][b"message"].decode() for e in entries]
+    assert messages[0].startswith("bridge:writer is FATAL")
+    assert messages[1].startswith("bridge:collector exited unexpectedly")
+
+
+def test_waiting_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = _fake_redis(monkeypatch)
+    server.connected = False
+    monkeypatch.setattr(ev, "MAX_WAITING", 3)
+    rec = ev.Recorder(None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"),
+                      clock=lambda: NOW)
+    for pid in range(5):
+        e = ev.parse_event({"eventname": "PROCESS_STATE_EXITED"},
+                           EXITED.replace("pid:4242", f"pid:{pid}"))
+        assert e is not None
+        rec.handle(e)
+    assert [r.message.split("pid ")[1][0] for r in rec.waiting] == ["2", "3", "4"]
