@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 FIELD_LAST = "31"
 FIELD_MARK = "7635"
@@ -34,8 +34,7 @@ _GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 _DESC_MULT = re.compile(r"\[[^\]]*\s(\d+(?:\.\d+)?)\s*\]\s*$")
 
 
-@dataclass(frozen=True, slots=True)
-class Value:
+class Value(NamedTuple):
     """A parsed number, or None with the reason it could not be read."""
 
     value: float | None
@@ -76,6 +75,11 @@ def parse_number(raw: object, *, price: bool = False) -> Value:
     text = raw.strip()
     if not text:
         return Value(None, "empty string")
+    if _PLAIN.fullmatch(text):  # the common case: a plain decimal string
+        number = float(text)
+        if math.isfinite(number):
+            return Value(number)
+        return Value(None, f"{_short(raw)} is not finite")
     if price and text[0] in "CH" and len(text) > 1:
         text = text[1:].strip()
     scale = 1.0
@@ -200,8 +204,7 @@ def parse_position(row: object) -> PortalPosition | Unreadable:
 # ---- snapshot ----
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotRow:
+class SnapshotRow(NamedTuple):
     con_id: int
     preflight: bool  # only conid/conidEx: the stream has just been opened
     delta: Value = ABSENT
