@@ -308,7 +308,7 @@ def parse_auth_status(body: object) -> AuthStatus:
     return AuthStatus(
         authenticated=_flag(status.get("authenticated")),
         competing=_flag(status.get("competing")),
-        connected=_flag(status.get("connected")),
+        connected=_flag(status.get("connected", True)),  # absent: not a reason to stop
         message=_str(status.get("message")) or _str(status.get("fail")),
     )
 

@@ -160,6 +160,9 @@ class PortalTransport:
             self._wanted = False
             self._set_state(LinkState.DISCONNECTED, str(exc), "ERROR")
             raise
+        except PortalError as exc:  # an answer we cannot use: later ticks probe again
+            self._set_state(LinkState.DISCONNECTED, str(exc), "ERROR")
+            raise
 
     async def disconnect(self) -> None:
         """Deliberate: close the HTTP session; not reported as a drop."""
@@ -257,16 +260,16 @@ class PortalTransport:
             return
         try:
             if not self._portfolio_accounts_done:
-                accounts = parse_portfolio_accounts(await self.client.get("/portfolio/accounts"))
-                self.account = self._choose_account(accounts)
+                self.account = self._choose_account(await self._portfolio_accounts())
                 self._portfolio_accounts_done = True
-            iserver = await self.client.get("/iserver/accounts")
+            iserver = await self._iserver_accounts()
         except AuthProblem as exc:
             self._auth_lost(str(exc))
             return
-        if not isinstance(iserver, Mapping) or not iserver.get("accounts"):
-            self._auth_lost("brokerage session not ready (/iserver/accounts returned no "
-                            "accounts; another session may be competing)")
+        if isinstance(iserver, Mapping) and not iserver:
+            # what the gateway answers while another session holds the brokerage session
+            self._auth_lost("brokerage session not ready (/iserver/accounts returned {}; "
+                            "another session may be competing)")
             return
         await self._stop_background()  # jobs of the previous session may still fail late
         self._session_ready = True
@@ -297,6 +300,23 @@ class PortalTransport:
         if status.usable:
             return symptom
         return f"{status.reason()} ({symptom})"
+
+    async def _portfolio_accounts(self) -> list[str]:
+        try:
+            return parse_portfolio_accounts(await self.client.get("/portfolio/accounts"))
+        except BadAnswer as exc:
+            if not self.settings.ib_account:
+                raise
+            log.warning("portal_accounts_unavailable %s; using IB_ACCOUNT", exc)
+            return []
+
+    async def _iserver_accounts(self) -> object:
+        """Required before market data; a gateway without it (4xx) is tolerated."""
+        try:
+            return await self.client.get("/iserver/accounts")
+        except BadAnswer as exc:
+            log.warning("portal_iserver_accounts_unavailable %s", exc)
+            return None
 
     def _choose_account(self, accounts: list[str]) -> str:
         wanted = self.settings.ib_account

@@ -203,6 +203,8 @@ class PortalSimulator:
             return web.Response(status=405, text="Method Not Allowed")
         if self.switches.no_invalidate and api_path.endswith("/positions/invalidate"):
             return web.Response(status=404, text="Not Found")
+        if any(api_path.startswith(p) for p in self.switches.missing_endpoints):
+            return web.Response(status=404, text="Not Found")
         denied = self._session_check(api_path)
         if denied is not None:
             return denied

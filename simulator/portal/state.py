@@ -38,6 +38,7 @@ class Switches:
     auth_get_only: bool = False  # POST /iserver/auth/status and /tickle answer 405
     no_invalidate: bool = False  # /portfolio/{acct}/positions/invalidate answers 404
     extra_accounts: list[str] = field(default_factory=list)  # more ids in /portfolio/accounts
+    missing_endpoints: list[str] = field(default_factory=list)  # API path prefixes -> 404
 
     def update(self, values: dict[str, Any]) -> list[str]:
         """Apply known keys; returns the unknown ones. `frozen_at: true` freezes at now."""

@@ -316,3 +316,18 @@ async def test_other_gateways_get_only_auth_and_no_invalidate(sim: PortalSimulat
     assert transport.state == LinkState.CONNECTED
     snap = await transport.snapshot(now())
     assert_equals_portfolio(sim, snap)  # multipliers read from contractDesc
+
+
+async def test_minimal_gateway_without_optional_endpoints(sim: PortalSimulator) -> None:
+    """A stand-in without /iserver/accounts, /portfolio/accounts or the summary still works
+    (IB_ACCOUNT given); an auth status without `connected` is not a reason to stop."""
+    sim.switches.update({"require_prerequisites": False, "missing_endpoints": [
+        "/iserver/accounts", "/portfolio/accounts", "/portfolio/DU1234567/summary"]})
+    t = PortalTransport(settings_for(sim, IB_ACCOUNT="DU1234567"))
+    try:
+        await t.connect()
+        assert t.state == LinkState.CONNECTED
+        snap = await t.snapshot(now())
+        assert_equals_portfolio(sim, snap)
+    finally:
+        await t.disconnect()
