@@ -331,3 +331,10 @@ async def test_minimal_gateway_without_optional_endpoints(sim: PortalSimulator) 
         assert_equals_portfolio(sim, snap)
     finally:
         await t.disconnect()
+
+
+async def test_empty_preflight(sim: PortalSimulator, transport: PortalTransport) -> None:
+    sim.switches.update({"empty_preflight": True})
+    await transport.connect()  # the pre-flight answers [] for every conid
+    snap = await transport.snapshot(now())
+    assert_equals_portfolio(sim, snap)
