@@ -347,3 +347,33 @@ async def test_frozen_collector_under_supervisord_is_restarted(  # noqa: PLR0917
     await wait_for(lambda: bridge.state_is("connected"), 30, "the new collector connected")
     n = await bridge.rows()
     await wait_for(lambda: bridge.rows_after(n + 2), 30, "rows resume")
+
+
+async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
+    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+) -> None:
+    """The second half of the night: the collector was paused (as at 23:45) until 00:05 ET;
+    a watchdog whose clock reads 00:04:57 ET waits, then reconnects at 00:05:00 ET."""
+    bridge = Bridge(redis, prefix)
+    env = bridge_envs(redis_url, prefix, gateway.port)
+    spawn("collector", env)
+    await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
+    until = eastern_today_at(0, 5) + timedelta(days=1)
+    await redis.set(f"{prefix}pause_until", until.isoformat(), px=600_000)
+    await redis.xadd(bridge.keys.control, {"cmd": "pause", "id": "e2e-pause",
+                                           "until": until.isoformat(), "reason": "e2e"})
+    await wait_for(lambda: bridge.state_is("paused"), 10, "the collector paused")
+    n = await bridge.rows()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    spawn("watchdog", dict(env, BRIDGE_TEST_FAKE_NOW=(until - timedelta(seconds=3)).isoformat()))
+    await wait_for(lambda: bridge.commands("reconnect"), 15, "the reconnect at 00:05 ET")
+    waited = loop.time() - started
+    print(f"reconnect sent {waited:.2f} s after the watchdog started at 00:04:57 ET")
+    assert waited >= 2.5  # nothing before 00:05:00 ET
+    await wait_for(lambda: bridge.state_is("connected"), 10, "the link connected again")
+    await wait_for(lambda: bridge.rows_after(n + 2), 30, "rows resume")
+    messages = await bridge.messages()
+    assert any("pause ended" in m and "reconnect round 1 starts now" in m for m in messages)
+    assert any(m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded")
+               for m in messages), messages
