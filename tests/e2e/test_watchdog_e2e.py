@@ -138,11 +138,12 @@ class Bridge:
 
 
 async def start_bridge(spawn: Spawn, env: dict[str, str], bridge: Bridge,
-                       fake_now: datetime | None) -> subprocess.Popen[bytes]:
+                       fake_now: datetime | None, wd_env: dict[str, str] | None = None
+                       ) -> subprocess.Popen[bytes]:
     spawn("collector", env)
     await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
     await wait_for(lambda: bridge.rows_after(1), 30, "the first rows")
-    wd_env = dict(env)
+    wd_env = dict(wd_env or env)
     if fake_now is not None:
         wd_env["BRIDGE_TEST_FAKE_NOW"] = fake_now.isoformat()
     watchdog = spawn("watchdog", wd_env)
@@ -377,3 +378,33 @@ async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     assert any("pause ended" in m and "reconnect round 1 starts now" in m for m in messages)
     assert any(m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded")
                for m in messages), messages
+
+
+LIBFAKETIME = next((p for p in (Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+                                Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
+                                Path("/usr/lib/faketime/libfaketime.so.1"),
+                                Path("/usr/local/lib/faketime/libfaketime.so.1"))
+                    if p.exists()), None)
+
+
+@pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime (apt: faketime) not installed")
+async def test_system_clock_at_2345_et_without_the_test_hook(
+    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+) -> None:
+    """The production clock path: the watchdog's *system* clock reads 23:45 US/Eastern
+    (libfaketime), no test hook set."""
+    bridge = Bridge(redis, prefix)
+    env = bridge_envs(redis_url, prefix, gateway.port)
+    wd_env = dict(env, LD_PRELOAD=str(LIBFAKETIME), TZ="America/New_York",
+                  FAKETIME="@" + eastern_today_at(23, 45).strftime("%Y-%m-%d %H:%M:%S"),
+                  FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+    await start_bridge(spawn, env, bridge, None, wd_env)
+    await gateway.cmd("drop")
+    await wait_for(lambda: bridge.has_message("waiting until 00:05 ET"), 5,
+                   "the row saying it waits until 00:05 ET")
+    row = next(m for m in await bridge.messages() if "waiting until 00:05 ET" in m)
+    print(row)
+    assert row.startswith(f"INFO link disconnected at {eastern_today_at(23, 45):%Y-%m-%d} 23:45:")
+    await asyncio.sleep(2.0)
+    assert await bridge.commands("reconnect") == []
+    assert await bridge.link_state() == "paused"
