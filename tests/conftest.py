@@ -9,10 +9,13 @@ their own instance.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +29,17 @@ from shared.embedded import PostgresServer, RedisServer
 REPO = Path(__file__).resolve().parent.parent
 
 
+@contextlib.contextmanager
+def _pg_folder() -> Iterator[Path]:
+    """A folder for a PostgreSQL cluster outside pytest's basetemp: as root the server runs as
+    another user, and a later pytest session resets basetemp's parent to mode 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="bridge-test-pg-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
@@ -37,12 +51,13 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data")
-    server.start()
-    try:
-        yield server.url()
-    finally:
-        server.cleanup()
+    with _pg_folder() as folder:
+        server = PostgresServer(folder / "data")
+        server.start()
+        try:
+            yield server.url()
+        finally:
+            server.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -117,13 +132,14 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def private_pg(tmp_path: Path) -> Iterator[PostgresServer]:
     """A PostgreSQL of this test alone, which it may stop, kill or freeze."""
-    server = PostgresServer(tmp_path / "pgdata")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.thaw()
-        server.cleanup()
+    with _pg_folder() as folder:
+        server = PostgresServer(folder / "pgdata")
+        server.start()
+        try:
+            yield server
+        finally:
+            server.thaw()
+            server.cleanup()
 
 
 @pytest.fixture
@@ -145,6 +161,9 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 
     def start(module: str, env: dict[str, str], log_name: str | None = None
               ) -> subprocess.Popen[bytes]:
+        # never the operator's ~/.portfolio_bridge_*.jsonl: buffer and spool under tmp
+        env = {"BRIDGE_BUFFER_PATH": str(tmp_path / "buffer.jsonl"),
+               "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.jsonl"), **env}
         log_path = tmp_path / f"{log_name or module}-{len(procs)}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
