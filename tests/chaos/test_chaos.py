@@ -300,6 +300,7 @@ def check(p: Pipeline) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(600)
 def test_chaos_short(pipeline: Pipeline) -> None:
     """Every fault kind once (what CI runs)."""
     run_schedule(pipeline, rounds=1, seed=int(os.environ.get("CHAOS_SEED", "7")))
@@ -307,6 +308,7 @@ def test_chaos_short(pipeline: Pipeline) -> None:
 
 
 @pytest.mark.chaos
+@pytest.mark.timeout(3600)
 def test_chaos_long(pipeline: Pipeline) -> None:
     run_schedule(pipeline, rounds=int(os.environ.get("CHAOS_ROUNDS", "5")),
                  seed=int(os.environ.get("CHAOS_SEED", "11")))
