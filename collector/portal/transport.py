@@ -278,12 +278,21 @@ class PortalTransport:
         self._set_state(LinkState.CONNECTED, f"session ready, account {self.account}")
         now = self.clock()
         self._last_tickle = self._last_tickle or now
+        # the positions are read by a background job (shielded: if this call is cut by a
+        # timeout or a tick deadline, the job goes on and the next tick waits for the same
+        # one instead of starting over: a large account still comes up)
+        self._background(now)
+        task = self._tasks.get("positions")
         token = BACKGROUND.set(True)  # leave room in the request window for the next tick
         try:
-            await self._refresh_positions(now)
+            if task is not None:
+                await asyncio.shield(task)
+            self._reap()
             await self._market_data(now)  # the pre-flight call
         except (RateLimited, BadAnswer) as exc:
             log.warning("portal_preflight_failed %s", exc)
+        except AuthProblem as exc:
+            self._auth_lost(str(exc))
         finally:
             BACKGROUND.reset(token)
 

@@ -338,3 +338,31 @@ async def test_empty_preflight(sim: PortalSimulator, transport: PortalTransport)
     await transport.connect()  # the pre-flight answers [] for every conid
     snap = await transport.snapshot(now())
     assert_equals_portfolio(sim, snap)
+
+
+async def test_large_account_comes_up_even_when_connect_is_cut() -> None:
+    """900 positions (9 pages, 10 snapshot calls a tick): a connect cut by its timeout does not
+    make every later tick start the positions over; rows come within a few ticks."""
+    from collector.ticker import GridTicker
+
+    async with PortalSimulator(default_portfolio(extra_options=900)) as big:
+        big.switches.update({"frozen_at": FROZEN})
+        t = PortalTransport(settings_for(big, BRIDGE_POLL_INTERVAL_S="2"))
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(t.connect(), 0.3)
+            produced: list[bool] = []
+
+            async def on_tick(ts: datetime) -> None:
+                snap = await t.snapshot(ts)
+                ev = GreeksPolicy(10, 60).evaluate(snap, ts)
+                if ev.rows:
+                    assert ev.rows[0].delta == pytest.approx(
+                        big.portfolio.net_greeks(FROZEN).delta, rel=1e-9)
+                    produced.append(True)
+
+            await GridTicker(2.0, max_ticks=4).run(on_tick, asyncio.Event())
+            assert len(produced) >= 2
+            assert big.stats.counts["/portfolio/{acct}/positions"] <= 2 * 10  # not restarted
+        finally:
+            await t.disconnect()
