@@ -474,6 +474,13 @@ class PortalTransport:
                 merged.append(row)
         self._positions = merged
         self._positions_at = now
+        # forget the market data of contracts no longer held (no growth over months)
+        wanted = set(self._wanted_conids())
+        for table in (self._fields, self._prices, self._subscribed):
+            for con_id in [c for c in table if c not in wanted]:
+                del table[con_id]
+        for con_id in [c for c in self._secdef if c not in wanted]:
+            del self._secdef[con_id]
 
     async def _refresh_summary(self, now: datetime) -> None:
         self._summary_at = now
