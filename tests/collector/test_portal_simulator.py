@@ -123,3 +123,28 @@ def test_nightly_outage_window() -> None:
     assert Switches(nightly_outage_et="23:58-00:02").iserver_down(
         datetime(2026, 7, 1, 4, 1, tzinfo=UTC))  # 00:01 EDT, across midnight
     assert not Switches(nightly_outage_et="bogus").iserver_down(datetime.now(UTC))
+
+
+async def test_runs_on_its_own_as_a_process() -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.portal", "--port", "0", "--extra-options", "5",
+         "--switches", '{"quirks": true}', "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)).decode()
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        context = ssl.create_default_context(cafile=fields["ca_file"])
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http, \
+                http.get(fields["url"] + "/sim/switches") as resp:
+            assert (await resp.json())["quirks"] is True
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
