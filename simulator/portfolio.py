@@ -78,7 +78,8 @@ def _norm_pdf(x: float) -> float:
 
 
 def black_scholes(
-    spot: float, strike: float, years: float, vol: float, right: str, rate: float = RISK_FREE
+    spot: float, strike: float, years: float, vol: float, right: str, *,
+    rate: float = RISK_FREE,
 ) -> OptionQuote:
     years = max(years, 1.0 / 365.0)
     sqrt_t = math.sqrt(years)

@@ -311,7 +311,7 @@ async def collector_pid(sv: Supervisord) -> int:
     return int(info.get("pid") or 0)
 
 
-async def test_frozen_collector_under_supervisord_is_restarted(  # noqa: PLR0917
+async def test_frozen_collector_under_supervisord_is_restarted(
     spawn: Spawn, supervisord_collector: Supervisord, gateway: Gateway,
     redis: aioredis.Redis, redis_url: str, prefix: str,
 ) -> None:

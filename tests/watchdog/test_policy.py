@@ -26,7 +26,7 @@ PORTAL = Limits(mode="PORTAL", heartbeat_ttl_s=20.0, restart_grace_s=40.0)
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=EASTERN)
 
 
-def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> datetime:  # noqa: PLR0917
+def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, s, tzinfo=EASTERN)
 
 

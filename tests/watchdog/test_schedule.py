@@ -17,7 +17,7 @@ from watchdog.schedule import (
 )
 
 
-def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0,  # noqa: PLR0917
+def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0,
        us: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, s, us, tzinfo=EASTERN)
 

@@ -44,7 +44,7 @@ class FakeClock:
         return self.base + timedelta(seconds=time.monotonic() - self.t0)
 
 
-def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> datetime:  # noqa: PLR0917
+def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, s, tzinfo=EASTERN)
 
 
