@@ -25,11 +25,6 @@ CONTROL_BLOCK_MS = 1000
 COMMANDS = ("reconnect", "pause", "reauth")
 
 
-def pause_until_key(keys: Keys) -> str:
-    """`pause_until` (docs/CONTRACTS.md); not yet a `Keys` property in shared/names.py."""
-    return f"{keys.prefix}pause_until"
-
-
 def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
@@ -121,6 +116,17 @@ class LinkPublisher:
             log.warning("link_event_unpublished %s (%s): Redis unreachable: %r",
                         event.state, event.reason, exc)
 
+    async def last_beat(self, now: datetime) -> None:
+        """A clean stop: the link hash says why, and the heartbeat goes at once, so that the
+        watchdog sees a collector that is gone rather than a live one to reconnect."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(self.keys.link, mapping=self._fields(now))
+            pipe.delete(self.keys.heartbeat)
+            await pipe.execute()
+        except REDIS_DOWN as exc:
+            log.debug("last_beat_failed %r", exc)
+
     async def beat(self, now: datetime) -> bool:
         """Heartbeat with its TTL and a refreshed link hash; False when Redis is unreachable."""
         try:
@@ -137,7 +143,7 @@ class LinkPublisher:
     async def pause_until(self, now: datetime) -> datetime | None:
         """The watchdog's `pause_until` if it is in the future (None when absent or past)."""
         try:
-            raw = await self.client.get(pause_until_key(self.keys))
+            raw = await self.client.get(self.keys.pause_until)
         except REDIS_DOWN as exc:
             log.warning("pause_until_unreadable Redis unreachable: %r", exc)
             return None

@@ -15,6 +15,7 @@ decision (docs/CONTRACTS.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -260,7 +261,14 @@ class Collector:
         self.sink.spool.acquire()
         try:
             await self.api_log("INFO", f"collector started ({self.mode})")
-            await self.start()
+            # beat while starting too (spool replay, connect): a slow start is not a hang
+            starting = asyncio.create_task(self.run_heartbeat(stop), name="heartbeat-start")
+            try:
+                await self.start()
+            finally:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
             await supervise(
                 {
                     "ticker": self.run_ticks(stop),
@@ -281,7 +289,7 @@ class Collector:
         self.link.state = LinkState.DISCONNECTED
         self.link.reason = "collector stopped"
         self.link.since = self.clock()
-        await self.link.beat(self.clock())
+        await self.link.last_beat(self.clock())
         await self.api_log("INFO", "collector stopped")
 
 

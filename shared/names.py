@@ -54,6 +54,11 @@ class Keys:
         return f"{self.prefix}heartbeat"
 
     @property
+    def pause_until(self) -> str:
+        """String expiring at the time: the collector makes no connect attempt before it."""
+        return f"{self.prefix}pause_until"
+
+    @property
     def collector_last(self) -> str:
         """String: id of the last entry the collector added (see collector/journal.py)."""
         return f"{self.prefix}collector_last"

@@ -63,11 +63,6 @@ REDIS_BACKOFF_CAP_S = 5.0
 TRIGGER_STATES = (DISCONNECTED, UNAUTHENTICATED)
 
 
-def pause_until_key(keys: Keys) -> str:
-    """`pause_until` (docs/CONTRACTS.md); not (yet) a property of shared.names.Keys."""
-    return f"{keys.prefix}pause_until"
-
-
 def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
@@ -162,7 +157,7 @@ class Watchdog:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.link)
         pipe.get(self.keys.heartbeat)
-        pipe.get(pause_until_key(self.keys))
+        pipe.get(self.keys.pause_until)
         link, beat, pause = await pipe.execute()
         return Observation.from_redis(link or {}, beat, pause)
 
@@ -307,7 +302,7 @@ class Watchdog:
         until = decision.until
         assert until is not None
         ttl_ms = max(1, int((until - now).total_seconds() * 1000))
-        await self.client.set(pause_until_key(self.keys), until.isoformat(), px=ttl_ms)
+        await self.client.set(self.keys.pause_until, until.isoformat(), px=ttl_ms)
         await self.send_command("pause", decision.reason, until)
         self.memory = replace(self.memory, pause_until=until, exhausted=False)
         await self.publish_state("paused", decision.reason)

@@ -5,6 +5,7 @@ from the simulator's portfolio model (frozen: `--step-s 0`)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -225,3 +226,23 @@ async def test_sentinel_greeks_and_closed_market_are_never_summed_as_zero(
     want = expected_row(default_portfolio(ACCOUNT, step_s=0), frozenset({600000011}))
     last = as_tuple((await portfolio_rows(pg_url))[-1])
     assert last == pytest.approx(want, rel=1e-9)
+
+
+async def test_clean_stop_removes_the_heartbeat_and_says_why(
+    spawn: Spawn, pg_url: str, redis_url: str, prefix: str, gateway: Gateway,
+    redis: aioredis.Redis,
+) -> None:
+    """SIGTERM: exit 0, the heartbeat key goes at once (the watchdog sees a collector that is
+    gone, not a live one to reconnect), and the link hash says the collector stopped."""
+    env = bridge_envs(pg_url, redis_url, prefix, gateway.port)
+    spawn("writer", env)
+    collector = spawn("collector", env)
+    keys = Keys(prefix)
+    await wait_for(lambda: _count_at_least(pg_url, 2), 30, "two PORTFOLIO rows")
+    assert await redis.exists(keys.heartbeat) == 1
+    collector.send_signal(signal.SIGTERM)
+    await wait_for(lambda: collector.poll() is not None, 15, "the collector's exit")
+    assert collector.returncode == 0
+    assert await redis.exists(keys.heartbeat) == 0
+    assert (await redis.hget(keys.link, "reason")) == b"collector stopped"
+    await wait_for(lambda: _has_log(pg_url, "collector stopped"), 15, "the api_logs row")

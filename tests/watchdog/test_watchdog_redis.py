@@ -24,7 +24,7 @@ from shared.embedded import RedisServer
 from shared.names import Keys
 from tests.helpers import wait_for
 from tests.watchdog.fake_collector import FakeCollector, text
-from watchdog.app import Watchdog, pause_until_key
+from watchdog.app import Watchdog
 from watchdog.supervisor import NotRestarted, RestartResult, SupervisorUnavailable
 
 pytestmark = pytest.mark.integration
@@ -276,9 +276,9 @@ async def test_drop_in_the_reset_window_pauses_until_0005_then_reconnects(
     await wait_for(lambda: r.collector.commands("pause"), 3, "a pause command")
     pause = r.collector.commands("pause")[0].fields
     assert datetime.fromisoformat(pause["until"]) == until
-    stored: Any = await r.redis.get(pause_until_key(r.keys))
+    stored: Any = await r.redis.get(r.keys.pause_until)
     assert datetime.fromisoformat(text(stored)) == until
-    ttl_ms: Any = await r.redis.pttl(pause_until_key(r.keys))
+    ttl_ms: Any = await r.redis.pttl(r.keys.pause_until)
     assert 19 * 60_000 < ttl_ms <= 20 * 60_000  # the key expires at 00:05 ET
 
     async def logged() -> bool:
