@@ -328,7 +328,11 @@ def _run_foreground(server: PostgresServer | RedisServer) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return int(proc.wait())
+    try:
+        return int(proc.wait())
+    finally:
+        if isinstance(server, PostgresServer):
+            shutil.rmtree(server.socket_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
