@@ -7,59 +7,22 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from shared.names import Keys
-from simulator.gateway import send_command
 from simulator.portfolio import SimPortfolio, default_portfolio
+from tests.e2e.conftest import Gateway
 from tests.helpers import bridge_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ACCOUNT = "DU1234567"
 Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-@dataclass
-class Gateway:
-    proc: asyncio.subprocess.Process
-    port: int
-    control_port: int
-
-    async def cmd(self, line: str) -> dict[str, Any]:
-        reply = await send_command(self.control_port, line)
-        assert reply["ok"], reply
-        return reply
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator.gateway", "--port", "0", "--control-port", "0",
-        "--account", ACCOUNT, "--step-s", "0", "--push-interval-s", "0.2",
-        "--log-level", "WARNING",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
-        fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
-        yield Gateway(proc, int(fields["port"]), int(fields["control_port"]))
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 @dataclass

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from shared.clock import EASTERN, utcnow
 from shared.names import Keys
-from simulator.gateway import send_command
+from tests.e2e.conftest import Gateway
 from tests.helpers import bridge_env, wait_for
 from watchdog.supervisor import SupervisorClient
 
@@ -49,41 +49,6 @@ def eastern_today_at(hour: int, minute: int) -> datetime:
     """Today's (US/Eastern date) wall time hour:minute ET, aware."""
     day = utcnow().astimezone(EASTERN).date()
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=EASTERN)
-
-
-@dataclass
-class Gateway:
-    proc: asyncio.subprocess.Process
-    port: int
-    control_port: int
-
-    async def cmd(self, line: str) -> dict[str, Any]:
-        reply = await send_command(self.control_port, line)
-        assert reply["ok"], reply
-        return reply
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator.gateway", "--port", "0", "--control-port", "0",
-        "--account", ACCOUNT, "--step-s", "0", "--push-interval-s", "0.2",
-        "--log-level", "WARNING",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
-        fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
-        yield Gateway(proc, int(fields["port"]), int(fields["control_port"]))
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 def bridge_envs(redis_url: str, prefix: str, port: int, **extra: str) -> dict[str, str]:
