@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -456,20 +456,14 @@ class SocketTransport:
         if sub is None or not sub.is_option:
             return data
         g = sub.greeks
-        return PositionData(
-            con_id=data.con_id,
-            symbol=data.symbol,
-            sec_type=data.sec_type,
-            quantity=data.quantity,
-            multiplier=data.multiplier,
+        return replace(
+            data,
             delta=g.delta,
             gamma=g.gamma,
             vega=g.vega,
             theta=g.theta,
             greeks_at=sub.greeks_at,
-            subscribed_at=sub.subscribed_at,
             und_price=g.und_price if g.und_price is not None else data.und_price,
-            description=data.description,
         )
 
     def status(self) -> Mapping[str, str]:
