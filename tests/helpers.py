@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 
 def bridge_env(**overrides: str) -> dict[str, str]:
@@ -31,3 +39,58 @@ async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str,
         if loop.time() > end:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+@contextlib.contextmanager
+def supervisord_with_collector(
+    program: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, Path]]:
+    """A real `supervisord -n` in a short tmp folder (unix socket path limit) running one
+    program `bridge:collector` whose [program:collector] lines (command=..., etc.) are
+    `program` ({folder} is replaced by the folder). Yields (process, folder, socket); ended by
+    its PID, folder removed."""
+    folder = Path(tempfile.mkdtemp(prefix="wd-sv-"))
+    sock = folder / "supervisor.sock"
+    conf = folder / "supervisord.conf"
+    conf.write_text(f"""\
+[unix_http_server]
+file={sock}
+chmod=0700
+
+[supervisord]
+logfile={folder}/supervisord.log
+pidfile={folder}/supervisord.pid
+childlogdir={folder}
+nodaemon=true
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[group:bridge]
+programs=collector
+
+[program:collector]
+{program.replace("{folder}", str(folder))}
+""")
+    out = folder / "supervisord.out"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "supervisord"), "-n", "-c", str(conf)],
+            env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        end = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < end, "supervisord did not open its socket"
+            time.sleep(0.05)
+        yield proc, folder, sock
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +26,7 @@ import redis.asyncio as aioredis
 from shared.clock import EASTERN, utcnow
 from shared.names import Keys
 from tests.e2e.conftest import Gateway
-from tests.helpers import bridge_env, wait_for
+from tests.helpers import bridge_env, supervisord_with_collector, wait_for
 from watchdog.supervisor import SupervisorClient
 
 pytestmark = pytest.mark.e2e
@@ -216,58 +213,19 @@ def supervisord_collector(gateway: Gateway, redis_url: str, prefix: str
                           ) -> Iterator[Supervisord]:
     """A real supervisord in a short tmp folder (unix socket path limit) running the collector
     as `bridge:collector`; ended by its PID."""
-    folder = Path(tempfile.mkdtemp(prefix="wd-sv-"))
-    sock = folder / "supervisor.sock"
-    conf = folder / "supervisord.conf"
-    conf.write_text(f"""\
-[unix_http_server]
-file={sock}
-chmod=0700
-
-[supervisord]
-logfile={folder}/supervisord.log
-pidfile={folder}/supervisord.pid
-childlogdir={folder}
-nodaemon=true
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[group:bridge]
-programs=collector
-
-[program:collector]
+    program = f"""\
 command={sys.executable} -m collector
-directory={folder}
+directory={{folder}}
 autostart=true
 autorestart=true
 startsecs=1
 stopsignal=TERM
 stopwaitsecs=5
 redirect_stderr=true
-stdout_logfile={folder}/collector.log
-""")
+stdout_logfile={{folder}}/collector.log"""
     env = bridge_envs(redis_url, prefix, gateway.port)
-    log = open(folder / "supervisord.out", "wb")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(conf)], env=env,
-                            cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    try:
-        end = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None, (folder / "supervisord.out").read_text()
-            assert time.monotonic() < end, "supervisord did not open its socket"
-            time.sleep(0.1)
+    with supervisord_with_collector(program, env) as (proc, folder, sock):
         yield Supervisord(proc, f"unix://{sock}", folder)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def collector_pid(sv: Supervisord) -> int:

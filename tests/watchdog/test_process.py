@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +21,7 @@ import redis.asyncio as aioredis
 from shared.config import ConfigError
 from shared.names import Keys
 from shared.supervisor_rpc import Supervisor
-from tests.helpers import bridge_env, wait_for
+from tests.helpers import bridge_env, supervisord_with_collector, wait_for
 from watchdog.__main__ import clock_offset, make_clock
 from watchdog.supervisor import (
     NotRestarted,
@@ -104,48 +102,12 @@ def test_bad_clock_hook_exits_2_with_one_line(spawn: Spawn, redis_url: str) -> N
 def supervisord() -> Iterator[str]:
     """A real supervisord (short tmp folder: unix socket path limit) running one program
     `bridge:collector` that only sleeps; ended by its PID."""
-    folder = Path(tempfile.mkdtemp(prefix="wd-sv-"))
-    sock = folder / "s.sock"
-    conf = folder / "supervisord.conf"
-    conf.write_text(f"""\
-[unix_http_server]
-file={sock}
-chmod=0700
-
-[supervisord]
-logfile={folder}/supervisord.log
-pidfile={folder}/supervisord.pid
-childlogdir={folder}
-nodaemon=true
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[group:bridge]
-programs=collector
-
-[program:collector]
+    program = f"""\
 command={sys.executable} -c "import time; time.sleep(600)"
 startsecs=0
-stopwaitsecs=2
-""")
-    proc = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder)
-    try:
-        end = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None
-            assert time.monotonic() < end
-            time.sleep(0.05)
+stopwaitsecs=2"""
+    with supervisord_with_collector(program) as (_proc, _folder, sock):
         yield f"unix://{sock}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def running_pid(client: SupervisorClient) -> int:
