@@ -1,5 +1,6 @@
 """A small, typed client of supervisord's XML-RPC interface (unix:// or http:// URLs), with a
-timeout on every call. Used by `bridge status` and the supervisor event listener."""
+timeout on every call. Used by `bridge status`, the supervisor event listener and the
+watchdog."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class Supervisor:
         self._transport = transport
         self._proxy = xmlrpc.client.ServerProxy(endpoint, transport=transport, allow_none=True)
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def call(self, method: str, *args: Any) -> Any:
         """One call on its own connection, closed afterwards (no socket outlives a call)."""
         target: Any = self._proxy
         for part in method.split("."):
@@ -81,23 +82,23 @@ class Supervisor:
             self._transport.close()
 
     def all_process_info(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self._call("supervisor.getAllProcessInfo"))
+        return cast(list[dict[str, Any]], self.call("supervisor.getAllProcessInfo"))
 
     def process_info(self, name: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self._call("supervisor.getProcessInfo", name))
+        return cast(dict[str, Any], self.call("supervisor.getProcessInfo", name))
 
     def tail_stdout(self, name: str, length: int = 4000) -> str:
-        text, _offset, _overflow = self._call("supervisor.tailProcessStdoutLog", name, 0, length)
+        text, _offset, _overflow = self.call("supervisor.tailProcessStdoutLog", name, 0, length)
         return str(text)
 
     def stop(self, name: str, wait: bool = True) -> bool:
-        return bool(self._call("supervisor.stopProcess", name, wait))
+        return bool(self.call("supervisor.stopProcess", name, wait))
 
     def start(self, name: str, wait: bool = True) -> bool:
-        return bool(self._call("supervisor.startProcess", name, wait))
+        return bool(self.call("supervisor.startProcess", name, wait))
 
     def state(self) -> str:
-        info = cast(dict[str, Any], self._call("supervisor.getState"))
+        info = cast(dict[str, Any], self.call("supervisor.getState"))
         return str(info.get("statename", "UNKNOWN"))
 
 

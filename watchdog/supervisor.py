@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import socket
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.config import mask_url
+from shared.supervisor_rpc import Supervisor
 
 CALL_TIMEOUT_S = 60.0  # stopProcess waits for the process to stop (stopwaitsecs + margin)
 
@@ -42,56 +41,6 @@ class NotRestarted(Exception):
     def __init__(self, state: str, description: str = "") -> None:
         super().__init__(f"state {state}" + (f" ({description})" if description else ""))
         self.state = state
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout_s: float) -> None:
-        super().__init__("localhost", timeout=timeout_s)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _Transport(xmlrpc.client.Transport):
-    """A transport with a bounded socket timeout, over a unix socket or plain HTTP."""
-
-    def __init__(self, url: str, timeout_s: float) -> None:
-        super().__init__()
-        self.url = url
-        self.timeout_s = timeout_s
-
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        self.close()  # one connection at a time, closed by close() (no socket left behind)
-        parts = urlsplit(self.url)
-        conn: http.client.HTTPConnection
-        if parts.scheme == "unix":
-            conn = _UnixConnection(parts.path, self.timeout_s)
-        else:
-            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
-                                              timeout=self.timeout_s)
-        self._connection = (host, conn)
-        return conn
-
-
-def _server(url: str, timeout_s: float) -> Any:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        target = "http://localhost/RPC2"
-    else:
-        auth = ""
-        if parts.username is not None:
-            auth = f"{parts.username}:{parts.password or ''}@"
-        target = f"http://{auth}{parts.hostname or '127.0.0.1'}:{parts.port or 80}/RPC2"
-    return xmlrpc.client.ServerProxy(target, transport=_Transport(url, timeout_s),
-                                     allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -123,45 +72,39 @@ class SupervisorClient:
 
     def info(self) -> dict[str, Any]:
         """supervisord's getProcessInfo for the collector (blocking: call it in a thread)."""
-        server = _server(self.url, self.timeout_s)
-        try:
-            return dict(self._call(server.supervisor.getProcessInfo, self.process))
-        finally:
-            server("close")()
+        return dict(self._call(Supervisor(self.url, self.timeout_s), "supervisor.getProcessInfo",
+                               self.process))
 
     def _restart_blocking(self) -> RestartResult:
-        server = _server(self.url, self.timeout_s)
+        server = Supervisor(self.url, self.timeout_s)
+        info = self._call(server, "supervisor.getProcessInfo", self.process)
+        pid_before = int(info.get("pid") or 0) or None
+        state = str(info.get("statename", ""))
+        if state != "RUNNING":
+            # STOPPED: an operator stopped it; STARTING/BACKOFF: supervisord is on it;
+            # FATAL: it cannot start (its log says why). Not the watchdog's to override.
+            raise NotRestarted(state, str(info.get("description", "")))
+        # a frozen process must run again to act on SIGTERM; a fault here (it died
+        # meanwhile) is left to stopProcess below to report
+        with contextlib.suppress(_Fault):
+            self._call(server, "supervisor.signalProcess", self.process, "CONT")
         try:
-            info = self._call(server.supervisor.getProcessInfo, self.process)
-            pid_before = int(info.get("pid") or 0) or None
-            state = str(info.get("statename", ""))
-            if state != "RUNNING":
-                # STOPPED: an operator stopped it; STARTING/BACKOFF: supervisord is on it;
-                # FATAL: it cannot start (its log says why). Not the watchdog's to override.
-                raise NotRestarted(state, str(info.get("description", "")))
-            # a frozen process must run again to act on SIGTERM; a fault here (it died
-            # meanwhile) is left to stopProcess below to report
-            with contextlib.suppress(_Fault):
-                self._call(server.supervisor.signalProcess, self.process, "CONT")
-            try:
-                self._call(server.supervisor.stopProcess, self.process, True)
-            except _Fault as exc:
-                if exc.code != NOT_RUNNING:
-                    raise RestartFailed(f"stopProcess({self.process}): {exc}") from None
-            try:
-                self._call(server.supervisor.startProcess, self.process, True)
-            except _Fault as exc:
-                if exc.code != ALREADY_STARTED:
-                    raise RestartFailed(f"startProcess({self.process}): {exc}") from None
-            after = self._call(server.supervisor.getProcessInfo, self.process)
-        finally:
-            server("close")()
+            self._call(server, "supervisor.stopProcess", self.process, True)
+        except _Fault as exc:
+            if exc.code != NOT_RUNNING:
+                raise RestartFailed(f"stopProcess({self.process}): {exc}") from None
+        try:
+            self._call(server, "supervisor.startProcess", self.process, True)
+        except _Fault as exc:
+            if exc.code != ALREADY_STARTED:
+                raise RestartFailed(f"startProcess({self.process}): {exc}") from None
+        after = self._call(server, "supervisor.getProcessInfo", self.process)
         return RestartResult(pid_before, int(after.get("pid") or 0) or None,
                              str(after.get("statename", "")))
 
-    def _call(self, method: Any, *args: Any) -> Any:
+    def _call(self, server: Supervisor, method: str, *args: Any) -> Any:
         try:
-            return method(*args)
+            return server.call(method, *args)
         except xmlrpc.client.Fault as exc:
             if exc.faultCode == BAD_NAME:
                 raise RestartFailed(f"supervisord has no process named {self.process!r}") from None
