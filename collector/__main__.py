@@ -50,8 +50,9 @@ async def main(settings: Settings) -> int:
     transport = make_transport(settings)
     spool = JsonlFile(settings.spool_path)
     journal = RecentJournal(settings.spool_path.with_name(settings.spool_path.name + ".recent"))
-    sink = Sink(client, Keys(settings.redis_prefix), spool, TickLedger(settings.tick_ledger),
-                journal)
+    sink = Sink(
+        client, Keys(settings.redis_prefix), spool, TickLedger(settings.tick_ledger), journal
+    )
     collector = Collector(settings, transport, sink)
     stop = asyncio.Event()
     install_stop_signals(stop)

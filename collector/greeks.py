@@ -98,8 +98,12 @@ def valid_greeks(pos: PositionData) -> Greeks | None:
     except (TypeError, ValueError):
         return None
     # written so that NaN (every comparison false) and infinities fail
-    if (-MAX_ABS_DELTA <= d <= MAX_ABS_DELTA and 0.0 <= g <= MAX_ABS_GREEK
-            and 0.0 <= v <= MAX_ABS_GREEK and -MAX_ABS_GREEK <= t <= MAX_ABS_GREEK):
+    if (
+        -MAX_ABS_DELTA <= d <= MAX_ABS_DELTA
+        and 0.0 <= g <= MAX_ABS_GREEK
+        and 0.0 <= v <= MAX_ABS_GREEK
+        and -MAX_ABS_GREEK <= t <= MAX_ABS_GREEK
+    ):
         return Greeks(d, g, v, t)
     return None
 
@@ -240,9 +244,7 @@ class GreeksPolicy:
             if qty == 0:
                 continue
             if pos.sec_type in STOCK_TYPES:
-                exposures.append(
-                    Exposure(pos.symbol, pos.sec_type, qty, 1.0, None, pos.und_price)
-                )
+                exposures.append(Exposure(pos.symbol, pos.sec_type, qty, 1.0, None, pos.und_price))
                 continue
             if pos.sec_type not in OPTION_TYPES:
                 continue
@@ -266,12 +268,14 @@ class GreeksPolicy:
                 if greeks is None:
                     carried.append(_label(pos))
                 exposures.append(
-                    Exposure(pos.symbol, pos.sec_type, qty, multiplier, known.greeks,
-                             pos.und_price)
+                    Exposure(pos.symbol, pos.sec_type, qty, multiplier, known.greeks, pos.und_price)
                 )
                 continue
-            since_s = (pos.subscribed_at.timestamp() if pos.subscribed_at is not None
-                       else first_seen[con_id])
+            since_s = (
+                pos.subscribed_at.timestamp()
+                if pos.subscribed_at is not None
+                else first_seen[con_id]
+            )
             if now_s - since_s < self.grace_s:
                 pending.append(_label(pos))
             else:
@@ -286,7 +290,9 @@ class GreeksPolicy:
         rows: list[NetRow] = []
         if not held and not all_out:
             rows = net_rows(
-                exposures, snap.prices, underlying=self.underlying,
+                exposures,
+                snap.prices,
+                underlying=self.underlying,
                 per_underlying=self.per_underlying,
             )
         return Evaluation(
@@ -305,36 +311,44 @@ class GreeksPolicy:
         reports: list[Report] = []
         holding = bool(pending)
         if holding and not self._holding:
-            reports.append(Report(
-                "INFO",
-                f"Greeks pending for {len(pending)} position(s) within the {self.grace_s:g} s "
-                f"grace period; tick held back: {_names(pending)}",
-            ))
+            reports.append(
+                Report(
+                    "INFO",
+                    f"Greeks pending for {len(pending)} position(s) within the {self.grace_s:g} s "
+                    f"grace period; tick held back: {_names(pending)}",
+                )
+            )
         self._holding = holding
         new_excluded = frozenset(excluded)
         if new_excluded != self._excluded:
             if new_excluded:
-                reports.append(Report(
-                    "WARN",
-                    f"Greeks incomplete: {len(new_excluded)} position(s) excluded from the net "
-                    f"Greeks (no Greeks within {self.max_age_s:g} s): {_names(new_excluded)}",
-                ))
+                reports.append(
+                    Report(
+                        "WARN",
+                        f"Greeks incomplete: {len(new_excluded)} position(s) excluded from the net "
+                        f"Greeks (no Greeks within {self.max_age_s:g} s): {_names(new_excluded)}",
+                    )
+                )
             else:
                 reports.append(Report("INFO", "Greeks complete again: no position excluded"))
             self._excluded = new_excluded
         all_out = needing > 0 and len(excluded) >= needing and not pending
         if all_out and not self._all_out:
-            reports.append(Report(
-                "WARN", "No option position has usable Greeks: no row written until they return"
-            ))
+            reports.append(
+                Report(
+                    "WARN", "No option position has usable Greeks: no row written until they return"
+                )
+            )
         self._all_out = all_out
         new_assumed = frozenset(assumed)
         if new_assumed != self._assumed:
             if new_assumed:
-                reports.append(Report(
-                    "WARN",
-                    f"Multiplier unknown for {len(new_assumed)} option position(s); assumed "
-                    f"{DEFAULT_OPTION_MULTIPLIER:g}: {_names(new_assumed)}",
-                ))
+                reports.append(
+                    Report(
+                        "WARN",
+                        f"Multiplier unknown for {len(new_assumed)} option position(s); assumed "
+                        f"{DEFAULT_OPTION_MULTIPLIER:g}: {_names(new_assumed)}",
+                    )
+                )
             self._assumed = new_assumed
         return reports

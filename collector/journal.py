@@ -124,8 +124,9 @@ class RecentJournal:
         assert self.path is not None
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            fh.write(b"".join(i.encode() + b"\t" + orjson.dumps(e) + b"\n"
-                              for i, e in self._recent))
+            fh.write(
+                b"".join(i.encode() + b"\t" + orjson.dumps(e) + b"\n" for i, e in self._recent)
+            )
         os.replace(tmp, self.path)
         self._lines_on_disk = len(self._recent)
 
@@ -135,12 +136,17 @@ class RecentJournal:
             return [e for _, e in self._recent]
         floor = id_key(marker)
         newer = [(i, e) for i, e in self._recent if id_key(i) > floor]
-        if self._recent and id_key(self._recent[0][0]) > floor and marker not in (
-            i for i, _ in self._recent
+        if (
+            self._recent
+            and id_key(self._recent[0][0]) > floor
+            and marker not in (i for i, _ in self._recent)
         ):
-            log.error("redis_lost_beyond_journal marker %s is older than the journal's first "
-                      "entry %s: entries between them cannot be re-sent", marker,
-                      self._recent[0][0])
+            log.error(
+                "redis_lost_beyond_journal marker %s is older than the journal's first "
+                "entry %s: entries between them cannot be re-sent",
+                marker,
+                self._recent[0][0],
+            )
         return [e for _, e in newer]
 
     def forget(self) -> None:
@@ -191,15 +197,23 @@ class CheckedStreams:
             self._accepted(ids, entries)
             return 0
         if current and id_key(current) > id_key(self.expected):
-            log.error("redis_marker_ahead %s holds %s, newer than this collector's last entry "
-                      "%s: is another collector writing under the same prefix?",
-                      self.marker_key, current, self.expected)
+            log.error(
+                "redis_marker_ahead %s holds %s, newer than this collector's last entry "
+                "%s: is another collector writing under the same prefix?",
+                self.marker_key,
+                current,
+                self.expected,
+            )
             lost: list[Entry] = []
         else:
             lost = self.journal.after(current)
-            log.warning("redis_lost_entries Redis came back without the last %d entries this "
-                        "collector added (its marker is %r, expected %r): re-sending them first",
-                        len(lost), current, self.expected)
+            log.warning(
+                "redis_lost_entries Redis came back without the last %d entries this "
+                "collector added (its marker is %r, expected %r): re-sending them first",
+                len(lost),
+                current,
+                self.expected,
+            )
         resend = [*lost, *entries]
         retried, moved = await self._run(resend, current)
         if not retried:

@@ -113,8 +113,12 @@ class LinkPublisher:
             pipe.xadd(self.keys.link_events, entry, maxlen=EVENTS_MAXLEN, approximate=True)
             await pipe.execute()
         except REDIS_DOWN as exc:
-            log.warning("link_event_unpublished %s (%s): Redis unreachable: %r",
-                        event.state, event.reason, exc)
+            log.warning(
+                "link_event_unpublished %s (%s): Redis unreachable: %r",
+                event.state,
+                event.reason,
+                exc,
+            )
 
     async def last_beat(self, now: datetime) -> None:
         """A clean stop: the link hash says why, and the heartbeat goes at once, so that the
@@ -131,8 +135,9 @@ class LinkPublisher:
         """Heartbeat with its TTL and a refreshed link hash; False when Redis is unreachable."""
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.set(self.keys.heartbeat, now.isoformat(),
-                     px=max(1, int(self.heartbeat_ttl_s * 1000)))
+            pipe.set(
+                self.keys.heartbeat, now.isoformat(), px=max(1, int(self.heartbeat_ttl_s * 1000))
+            )
             pipe.hset(self.keys.link, mapping=self._fields(now))
             await pipe.execute()
         except REDIS_DOWN as exc:
@@ -177,8 +182,9 @@ class ControlReader:
         """
         if self.last_id is None:
             self.last_id = await self._start_id()
-        reply: Any = await self.client.xread({self.keys.control: self.last_id}, count=100,
-                                        block=self.block_ms)
+        reply: Any = await self.client.xread(
+            {self.keys.control: self.last_id}, count=100, block=self.block_ms
+        )
         out: list[tuple[str, Command | str]] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

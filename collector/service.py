@@ -54,8 +54,7 @@ class Collector:
         self.clock = clock
         self.keys = Keys(settings.redis_prefix)
         self.sink = sink
-        self.link = LinkPublisher(self.sink.client, self.keys, self.mode,
-                                  settings.heartbeat_ttl_s)
+        self.link = LinkPublisher(self.sink.client, self.keys, self.mode, settings.heartbeat_ttl_s)
         self.control = ControlReader(self.sink.client, self.keys)
         self.policy = GreeksPolicy(
             settings.greeks_grace_s,
@@ -73,8 +72,9 @@ class Collector:
 
     # ---- api_logs --------------------------------------------------------------------------
     def _row(self, status: str, message: str, ts: datetime | None = None) -> ApiLogRow:
-        return ApiLogRow(ts=ts or self.clock(), api_mode=self.mode, status=status,
-                         message=message, source=SOURCE)
+        return ApiLogRow(
+            ts=ts or self.clock(), api_mode=self.mode, status=status, message=message, source=SOURCE
+        )
 
     async def api_log(self, status: str, message: str) -> None:
         log_fn = log.warning if status != "INFO" else log.info
@@ -146,8 +146,9 @@ class Collector:
                 await reauth()
         except (TransportError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
-            event = LinkEvent(self.transport.state, self.clock(), f"reauth failed: {reason}",
-                              "ERROR")
+            event = LinkEvent(
+                self.transport.state, self.clock(), f"reauth failed: {reason}", "ERROR"
+            )
             await self.link.publish_event(event, self.clock(), cmd_id)
             await self.api_log("ERROR", f"reauth failed: {reason}")
             return
@@ -217,9 +218,17 @@ class Collector:
             logs.append(self._row("INFO", f"rows resumed after: {self._no_data_reason}", ts))
             self._no_data_reason = None
         rows = [
-            GreeksRow(ts=ts, contract=r.contract, delta=r.delta, gamma=r.gamma, vega=r.vega,
-                      theta=r.theta, underlying_price=r.underlying_price, account=snap.account,
-                      mode=self.mode)
+            GreeksRow(
+                ts=ts,
+                contract=r.contract,
+                delta=r.delta,
+                gamma=r.gamma,
+                vega=r.vega,
+                theta=r.theta,
+                underlying_price=r.underlying_price,
+                account=snap.account,
+                mode=self.mode,
+            )
             for r in evaluation.rows
         ]
         self.link.account = snap.account
@@ -252,8 +261,9 @@ class Collector:
         )
 
     async def run_ticks(self, stop: asyncio.Event) -> None:
-        await self.ticker.run(self.tick, stop, on_missed=self._on_missed,
-                              on_overrun=self._on_overrun)
+        await self.ticker.run(
+            self.tick, stop, on_missed=self._on_missed, on_overrun=self._on_overrun
+        )
         await stop.wait()  # a bounded ticker (tests) ends early: keep the task alive
 
     # ---- the process -------------------------------------------------------------------------

@@ -45,8 +45,7 @@ class TickLedger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.writelines(f"{r.ts.isoformat(timespec='microseconds')},{r.contract}\n"
-                          for r in rows)
+            fh.writelines(f"{r.ts.isoformat(timespec='microseconds')},{r.contract}\n" for r in rows)
             fh.flush()
 
 
@@ -66,7 +65,8 @@ class Sink:
         # every XADD is checked against what Redis still holds: entries it lost in a crash
         # are re-sent from the journal before new ones (collector/journal.py)
         self.streams = CheckedStreams(
-            client, keys.collector_last,
+            client,
+            keys.collector_last,
             {STREAM_GREEKS: keys.greeks, STREAM_API_LOGS: keys.api_logs},
             journal or RecentJournal(None),
         )
@@ -76,9 +76,7 @@ class Sink:
         self.replayed_total = 0
 
     @staticmethod
-    def _entries(
-        greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]
-    ) -> list[dict[str, Any]]:
+    def _entries(greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
             {"stream": STREAM_API_LOGS, "fields": encode_api_log(r)} for r in logs
         ]
@@ -137,9 +135,12 @@ class Sink:
         sent = 0
         try:
             for chunk in self.spool.iter_chunks(REPLAY_CHUNK_ROWS, on_bad=self._on_bad):
-                valid = [e for e in chunk.records
-                         if isinstance(e.get("fields"), dict)
-                         and e.get("stream") in (STREAM_GREEKS, STREAM_API_LOGS)]
+                valid = [
+                    e
+                    for e in chunk.records
+                    if isinstance(e.get("fields"), dict)
+                    and e.get("stream") in (STREAM_GREEKS, STREAM_API_LOGS)
+                ]
                 if valid:
                     await self._xadd(valid)
                 await asyncio.to_thread(self.spool.commit, chunk.end_offset)

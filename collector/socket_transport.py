@@ -54,9 +54,7 @@ class _Sub:
     ticker: Any  # ib_async Ticker
     subscribed_at: datetime
     is_option: bool
-    greeks: ib_values.ModelGreeks = field(
-        default_factory=lambda: ib_values.model_greeks(None)
-    )
+    greeks: ib_values.ModelGreeks = field(default_factory=lambda: ib_values.model_greeks(None))
     greeks_at: datetime | None = None
     last_comp: Any = None  # the OptionComputation object last seen (identity check)
     error: str = ""
@@ -135,13 +133,19 @@ class SocketTransport:
     def state(self) -> LinkState:
         return self._state
 
-    def _emit(self, state: LinkState | None, reason: str, status: str = "INFO",
-              code: int | None = None) -> None:
+    def _emit(
+        self, state: LinkState | None, reason: str, status: str = "INFO", code: int | None = None
+    ) -> None:
         if state is not None:
             self._state = state
         event = LinkEvent(self._state, clock.utcnow(), reason, status, code)
-        log.info("socket_link_event state=%s status=%s code=%s reason=%s",
-                 event.state, status, code, reason)
+        log.info(
+            "socket_link_event state=%s status=%s code=%s reason=%s",
+            event.state,
+            status,
+            code,
+            reason,
+        )
         self.events.put_nowait(event)
 
     @property
@@ -164,15 +168,20 @@ class SocketTransport:
         self._unresolved.clear()
         attempt = asyncio.ensure_future(
             self._ib.connectAsync(
-                s.ib_host, s.ib_port, s.ib_client_id, timeout=s.ib_connect_timeout_s,
-                readonly=True, account=s.ib_account,
+                s.ib_host,
+                s.ib_port,
+                s.ib_client_id,
+                timeout=s.ib_connect_timeout_s,
+                readonly=True,
+                account=s.ib_account,
             )
         )
         in_use = asyncio.ensure_future(self._id_in_use.wait())
         reason = ""
         try:
             done, _ = await asyncio.wait(
-                {attempt, in_use}, timeout=s.ib_connect_timeout_s,
+                {attempt, in_use},
+                timeout=s.ib_connect_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if attempt in done:
@@ -182,8 +191,10 @@ class SocketTransport:
             else:
                 reason = f"timed out after {s.ib_connect_timeout_s:g} s connecting to {self._where}"
         except ConnectionRefusedError:
-            reason = (f"connection refused by {s.ib_host}:{s.ib_port}: is IB Gateway running "
-                      "with its API port open?")
+            reason = (
+                f"connection refused by {s.ib_host}:{s.ib_port}: is IB Gateway running "
+                "with its API port open?"
+            )
         except TimeoutError:
             reason = f"timed out after {s.ib_connect_timeout_s:g} s connecting to {self._where}"
             if self._id_in_use.is_set():
@@ -205,8 +216,10 @@ class SocketTransport:
             raise TransportError(reason)
         self._connected_at = clock.utcnow()
         self._subscribe_all(fresh=True)
-        self._emit(LinkState.CONNECTED,
-                   f"connected to IB Gateway at {self._where}, account {self._account}")
+        self._emit(
+            LinkState.CONNECTED,
+            f"connected to IB Gateway at {self._where}, account {self._account}",
+        )
 
     def _check_account(self) -> str:
         """'' when the account to read is known, else why not."""
@@ -272,8 +285,11 @@ class SocketTransport:
             self._resolver.cancel()
             self._resolver = None
         self._last_error = "socket closed by the gateway"
-        self._emit(LinkState.DISCONNECTED,
-                   f"connection to IB Gateway at {self._where} lost (socket closed)", "ERROR")
+        self._emit(
+            LinkState.DISCONNECTED,
+            f"connection to IB Gateway at {self._where} lost (socket closed)",
+            "ERROR",
+        )
 
     def _on_error(self, req_id: int, code: int, text: str, contract: Any) -> None:
         if code == ib_errors.CLIENT_ID_IN_USE and self._connecting:
@@ -333,7 +349,8 @@ class SocketTransport:
     # ------------------------------------------------------------------ subscriptions
     def _positions(self) -> list[Any]:
         return [
-            p for p in self._ib.positions()
+            p
+            for p in self._ib.positions()
             if p.position != 0 and (not self._account or p.account == self._account)
         ]
 
@@ -387,8 +404,13 @@ class SocketTransport:
         for con_id, contract in wanted.items():
             if con_id not in self._subs:
                 ticker = self._ib.reqMktData(contract)
-                sub = _Sub(contract, ticker, clock.utcnow(), contract.secType in OPTION_TYPES,
-                           last_comp=_greeks_source(ticker))
+                sub = _Sub(
+                    contract,
+                    ticker,
+                    clock.utcnow(),
+                    contract.secType in OPTION_TYPES,
+                    last_comp=_greeks_source(ticker),
+                )
                 old = (previous or {}).get(con_id)
                 if old is not None and old.ticker is ticker:
                     sub.greeks, sub.greeks_at = old.greeks, old.greeks_at

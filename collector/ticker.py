@@ -78,8 +78,11 @@ class GridTicker:
                     await on_tick(due)
             except TimeoutError:
                 self.overruns += 1
-                log.warning("tick_overrun tick %s did not finish within %.3f s: cancelled",
-                            due.isoformat(), self.interval_s)
+                log.warning(
+                    "tick_overrun tick %s did not finish within %.3f s: cancelled",
+                    due.isoformat(),
+                    self.interval_s,
+                )
                 if on_overrun is not None:
                     await on_overrun(due)
             after = next_grid_time(self.clock(), self.interval_s)
@@ -90,8 +93,12 @@ class GridTicker:
                 t += step
             if missed:
                 self.missed += len(missed)
-                log.warning("ticks_missed %d grid tick(s) skipped after %s (first %s)",
-                            len(missed), due.isoformat(), missed[0].isoformat())
+                log.warning(
+                    "ticks_missed %d grid tick(s) skipped after %s (first %s)",
+                    len(missed),
+                    due.isoformat(),
+                    missed[0].isoformat(),
+                )
                 if on_missed is not None:
                     await on_missed(missed)
             due = after

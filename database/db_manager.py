@@ -127,7 +127,11 @@ class DBManager:
                 )
                 log.warning(
                     "db_connect_failed attempt %d/%d to %s: %r; retrying in %.1f s",
-                    attempt, self._attempts, mask_url(self._dsn), exc, delay,
+                    attempt,
+                    self._attempts,
+                    mask_url(self._dsn),
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
         assert last is not None
@@ -182,8 +186,15 @@ class DBManager:
                         await conn.copy_records_to_table(
                             queries.TABLE_GREEKS,
                             records=[
-                                (r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta,
-                                 r.underlying_price)
+                                (
+                                    r.ts,
+                                    r.contract,
+                                    r.delta,
+                                    r.gamma,
+                                    r.vega,
+                                    r.theta,
+                                    r.underlying_price,
+                                )
                                 for r in greeks
                             ],
                             columns=queries.GREEKS_COLUMNS,
@@ -199,8 +210,16 @@ class DBManager:
                     await conn.copy_records_to_table(
                         queries.STAGE_GREEKS_TABLE,
                         records=[
-                            (i, r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta,
-                             r.underlying_price)
+                            (
+                                i,
+                                r.ts,
+                                r.contract,
+                                r.delta,
+                                r.gamma,
+                                r.vega,
+                                r.theta,
+                                r.underlying_price,
+                            )
                             for i, r in enumerate(greeks)
                         ],
                         columns=queries.STAGE_GREEKS_COLUMNS,
@@ -210,9 +229,7 @@ class DBManager:
                     n = await self._insert_logs(conn, logs)
         return WriteResult(g, len(greeks) - g, n, len(logs) - n)
 
-    async def copy_greeks_text(
-        self, payload: bytes, logs: Sequence[ApiLogRow] = ()
-    ) -> WriteResult:
+    async def copy_greeks_text(self, payload: bytes, logs: Sequence[ApiLogRow] = ()) -> WriteResult:
         """Greeks rows given as COPY text lines (`ts contract delta gamma vega theta und`,
         tab-separated, `\\N` for NULL, no escapes needed) plus api_logs rows, one transaction.
 
@@ -227,8 +244,10 @@ class DBManager:
                 try:
                     async with conn.transaction():
                         await conn.copy_to_table(
-                            queries.TABLE_GREEKS, source=memoryview(payload),
-                            columns=queries.GREEKS_COLUMNS, format="text",
+                            queries.TABLE_GREEKS,
+                            source=memoryview(payload),
+                            columns=queries.GREEKS_COLUMNS,
+                            format="text",
                         )
                         n = await self._insert_logs(conn, logs) if logs else 0
                     return WriteResult(rows, 0, n, len(logs) - n)
@@ -239,8 +258,10 @@ class DBManager:
                 if rows:
                     await conn.execute(queries.STAGE_TEXT_TABLE)
                     await conn.copy_to_table(
-                        queries.STAGE_TEXT_TABLE_NAME, source=memoryview(payload),
-                        columns=queries.STAGE_TEXT_COLUMNS, format="text",
+                        queries.STAGE_TEXT_TABLE_NAME,
+                        source=memoryview(payload),
+                        columns=queries.STAGE_TEXT_COLUMNS,
+                        format="text",
                     )
                     g = _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_TEXT_STAGE))
                 if logs:
@@ -279,9 +300,7 @@ class DBManager:
 
     async def newest_portfolio_row(self, contract: str = "PORTFOLIO") -> asyncpg.Record | None:
         async with self.pool.acquire() as conn:
-            row: asyncpg.Record | None = await conn.fetchrow(
-                queries.NEWEST_PORTFOLIO_ROW, contract
-            )
+            row: asyncpg.Record | None = await conn.fetchrow(queries.NEWEST_PORTFOLIO_ROW, contract)
             return row
 
     # ---- pre-existing tables -----------------------------------------------------------------
@@ -299,8 +318,15 @@ class DBManager:
     ) -> int:
         async with self.pool.acquire() as conn:
             new_id: int = await conn.fetchval(
-                queries.INSERT_GREEK_SNAPSHOT, timestamp, contract, delta, gamma, vega, theta,
-                implied_vol, underlying_price,
+                queries.INSERT_GREEK_SNAPSHOT,
+                timestamp,
+                contract,
+                delta,
+                gamma,
+                vega,
+                theta,
+                implied_vol,
+                underlying_price,
             )
             return new_id
 
@@ -326,7 +352,13 @@ class DBManager:
             raise ValueError(f"side must be BUY or SELL, not {side!r}")
         async with self.pool.acquire() as conn:
             new_id: int = await conn.fetchval(
-                queries.INSERT_TRADE, timestamp, contract, side, quantity, price, commission,
+                queries.INSERT_TRADE,
+                timestamp,
+                contract,
+                side,
+                quantity,
+                price,
+                commission,
                 order_ref,
             )
             return new_id

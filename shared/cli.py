@@ -53,8 +53,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _config_error(exc: ConfigError) -> int:
-    print(f"config_invalid {exc.variable}={exc.value!r} is invalid: {exc.allowed}",
-          file=sys.stderr)
+    print(f"config_invalid {exc.variable}={exc.value!r} is invalid: {exc.allowed}", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -169,8 +168,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _config_error(exc)
     try:
-        asyncio.run(tail(dsn, sys.stdout, count=args.count, last=args.last,
-                         interval_s=args.interval))
+        asyncio.run(
+            tail(dsn, sys.stdout, count=args.count, last=args.last, interval_s=args.interval)
+        )
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, TimeoutError) as exc:
@@ -186,8 +186,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bridge", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--env-file", help="the .env file to read (default: ./.env, else .demo/.env)")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("status", help="health at a glance; exit 0 healthy, 1 degraded, 2 down")
@@ -207,8 +208,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tail)
     p = sub.add_parser("demo", help="run the demo profile in the foreground")
     p.add_argument("--dir", default=str(REPO / ".demo"), help="data, logs and config")
-    p.add_argument("--render-only", action="store_true",
-                   help="write the config and .env, print the supervisord config's path")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="write the config and .env, print the supervisord config's path",
+    )
     p.set_defaults(func=cmd_demo)
     return ap
 

@@ -36,8 +36,13 @@ from shared.names import PORTFOLIO_CONTRACT
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
-BRIDGE_SECTIONS = ("group:bridge", "program:writer", "program:collector", "program:watchdog",
-                   "eventlistener:bridge_events")
+BRIDGE_SECTIONS = (
+    "group:bridge",
+    "program:writer",
+    "program:collector",
+    "program:watchdog",
+    "eventlistener:bridge_events",
+)
 PORT_NAMES = ("pg_port", "redis_port", "gateway_port", "gateway_control_port")
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
 FIRST_ROW_WAIT_S = 90.0
@@ -199,8 +204,9 @@ async def wait_first_row(
     """Seconds until a PORTFOLIO row exists (None: timed out or supervisord ended)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s and alive.poll() is None:
-        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError,
-                                 asyncpg.InterfaceError):
+        with contextlib.suppress(
+            OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
+        ):
             conn = await asyncpg.connect(dsn, timeout=2.0)
             try:
                 found = await conn.fetchval(queries.NEWEST_PORTFOLIO_ROW, PORTFOLIO_CONTRACT)
@@ -242,18 +248,21 @@ def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
     demo_dir = demo_dir.absolute()
     pid = running_pid(demo_dir)
     if pid is not None:
-        print(f"the demo in {demo_dir} is already running (supervisord pid {pid})",
-              file=sys.stderr)
+        print(f"the demo in {demo_dir} is already running (supervisord pid {pid})", file=sys.stderr)
         return 1
     demo = render(demo_dir)
     if render_only:
         print(demo.conf)
         return 0
-    print(f"demo: PostgreSQL 127.0.0.1:{demo.ports['pg_port']}, Redis 127.0.0.1:"
-          f"{demo.ports['redis_port']}, IB Gateway simulator 127.0.0.1:"
-          f"{demo.ports['gateway_port']}; data and logs in {demo.dir}", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c",
-                             str(demo.conf)])
+    print(
+        f"demo: PostgreSQL 127.0.0.1:{demo.ports['pg_port']}, Redis 127.0.0.1:"
+        f"{demo.ports['redis_port']}, IB Gateway simulator 127.0.0.1:"
+        f"{demo.ports['gateway_port']}; data and logs in {demo.dir}",
+        flush=True,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(demo.conf)]
+    )
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -267,11 +276,17 @@ def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
     started = time.monotonic()
     seconds = asyncio.run(wait_first_row(demo.database_url, FIRST_ROW_WAIT_S, proc))
     if seconds is not None:
-        print(f"\n*** first PORTFOLIO row in PostgreSQL {time.monotonic() - started:.1f} s "
-              f"after start ***", flush=True)
+        print(
+            f"\n*** first PORTFOLIO row in PostgreSQL {time.monotonic() - started:.1f} s "
+            f"after start ***",
+            flush=True,
+        )
         print(instructions(demo), flush=True)
     elif proc.poll() is None and not stopping:
-        print(f"\n*** no PORTFOLIO row after {FIRST_ROW_WAIT_S:g} s: see {demo.dir}/logs/ "
-              "and `bridge status` ***", flush=True)
+        print(
+            f"\n*** no PORTFOLIO row after {FIRST_ROW_WAIT_S:g} s: see {demo.dir}/logs/ "
+            "and `bridge status` ***",
+            flush=True,
+        )
         print(instructions(demo), flush=True)
     return int(proc.wait())

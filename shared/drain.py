@@ -38,9 +38,11 @@ async def _drain(settings: Settings) -> int:
     if rows == 0:
         print(f"buffer empty: {buffer.path}")
         return EXIT_OK
-    redis = (aioredis.Redis.from_url(settings.redis_url, socket_timeout=3,
-                                     socket_connect_timeout=3)
-             if settings.redis_url else None)
+    redis = (
+        aioredis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        if settings.redis_url
+        else None
+    )
 
     async def dead_letter(rejected: list[tuple[Entry, str]]) -> list[ApiLogRow]:
         warns: list[ApiLogRow] = []
@@ -55,11 +57,15 @@ async def _drain(settings: Settings) -> int:
                     where = f"moved to {Keys(settings.redis_prefix).dead}"
                 except (RedisError, OSError) as exc:
                     log.error("dead_letter_failed %r", exc)
-            warns.append(ApiLogRow(
-                ts=utcnow(), api_mode=settings.ib_api_mode, status="WARN",
-                message=f"dead letter from `bridge drain`: {entry.stream} {where}: {reason}",
-                source="writer",
-            ))
+            warns.append(
+                ApiLogRow(
+                    ts=utcnow(),
+                    api_mode=settings.ib_api_mode,
+                    status="WARN",
+                    message=f"dead letter from `bridge drain`: {entry.stream} {where}: {reason}",
+                    source="writer",
+                )
+            )
         return warns
 
     db = DBManager(settings.require_database(), connect_attempts=1)
@@ -75,8 +81,11 @@ async def _drain(settings: Settings) -> int:
             await redis.aclose()
     left, _ = buffer.count()
     if not done or left:
-        print(f"drain incomplete: {left} rows left in {buffer.path}; PostgreSQL unreachable? "
-              "(see the log lines above)", file=sys.stderr)
+        print(
+            f"drain incomplete: {left} rows left in {buffer.path}; PostgreSQL unreachable? "
+            "(see the log lines above)",
+            file=sys.stderr,
+        )
         return EXIT_FAIL
     print(f"drained {rows} rows into PostgreSQL; the buffer is empty")
     return EXIT_OK
@@ -87,9 +96,12 @@ def drain_now(settings: Settings) -> int:
     try:
         return asyncio.run(_drain(settings))
     except BufferBusy:
-        print(f"busy: the buffer {settings.buffer_path} is locked by a running writer, which "
-              "drains it by itself every BRIDGE_FLUSH_RETRY_S; stop the writer first "
-              "(supervisorctl stop bridge:writer) to drain it by hand", file=sys.stderr)
+        print(
+            f"busy: the buffer {settings.buffer_path} is locked by a running writer, which "
+            "drains it by itself every BRIDGE_FLUSH_RETRY_S; stop the writer first "
+            "(supervisorctl stop bridge:writer) to drain it by hand",
+            file=sys.stderr,
+        )
         return EXIT_BUSY
     except ImportError as exc:
         print(f"drain unavailable: the writer's drain is missing ({exc})", file=sys.stderr)

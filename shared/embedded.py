@@ -155,8 +155,16 @@ class PostgresServer:
             os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
         self.data_dir.chmod(0o700)
         subprocess.run(
-            [str(pg_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-sync"],
+            [
+                str(pg_bin_dir() / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
             check=True,
             capture_output=True,
             **self._popen_kwargs(),  # type: ignore[call-overload]
@@ -164,9 +172,21 @@ class PostgresServer:
 
     def command(self) -> list[str]:
         return [
-            str(pg_bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-h", "127.0.0.1", "-k", str(self.socket_dir),
-            "-c", "fsync=on", "-c", "max_connections=100", "-c", "shared_buffers=64MB",
+            str(pg_bin_dir() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.socket_dir),
+            "-c",
+            "fsync=on",
+            "-c",
+            "max_connections=100",
+            "-c",
+            "shared_buffers=64MB",
         ]
 
     def start(self, wait_s: float = 30.0) -> None:
@@ -175,7 +195,10 @@ class PostgresServer:
         self.init()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, start_new_session=True,
+            self.command(),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
             **self._popen_kwargs(),  # type: ignore[call-overload]
         )
         log.close()
@@ -186,8 +209,17 @@ class PostgresServer:
         end = time.monotonic() + wait_s
         while time.monotonic() < end:
             probe = subprocess.run(
-                [str(pg_bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", "postgres", "-t", "1"],
+                [
+                    str(pg_bin_dir() / "pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-t",
+                    "1",
+                ],
                 capture_output=True,
                 check=False,
             )
@@ -266,10 +298,23 @@ class RedisServer:
 
     def command(self) -> list[str]:
         cmd = [
-            str(redis_server_bin()), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--save", "", "--daemonize", "no",
-            "--protected-mode", "yes", "--logfile", "",
-            "--pidfile", str(self.data_dir / "redis-server.pid"),
+            str(redis_server_bin()),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            "",
+            "--pidfile",
+            str(self.data_dir / "redis-server.pid"),
         ]
         if self.aof:
             cmd += ["--appendonly", "yes", "--appendfsync", "everysec"]
@@ -282,9 +327,7 @@ class RedisServer:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, start_new_session=True
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
         log.close()
         _wait_port(self.port, wait_s, self.proc)
 

@@ -102,7 +102,7 @@ class JsonlFile:
             try:
                 view = memoryview(payload)
                 while view:
-                    view = view[_write_some(fd, view):]
+                    view = view[_write_some(fd, view) :]
                 os.fsync(fd)
             except OSError:
                 # leave no partial line behind: the caller will retry the whole batch
@@ -145,8 +145,13 @@ class JsonlFile:
             os.fsync(fd)
         finally:
             os.close(fd)
-        log.warning("buffer_line_set_aside %d line(s) of %s moved to %s: %s",
-                    len(lines), self.path, self.bad_path, why)
+        log.warning(
+            "buffer_line_set_aside %d line(s) of %s moved to %s: %s",
+            len(lines),
+            self.path,
+            self.bad_path,
+            why,
+        )
 
     # ---- reading -------------------------------------------------------------------------
     def checkpoint(self) -> int:

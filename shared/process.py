@@ -65,9 +65,7 @@ async def supervise(
     running = {asyncio.create_task(coro, name=name): name for name, coro in tasks.items()}
     stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop-wait")
     try:
-        done, _ = await asyncio.wait(
-            [*running, stopper], return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait([*running, stopper], return_when=asyncio.FIRST_COMPLETED)
         died = [t for t in running if t in done]
         if died and not stop.is_set():
             task = died[0]

@@ -192,9 +192,7 @@ def render(r: Report) -> str:
         rows.append(("link", link))
         rows.append(("collector heartbeat", _age(r.heartbeat_age_s)))
         rows.append(("last tick", _age(r.last_tick_age_s)))
-        rows.append(
-            ("streams", "  ".join(f"{k}={v}" for k, v in r.streams.items()) or "-")
-        )
+        rows.append(("streams", "  ".join(f"{k}={v}" for k, v in r.streams.items()) or "-"))
         for stream, by in r.pending_by_consumer.items():
             shown = ", ".join(f"{c}={n}" for c, n in by.items()) or "no consumer"
             waiting = r.undelivered.get(stream, 0)
@@ -264,7 +262,9 @@ def _short(exc: BaseException) -> str:
 async def _gather_redis(r: Report, settings: Settings) -> None:
     keys = Keys(settings.redis_prefix)
     client = aioredis.Redis.from_url(
-        settings.require_redis(), socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
+        settings.require_redis(),
+        socket_timeout=TIMEOUT_S,
+        socket_connect_timeout=TIMEOUT_S,
         decode_responses=True,
     )
     try:
@@ -281,9 +281,7 @@ async def _gather_redis(r: Report, settings: Settings) -> None:
         r.dead_letters = r.streams.get("dead")
         for stream in keys.data_streams:
             short = stream.removeprefix(keys.prefix)
-            r.pending_by_consumer[short], r.undelivered[short] = await _group_state(
-                client, stream
-            )
+            r.pending_by_consumer[short], r.undelivered[short] = await _group_state(client, stream)
         r.writer_alive = bool(await client.exists(keys.writer_heartbeat))
         writer = _texts(await client.hgetall(keys.writer_state))
         r.breaker = writer.get("breaker") or ("unknown" if not writer else "closed")
@@ -301,9 +299,7 @@ async def _gather_redis(r: Report, settings: Settings) -> None:
         await client.aclose()
 
 
-async def _group_state(
-    client: aioredis.Redis, stream: str
-) -> tuple[dict[str, int], int]:
+async def _group_state(client: aioredis.Redis, stream: str) -> tuple[dict[str, int], int]:
     """(pending entries per consumer of the writers group, entries not yet delivered)."""
     try:
         groups = await client.xinfo_groups(stream)

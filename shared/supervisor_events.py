@@ -126,7 +126,10 @@ def describe(event: ProcessEvent, info: dict[str, Any] | None, reason: str) -> t
 
 
 def make_row(
-    event: ProcessEvent, info: dict[str, Any] | None, reason: str, api_mode: str,
+    event: ProcessEvent,
+    info: dict[str, Any] | None,
+    reason: str,
+    api_mode: str,
     now: datetime,
 ) -> ApiLogRow | None:
     """The api_logs row of an event, or None for an expected exit."""
@@ -156,8 +159,7 @@ def destination(dotenv: Path = Path(".env")) -> Destination | None:
     try:
         settings = load_settings(dotenv=dotenv)
     except ConfigError as exc:
-        log.error("config_invalid %s (events are recorded with the raw REDIS_URL if usable)",
-                  exc)
+        log.error("config_invalid %s (events are recorded with the raw REDIS_URL if usable)", exc)
         raw = {**read_dotenv(dotenv), **os.environ}
         url = raw.get("REDIS_URL", "").strip()
         prefix = raw.get("BRIDGE_REDIS_PREFIX", "").strip() or "bridge:"
@@ -216,8 +218,12 @@ class Recorder:
         log.warning("process_event %s %s", row.status, row.message)
         if len(self.waiting) >= MAX_WAITING:
             lost = self.waiting.popleft()
-            log.error("api_log_dropped %d rows wait already; oldest dropped: %s %s",
-                      MAX_WAITING, lost.status, lost.message)
+            log.error(
+                "api_log_dropped %d rows wait already; oldest dropped: %s %s",
+                MAX_WAITING,
+                lost.status,
+                lost.message,
+            )
         self.waiting.append(row)
         self.flush(dest)
         return row
@@ -228,12 +234,15 @@ class Recorder:
             return 0
         dest = dest or self.where()
         if dest is None:
-            log.error("api_log_not_recorded no usable REDIS_URL in the configuration; "
-                      "%d row(s) wait", len(self.waiting))
+            log.error(
+                "api_log_not_recorded no usable REDIS_URL in the configuration; %d row(s) wait",
+                len(self.waiting),
+            )
             return 0
         try:
-            client = redis.Redis.from_url(dest.redis_url, socket_timeout=3,
-                                          socket_connect_timeout=3)
+            client = redis.Redis.from_url(
+                dest.redis_url, socket_timeout=3, socket_connect_timeout=3
+            )
         except ValueError as exc:
             log.error("api_log_not_recorded REDIS_URL unusable: %s", exc)
             return 0
@@ -246,8 +255,11 @@ class Recorder:
                 sent += 1
         except (redis.RedisError, OSError) as exc:
             if not self._failing:
-                log.error("api_log_not_recorded Redis unreachable: %r; %d row(s) wait, "
-                          "retried every 5 s", exc, len(self.waiting))
+                log.error(
+                    "api_log_not_recorded Redis unreachable: %r; %d row(s) wait, retried every 5 s",
+                    exc,
+                    len(self.waiting),
+                )
             self._failing = True
         else:
             if self._failing:
@@ -277,8 +289,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], recorder: Recorder) -> int:
             elif header.get("eventname", "").startswith("TICK_"):
                 recorder.flush()
         except Exception:
-                # one event that cannot be recorded must not stop the listener: say so loudly
-                log.exception("event_not_recorded %s", header.get("eventname"))
+            # one event that cannot be recorded must not stop the listener: say so loudly
+            log.exception("event_not_recorded %s", header.get("eventname"))
         handled += 1
         stdout.write(b"RESULT 2\nOK")
         stdout.flush()

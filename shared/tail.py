@@ -123,8 +123,7 @@ async def tail(
                     conn = await asyncpg.connect(dsn, timeout=5.0)
                 rows = await conn.fetch(ROWS_AFTER, after, PAGE_ROWS, timeout=10.0)
                 failing_since = None
-            except (OSError, TimeoutError, asyncpg.PostgresError,
-                    asyncpg.InterfaceError) as exc:
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 now = loop.time()
                 failing_since = failing_since or now
                 if now - failing_since > give_up_s:

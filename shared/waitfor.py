@@ -44,23 +44,28 @@ def parse_target(text: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m shared.waitfor HOST:PORT ... [--timeout S] -- COMMAND ...",
-              file=sys.stderr)
+        print(
+            "usage: python -m shared.waitfor HOST:PORT ... [--timeout S] -- COMMAND ...",
+            file=sys.stderr,
+        )
         return 2
     cut = argv.index("--")
     ap = argparse.ArgumentParser(prog="python -m shared.waitfor")
     ap.add_argument("targets", nargs="+", type=parse_target)
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args(argv[:cut])
-    command = argv[cut + 1:]
+    command = argv[cut + 1 :]
     if not command:
         print("waitfor: no command after --", file=sys.stderr)
         return 2
     closed = wait_ports(args.targets, args.timeout)
     if closed:
         shown = ", ".join(f"{h}:{p}" for h, p in closed)
-        print(f"waitfor_timeout nothing listening on {shown} after {args.timeout:g} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"waitfor_timeout nothing listening on {shown} after {args.timeout:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     sys.stdout.flush()
     os.execvp(command[0], command)

@@ -78,7 +78,12 @@ def _norm_pdf(x: float) -> float:
 
 
 def black_scholes(
-    spot: float, strike: float, years: float, vol: float, right: str, *,
+    spot: float,
+    strike: float,
+    years: float,
+    vol: float,
+    right: str,
+    *,
     rate: float = RISK_FREE,
 ) -> OptionQuote:
     years = max(years, 1.0 / 365.0)
@@ -91,11 +96,11 @@ def black_scholes(
     if right == "C":
         delta = _norm_cdf(d1)
         price = spot * _norm_cdf(d1) - strike * disc * _norm_cdf(d2)
-        theta = (-spot * _norm_pdf(d1) * vol / (2 * sqrt_t) - rate * strike * disc * _norm_cdf(d2))
+        theta = -spot * _norm_pdf(d1) * vol / (2 * sqrt_t) - rate * strike * disc * _norm_cdf(d2)
     else:
         delta = _norm_cdf(d1) - 1.0
         price = strike * disc * _norm_cdf(-d2) - spot * _norm_cdf(-d1)
-        theta = (-spot * _norm_pdf(d1) * vol / (2 * sqrt_t) + rate * strike * disc * _norm_cdf(-d2))
+        theta = -spot * _norm_pdf(d1) * vol / (2 * sqrt_t) + rate * strike * disc * _norm_cdf(-d2)
     return OptionQuote(
         delta=delta,
         gamma=gamma,
@@ -160,8 +165,9 @@ class SimPortfolio:
         return {p.con_id: p for p in self.positions}
 
 
-def default_portfolio(account: str = "DU1234567", extra_options: int = 0, step_s: float = 1.0
-                      ) -> SimPortfolio:
+def default_portfolio(
+    account: str = "DU1234567", extra_options: int = 0, step_s: float = 1.0
+) -> SimPortfolio:
     """SPY and QQQ stock and options, an AAPL option spread; `extra_options` adds more SPY
     options (for paging: the Client Portal serves 100 positions a page)."""
     und = {
@@ -184,7 +190,8 @@ def default_portfolio(account: str = "DU1234567", extra_options: int = 0, step_s
         right = "C" if i % 2 == 0 else "P"
         qty = (i % 7) - 3 or 1
         p.append(
-            SimPosition(610000000 + i, "SPY", "OPT", qty, 756733, "20270115", strike, right, 100,
-                        800.0)
+            SimPosition(
+                610000000 + i, "SPY", "OPT", qty, 756733, "20270115", strike, right, 100, 800.0
+            )
         )
     return SimPortfolio(account=account, underlyings=und, positions=p, step_s=step_s)

@@ -159,15 +159,22 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start `python -m <module>` with an env; every process is ended (by PID) afterwards."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(module: str, env: dict[str, str], log_name: str | None = None
-              ) -> subprocess.Popen[bytes]:
+    def start(
+        module: str, env: dict[str, str], log_name: str | None = None
+    ) -> subprocess.Popen[bytes]:
         # never the operator's ~/.portfolio_bridge_*.jsonl: buffer and spool under tmp
-        env = {"BRIDGE_BUFFER_PATH": str(tmp_path / "buffer.jsonl"),
-               "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.jsonl"), **env}
+        env = {
+            "BRIDGE_BUFFER_PATH": str(tmp_path / "buffer.jsonl"),
+            "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+            **env,
+        }
         log_path = tmp_path / f"{log_name or module}-{len(procs)}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", module], env=env, cwd=tmp_path, stdout=log,
+            [sys.executable, "-m", module],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()

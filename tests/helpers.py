@@ -25,8 +25,9 @@ def bridge_env(**overrides: str) -> dict[str, str]:
     return keep
 
 
-async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str,
-                   interval_s: float = 0.05) -> None:
+async def wait_for(
+    predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.05
+) -> None:
     """Poll an async or sync predicate until true; fail with `what` after `timeout_s`."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
@@ -76,7 +77,10 @@ programs=collector
     with open(out, "wb") as log:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "supervisord"), "-n", "-c", str(conf)],
-            env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         end = time.monotonic() + 20

@@ -67,11 +67,16 @@ def make_clock(offset: timedelta) -> Callable[[], datetime]:
 async def main(settings: Settings) -> int:
     offset = clock_offset(os.environ, shared_clock.utcnow())
     if offset:
-        log.warning("watchdog_test_clock the clock is shifted by %.3f s (test hook %s/%s): "
-                    "it reads %s", offset.total_seconds(), FAKE_NOW, CLOCK_OFFSET,
-                    (shared_clock.utcnow() + offset).isoformat())
+        log.warning(
+            "watchdog_test_clock the clock is shifted by %.3f s (test hook %s/%s): it reads %s",
+            offset.total_seconds(),
+            FAKE_NOW,
+            CLOCK_OFFSET,
+            (shared_clock.utcnow() + offset).isoformat(),
+        )
     client = aioredis.Redis.from_url(
-        settings.require_redis(), socket_timeout=REDIS_TIMEOUT_S,
+        settings.require_redis(),
+        socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
     )
     stop = asyncio.Event()

@@ -96,10 +96,14 @@ class Watchdog:
         # read through the module at call time, so tests that replace shared.clock.utcnow work
         self.clock = clock or _system_clock
         self.rand = rand
-        self.supervisor = supervisor or SupervisorClient(settings.supervisor_url,
-                                                         settings.collector_process)
-        self.answer_timeout_s = (answer_timeout_s if answer_timeout_s is not None
-                                 else settings.ib_connect_timeout_s + ANSWER_MARGIN_S)
+        self.supervisor = supervisor or SupervisorClient(
+            settings.supervisor_url, settings.collector_process
+        )
+        self.answer_timeout_s = (
+            answer_timeout_s
+            if answer_timeout_s is not None
+            else settings.ib_connect_timeout_s + ANSWER_MARGIN_S
+        )
         self.limits = Limits(
             mode=self.mode,
             heartbeat_ttl_s=settings.heartbeat_ttl_s,
@@ -120,8 +124,9 @@ class Watchdog:
         """One `api_logs` row (and the same text in the process log)."""
         level = {"INFO": logging.INFO, "WARN": logging.WARNING}.get(status, logging.ERROR)
         log.log(level, "watchdog_api_log %s %s", status, message)
-        row = ApiLogRow(ts=self.clock(), api_mode=self.mode, status=status, message=message,
-                        source=SOURCE)
+        row = ApiLogRow(
+            ts=self.clock(), api_mode=self.mode, status=status, message=message, source=SOURCE
+        )
         try:
             await self.client.xadd(self.keys.api_logs, encode_api_log(row))  # type: ignore[arg-type]
         except REDIS_DOWN as exc:
@@ -143,14 +148,15 @@ class Watchdog:
             log.debug("watchdog_state_unpublished %r", exc)
 
     def _log_decision(self, decision: Decision, trigger: Trigger) -> None:
-        key = (decision.action, decision.reason if decision.action != Action.WAIT
-               else str(decision.until))
+        key = (
+            decision.action,
+            decision.reason if decision.action != Action.WAIT else str(decision.until),
+        )
         if key == self._last_logged:
             log.debug("watchdog_decision %s (%s): %s", decision.action, trigger, decision.reason)
             return
         self._last_logged = key
-        log.info("watchdog_decision %s (trigger %s): %s", decision.action, trigger,
-                 decision.reason)
+        log.info("watchdog_decision %s (trigger %s): %s", decision.action, trigger, decision.reason)
 
     # ---- input -------------------------------------------------------------------------------
     async def observe(self) -> Observation:
@@ -170,8 +176,9 @@ class Watchdog:
         if self.cursor is None:
             await self._init_cursor()
         assert self.cursor is not None
-        reply: Any = await self.client.xread({self.keys.link_events: self.cursor}, count=100,
-                                             block=max(1, int(block_s * 1000)))
+        reply: Any = await self.client.xread(
+            {self.keys.link_events: self.cursor}, count=100, block=max(1, int(block_s * 1000))
+        )
         out: list[dict[str, str]] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -187,11 +194,21 @@ class Watchdog:
         s = self.settings
         log.info(
             "watchdog_started mode=%s interval=%gs retries=%d backoff=%g..%gs ttl=%gs "
-            "supervisor=%s process=%s", self.mode, s.watchdog_interval_s, s.reconnect_retries,
-            s.backoff_base_s, s.backoff_cap_s, s.heartbeat_ttl_s, self.supervisor.where(),
-            s.collector_process)
-        await self.api_log("INFO", f"watchdog started ({self.mode}, checks every "
-                           f"{s.watchdog_interval_s:g} s, {s.reconnect_retries} retries)")
+            "supervisor=%s process=%s",
+            self.mode,
+            s.watchdog_interval_s,
+            s.reconnect_retries,
+            s.backoff_base_s,
+            s.backoff_cap_s,
+            s.heartbeat_ttl_s,
+            self.supervisor.where(),
+            s.collector_process,
+        )
+        await self.api_log(
+            "INFO",
+            f"watchdog started ({self.mode}, checks every "
+            f"{s.watchdog_interval_s:g} s, {s.reconnect_retries} retries)",
+        )
         next_check = loop.time()
         redis_backoff = 0.2
         while not self.stop.is_set():
@@ -207,12 +224,12 @@ class Watchdog:
                     await self._sleep(redis_backoff)
                 except Stopping:
                     break
-                redis_backoff = min(redis_backoff * 2, REDIS_BACKOFF_CAP_S,
-                                    s.watchdog_interval_s)
+                redis_backoff = min(redis_backoff * 2, REDIS_BACKOFF_CAP_S, s.watchdog_interval_s)
                 continue
             if self._redis_down_since is not None:
-                log.warning("watchdog_redis_back after %.1f s",
-                            loop.time() - self._redis_down_since)
+                log.warning(
+                    "watchdog_redis_back after %.1f s", loop.time() - self._redis_down_since
+                )
                 self._redis_down_since = None
             redis_backoff = 0.2
         log.info("watchdog_stopped")
@@ -250,8 +267,11 @@ class Watchdog:
         self._note_heartbeat(obs, now)
         decision = decide(obs, now, self.memory, self.limits, trigger)
         if self.memory.pause_until is not None and now >= self.memory.pause_until:
-            log.info("watchdog_pause_over it is %s, the pause ordered until %s is over",
-                     eastern_text(now), eastern_text(self.memory.pause_until))
+            log.info(
+                "watchdog_pause_over it is %s, the pause ordered until %s is over",
+                eastern_text(now),
+                eastern_text(self.memory.pause_until),
+            )
             self.memory = replace(self.memory, pause_until=None)
         self._log_decision(decision, trigger)
         if self.mode == "PORTAL":
@@ -288,14 +308,21 @@ class Watchdog:
     # ---- actions -----------------------------------------------------------------------------
     async def send_command(self, cmd: str, reason: str, until: datetime | None = None) -> str:
         cmd_id = uuid.uuid4().hex
-        fields = {"cmd": cmd, "id": cmd_id, "reason": reason,
-                  "issued": self.clock().isoformat()}
+        fields = {"cmd": cmd, "id": cmd_id, "reason": reason, "issued": self.clock().isoformat()}
         if until is not None:
             fields["until"] = until.isoformat()
-        await self.client.xadd(self.keys.control, fields,  # type: ignore[arg-type]
-                               maxlen=10_000, approximate=True)
-        log.info("watchdog_command %s id=%s%s", cmd, cmd_id,
-                 f" until={until.isoformat()}" if until else "")
+        await self.client.xadd(
+            self.keys.control,
+            fields,  # type: ignore[arg-type]
+            maxlen=10_000,
+            approximate=True,
+        )
+        log.info(
+            "watchdog_command %s id=%s%s",
+            cmd,
+            cmd_id,
+            f" until={until.isoformat()}" if until else "",
+        )
         return cmd_id
 
     async def pause(self, decision: Decision, obs: Observation, now: datetime) -> None:
@@ -320,14 +347,18 @@ class Watchdog:
             if not self._said_no_supervisor:
                 self._said_no_supervisor = True
                 await self.api_log(
-                    "WARN", f"{decision.reason}; not running under supervisord "
+                    "WARN",
+                    f"{decision.reason}; not running under supervisord "
                     "(BRIDGE_SUPERVISOR_URL not set): cannot restart the collector; "
-                    "still watching")
+                    "still watching",
+                )
             await self.publish_state("collector_stale", decision.reason)
             return
         await self.publish_state("restarting", decision.reason)
-        text = (f"{decision.reason}: restarting {process} through supervisord at "
-                f"{self.supervisor.where()}")
+        text = (
+            f"{decision.reason}: restarting {process} through supervisord at "
+            f"{self.supervisor.where()}"
+        )
         if self._said_no_supervisor:  # unreachable last time, already said: try quietly
             log.info("watchdog_restart_retry %s", text)
         else:
@@ -337,16 +368,22 @@ class Watchdog:
         except SupervisorUnavailable as exc:
             if not self._said_no_supervisor:
                 self._said_no_supervisor = True
-                await self.api_log("WARN", f"cannot restart the collector: not reachable under "
-                                   f"supervisord ({exc}); still watching")
+                await self.api_log(
+                    "WARN",
+                    f"cannot restart the collector: not reachable under "
+                    f"supervisord ({exc}); still watching",
+                )
             await self.publish_state("collector_stale", decision.reason)
             return
         except NotRestarted as exc:
             if exc.state != self._said_not_running:
                 self._said_not_running = exc.state
-                await self.api_log("WARN", f"collector {process} not restarted: supervisord "
-                                   f"reports it {exc} (stopped by an operator, or being started "
-                                   f"by supervisord); still watching")
+                await self.api_log(
+                    "WARN",
+                    f"collector {process} not restarted: supervisord "
+                    f"reports it {exc} (stopped by an operator, or being started "
+                    f"by supervisord); still watching",
+                )
             await self.publish_state("collector_stale", f"{decision.reason}; {exc}")
             return
         except RestartFailed as exc:
@@ -354,35 +391,47 @@ class Watchdog:
             await self.api_log("ERROR", f"restart of {process} through supervisord failed: {exc}")
             return
         self.memory = replace(self.memory, restarted_at=self.clock(), beat_seen=False)
-        await self.api_log("INFO", f"collector {process} restarted through supervisord "
-                           f"(pid {result.pid_before} -> {result.pid_after}, "
-                           f"{result.state_after})")
+        await self.api_log(
+            "INFO",
+            f"collector {process} restarted through supervisord "
+            f"(pid {result.pid_before} -> {result.pid_after}, "
+            f"{result.state_after})",
+        )
         await self.publish_state("restarted", decision.reason)
 
     async def run_round(self, decision: Decision) -> None:
         s = self.settings
         self.round_number += 1
-        rnd = Round(self.round_number, decision.action,
-                    round_delays_s(s.reconnect_retries, s.backoff_base_s, s.backoff_cap_s,
-                                   self.rand))
+        rnd = Round(
+            self.round_number,
+            decision.action,
+            round_delays_s(s.reconnect_retries, s.backoff_base_s, s.backoff_cap_s, self.rand),
+        )
         what = rnd.action.value
         await self.api_log(
-            "INFO", f"{decision.reason}: {what} round {rnd.number} starts now "
+            "INFO",
+            f"{decision.reason}: {what} round {rnd.number} starts now "
             f"(at {eastern_text(self.clock())}; up to {rnd.total} attempts, back-off "
-            + ", ".join(f"{d:.2f}" for d in rnd.delays_s[1:]) + " s)")
+            + ", ".join(f"{d:.2f}" for d in rnd.delays_s[1:])
+            + " s)",
+        )
         try:
             while (delay := rnd.next_delay_s()) is not None:
                 if delay > 0:
-                    await self.publish_state("backoff", f"next {what} in {delay:.2f} s",
-                                             rnd.attempts)
+                    await self.publish_state(
+                        "backoff", f"next {what} in {delay:.2f} s", rnd.attempts
+                    )
                     await self._sleep(delay)
                     obs = await self.observe()
                     self._note_heartbeat(obs, self.clock())
                     again = decide(obs, self.clock(), self.memory, self.limits, Trigger.RETRY)
                     if again.action != rnd.action:
                         self._log_decision(again, Trigger.RETRY)
-                        await self.api_log("INFO", f"{what} round {rnd.number} ends after "
-                                           f"{rnd.attempts} attempt(s): {again.reason}")
+                        await self.api_log(
+                            "INFO",
+                            f"{what} round {rnd.number} ends after "
+                            f"{rnd.attempts} attempt(s): {again.reason}",
+                        )
                         if again.action == Action.PAUSE:
                             await self.pause(again, obs, self.clock())
                         return
@@ -392,21 +441,26 @@ class Watchdog:
                 wait = f"after {delay:.2f} s back-off" if delay > 0 else "at once"
                 if ok:
                     self.memory = replace(self.memory, exhausted=False, pause_until=None)
-                    await self.api_log("INFO", f"{what} {rnd.label()} ({wait}) succeeded in "
-                                       f"{took_s:.2f} s: {detail}")
+                    await self.api_log(
+                        "INFO",
+                        f"{what} {rnd.label()} ({wait}) succeeded in {took_s:.2f} s: {detail}",
+                    )
                     await self.publish_state("healthy", f"{what} succeeded", number)
                     return
                 rnd.last_error = detail
-                await self.api_log("WARN", f"{what} {rnd.label()} ({wait}) failed after "
-                                   f"{took_s:.2f} s: {detail}")
+                await self.api_log(
+                    "WARN", f"{what} {rnd.label()} ({wait}) failed after {took_s:.2f} s: {detail}"
+                )
         except Stopping:
             log.info("watchdog_round_interrupted round %d: stopping", rnd.number)
             raise
         self.memory = replace(self.memory, exhausted=True)
         await self.api_log(
-            "ERROR", f"{what} round {rnd.number} failed: all {rnd.total} attempts "
+            "ERROR",
+            f"{what} round {rnd.number} failed: all {rnd.total} attempts "
             f"({rnd.total - 1} retries) spent; last error: {rnd.last_error}; a new round "
-            f"starts at the next check in {s.watchdog_interval_s:g} s")
+            f"starts at the next check in {s.watchdog_interval_s:g} s",
+        )
         await self.publish_state("retries_spent", rnd.last_error, rnd.attempts)
 
     async def attempt(self, action: Action, reason: str) -> tuple[bool, str, float]:
@@ -423,9 +477,12 @@ class Watchdog:
                 raise Stopping
             left = deadline - loop.time()
             if left <= 0:
-                return (False, f"no answer from the collector within "
-                        f"{self.answer_timeout_s:g} s (command {cmd_id})",
-                        loop.time() - started)
+                return (
+                    False,
+                    f"no answer from the collector within "
+                    f"{self.answer_timeout_s:g} s (command {cmd_id})",
+                    loop.time() - started,
+                )
             for event in await self.read_events(min(left, EVENT_BLOCK_MAX_S)):
                 if event.get("cmd_id") != cmd_id:
                     continue

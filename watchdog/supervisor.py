@@ -72,8 +72,11 @@ class SupervisorClient:
 
     def info(self) -> dict[str, Any]:
         """supervisord's getProcessInfo for the collector (blocking: call it in a thread)."""
-        return dict(self._call(Supervisor(self.url, self.timeout_s), "supervisor.getProcessInfo",
-                               self.process))
+        return dict(
+            self._call(
+                Supervisor(self.url, self.timeout_s), "supervisor.getProcessInfo", self.process
+            )
+        )
 
     def _restart_blocking(self) -> RestartResult:
         server = Supervisor(self.url, self.timeout_s)
@@ -99,8 +102,9 @@ class SupervisorClient:
             if exc.code != ALREADY_STARTED:
                 raise RestartFailed(f"startProcess({self.process}): {exc}") from None
         after = self._call(server, "supervisor.getProcessInfo", self.process)
-        return RestartResult(pid_before, int(after.get("pid") or 0) or None,
-                             str(after.get("statename", "")))
+        return RestartResult(
+            pid_before, int(after.get("pid") or 0) or None, str(after.get("statename", ""))
+        )
 
     def _call(self, server: Supervisor, method: str, *args: Any) -> Any:
         try:
@@ -110,8 +114,9 @@ class SupervisorClient:
                 raise RestartFailed(f"supervisord has no process named {self.process!r}") from None
             raise _Fault(exc.faultCode, exc.faultString) from None
         except xmlrpc.client.ProtocolError as exc:
-            raise SupervisorUnavailable(f"{self.where()}: HTTP {exc.errcode} {exc.errmsg}"
-                                        ) from None
+            raise SupervisorUnavailable(
+                f"{self.where()}: HTTP {exc.errcode} {exc.errmsg}"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise SupervisorUnavailable(f"{self.where()} unreachable: {exc!r}") from None
 

@@ -80,7 +80,8 @@ class DatabaseStore:
         if result.greeks_skipped or result.logs_skipped:
             log.info(
                 "replay_skipped %d greeks and %d api_logs rows were already stored",
-                result.greeks_skipped, result.logs_skipped,
+                result.greeks_skipped,
+                result.logs_skipped,
             )
 
     async def tick(self) -> None:
@@ -88,8 +89,12 @@ class DatabaseStore:
 
     def status(self) -> dict[str, str]:
         return {
-            "breaker": "closed", "since": "", "reason": "", "buffer_rows": "0",
-            "buffer_bytes": "0", "updated": utcnow().isoformat(),
+            "breaker": "closed",
+            "since": "",
+            "reason": "",
+            "buffer_rows": "0",
+            "buffer_bytes": "0",
+            "updated": utcnow().isoformat(),
             "last_commit": self.last_commit.isoformat() if self.last_commit else "",
         }
 
@@ -146,8 +151,9 @@ class Writer:
     ) -> tuple[Writer, Outbox]:
         """The production writer: PostgreSQL behind the circuit breaker, the buffer behind it."""
         writer = cls(settings, redis, DatabaseStore(db), stop=stop)
-        outbox = Outbox(settings, db, dead_letter=writer.dead_letter, stop=stop,
-                        on_progress=writer._beat)
+        outbox = Outbox(
+            settings, db, dead_letter=writer.dead_letter, stop=stop, on_progress=writer._beat
+        )
         writer.store = outbox
         return writer, outbox
 
@@ -159,8 +165,11 @@ class Writer:
 
     async def _run(self) -> None:
         await self._with_redis(self.consumer.ensure_groups)
-        log.info("writer_started consumer=%s streams=%s", self.consumer.consumer,
-                 ",".join(self.keys.data_streams))
+        log.info(
+            "writer_started consumer=%s streams=%s",
+            self.consumer.consumer,
+            ",".join(self.keys.data_streams),
+        )
         while not self.stop.is_set():
             entries = await self._with_redis(self.consumer.read)
             await self._tick()
@@ -229,8 +238,9 @@ class Writer:
                     return
                 if not (isinstance(exc, BufferUnavailable) or is_outage(exc)):
                     raise  # neither an outage nor a bad row: let the process restart
-                log.warning("store_unavailable %r; batch kept unacked, retrying in %.1f s",
-                            exc, delay)
+                log.warning(
+                    "store_unavailable %r; batch kept unacked, retrying in %.1f s", exc, delay
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
                 if self.stop.is_set():
@@ -238,14 +248,15 @@ class Writer:
                 delay = min(delay * 2, 5.0, max(self.settings.flush_retry_s, 0.2))
                 await self._beat()
 
-    async def _isolate(
-        self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch
-    ) -> None:
+    async def _isolate(self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch) -> None:
         """Bisect until the rows the database refuses are found; dead-letter those."""
         rows: list[Row] = [*greeks, *logs]
         by_row = dict(
-            zip(map(id, [*batch.greeks, *batch.logs]),
-                [*batch.greeks_entries, *batch.logs_entries], strict=True)
+            zip(
+                map(id, [*batch.greeks, *batch.logs]),
+                [*batch.greeks_entries, *batch.logs_entries],
+                strict=True,
+            )
         )
         refused = await find_refused(rows, self.store.store)
         dead = [(by_row[id(r)], why) for r, why in refused if id(r) in by_row]
@@ -256,9 +267,13 @@ class Writer:
     async def dead_letter(self, rejected: list[tuple[Entry, str]]) -> list[ApiLogRow]:
         warns: list[ApiLogRow] = []
         for entry, reason in rejected:
-            fields: dict[bytes | bytearray | memoryview | str | int | float,
-                         bytes | bytearray | memoryview | str | int | float] = {
-                "stream": entry.stream, "id": entry.id, "reason": reason,
+            fields: dict[
+                bytes | bytearray | memoryview | str | int | float,
+                bytes | bytearray | memoryview | str | int | float,
+            ] = {
+                "stream": entry.stream,
+                "id": entry.id,
+                "reason": reason,
             }
             for k, v in entry.fields.items():
                 key = k.decode(errors="backslashreplace") if isinstance(k, bytes) else str(k)
@@ -276,4 +291,3 @@ class Writer:
                 )
             )
         return warns
-

@@ -136,8 +136,13 @@ class StreamConsumer:
         for stream in self.streams:
             try:
                 reply = await self.redis.xautoclaim(
-                    stream, self.group, self.consumer, self.claim_idle_ms, "0-0",
-                    count=self.batch, justid=True,
+                    stream,
+                    self.group,
+                    self.consumer,
+                    self.claim_idle_ms,
+                    "0-0",
+                    count=self.batch,
+                    justid=True,
                 )
             except ResponseError as exc:
                 if not _is_nogroup(exc):

@@ -60,9 +60,13 @@ def _fast_greeks(fields: dict[str, Any]) -> GreeksRow | None:
         return None
     if (
         ts.tzinfo is None
-        or not isinstance(contract, str) or not 0 < len(contract) <= 64
-        or not isinstance(account, str) or not isinstance(mode, str)
-        or "\x00" in contract or "\x00" in account or "\x00" in mode
+        or not isinstance(contract, str)
+        or not 0 < len(contract) <= 64
+        or not isinstance(account, str)
+        or not isinstance(mode, str)
+        or "\x00" in contract
+        or "\x00" in account
+        or "\x00" in mode
         or not _isfinite(delta + gamma + vega + theta + (und or 0.0))
     ):
         return None
@@ -85,20 +89,36 @@ def decode_line(record: Record) -> Row | Rejected:
 
 
 # ---- COPY text -------------------------------------------------------------------------------
-_TS = (r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
-       r"[+-](?:[01]\d|2[0-3]):[0-5]\d")
+_TS = (
+    r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
+    r"[+-](?:[01]\d|2[0-3]):[0-5]\d"
+)
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _COPY_LINE = re.compile(
     _TS + r"\t[^\t\n\r\\\x00]{1,64}" + (r"\t" + _NUM) * 4 + r"\t(?:" + _NUM + r"|\\N)"
 )
 # printable ASCII but `"` and `\`: a JSON string without escapes, and nothing COPY must escape
-_PLAIN = rb'[\x20\x21\x23-\x5b\x5d-\x7e]'
+_PLAIN = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
 _RAW_GREEKS = re.compile(
-    rb'\{"stream":"greeks","fields":\{"v":"1","ts":"(' + _TS.encode() + rb')","contract":"('
-    + _PLAIN + rb'{1,64})","delta":"(' + _NUM.encode() + rb')","gamma":"(' + _NUM.encode()
-    + rb')","vega":"(' + _NUM.encode() + rb')","theta":"(' + _NUM.encode()
-    + rb')","underlying_price":"(' + _NUM.encode() + rb')?","account":"' + _PLAIN
-    + rb'*","mode":"' + _PLAIN + rb'*"\}\}'
+    rb'\{"stream":"greeks","fields":\{"v":"1","ts":"('
+    + _TS.encode()
+    + rb')","contract":"('
+    + _PLAIN
+    + rb'{1,64})","delta":"('
+    + _NUM.encode()
+    + rb')","gamma":"('
+    + _NUM.encode()
+    + rb')","vega":"('
+    + _NUM.encode()
+    + rb')","theta":"('
+    + _NUM.encode()
+    + rb')","underlying_price":"('
+    + _NUM.encode()
+    + rb')?","account":"'
+    + _PLAIN
+    + rb'*","mode":"'
+    + _PLAIN
+    + rb'*"\}\}'
 )
 
 

@@ -119,12 +119,21 @@ class Outbox:
         if self._rows:
             # rows go to the buffer until it is drained: that is the open state, due at once
             reason = "rows left in the buffer by a previous run"
-            self.breaker.open(reason, now=self.clock(),
-                              mono=self.monotonic() - self.breaker.retry_s)
-            log.warning("breaker_open %s: %d rows (%d bytes) in %s are drained before new rows "
-                        "are stored", reason, self._rows, self._bytes, self.buffer.path)
-            self._audit_row("WARN", f"writer started with {self._rows} rows ({self._bytes} "
-                            f"bytes) in its buffer {self.buffer.path}: drained first")
+            self.breaker.open(
+                reason, now=self.clock(), mono=self.monotonic() - self.breaker.retry_s
+            )
+            log.warning(
+                "breaker_open %s: %d rows (%d bytes) in %s are drained before new rows are stored",
+                reason,
+                self._rows,
+                self._bytes,
+                self.buffer.path,
+            )
+            self._audit_row(
+                "WARN",
+                f"writer started with {self._rows} rows ({self._bytes} "
+                f"bytes) in its buffer {self.buffer.path}: drained first",
+            )
 
     def _lock_buffer(self) -> None:
         try:
@@ -141,8 +150,9 @@ class Outbox:
                 self._append(self._audit)
                 self._audit.clear()
             except BufferUnavailable:
-                log.error("audit_rows_lost %d audit rows could not be buffered at stop",
-                          len(self._audit))
+                log.error(
+                    "audit_rows_lost %d audit rows could not be buffered at stop", len(self._audit)
+                )
         self.buffer.release()
 
     # ---- the Store protocol ------------------------------------------------------------------
@@ -216,8 +226,11 @@ class Outbox:
             result = await self.db.write_batch(greeks, logs)
         self.last_commit = self.clock()
         if result.greeks_skipped or result.logs_skipped:
-            log.info("replay_skipped %d greeks and %d api_logs rows were already stored",
-                     result.greeks_skipped, result.logs_skipped)
+            log.info(
+                "replay_skipped %d greeks and %d api_logs rows were already stored",
+                result.greeks_skipped,
+                result.logs_skipped,
+            )
 
     async def _write_direct(self, greeks: list[GreeksRow], logs: list[ApiLogRow]) -> None:
         """A batch while closed; one quick second try on a fresh connection before opening (a
@@ -237,11 +250,20 @@ class Outbox:
         reason = f"PostgreSQL unreachable: {_reason(exc)}"
         if self.breaker.open(reason, now=self.clock(), mono=self.monotonic()):
             await self.db.expire_connections()
-            log.error("breaker_open %s; rows go to the buffer %s (%d rows, %d bytes); next flush "
-                      "in %.1f s", reason, self.buffer.path, self._rows, self._bytes,
-                      self.breaker.retry_s)
-            self._audit_row("ERROR", f"writer circuit breaker opened: {reason}; rows are "
-                            f"buffered in {self.buffer.path} until PostgreSQL is back")
+            log.error(
+                "breaker_open %s; rows go to the buffer %s (%d rows, %d bytes); next flush "
+                "in %.1f s",
+                reason,
+                self.buffer.path,
+                self._rows,
+                self._bytes,
+                self.breaker.retry_s,
+            )
+            self._audit_row(
+                "ERROR",
+                f"writer circuit breaker opened: {reason}; rows are "
+                f"buffered in {self.buffer.path} until PostgreSQL is back",
+            )
 
     async def flush(self, *, force: bool = False) -> bool:
         """Drain the buffer and close the breaker when a retry is due (or at once while closed,
@@ -262,8 +284,12 @@ class Outbox:
         if self.stop.is_set() and self._rows:
             return False  # stopped between chunks: the checkpoint keeps the progress
         seconds = self.monotonic() - started
-        log.info("buffer_drained %d rows in %.2f s (%.0f rows/s)", rows, seconds,
-                 rows / seconds if seconds > 0 else 0.0)
+        log.info(
+            "buffer_drained %d rows in %.2f s (%.0f rows/s)",
+            rows,
+            seconds,
+            rows / seconds if seconds > 0 else 0.0,
+        )
         self._audit_row("INFO", f"writer buffer drained: {rows} rows in {seconds:.2f} s")
         if self.breaker.is_open:
             opened = self.breaker.since
@@ -271,8 +297,11 @@ class Outbox:
             self.breaker.close(now=self.clock())
             self.closed_by_flush += 1
             log.info("breaker_closed after %.1f s; buffer empty (0 rows, 0 bytes)", outage_s)
-            self._audit_row("INFO", f"writer circuit breaker closed after {outage_s:.1f} s: "
-                            "PostgreSQL is back, buffer drained")
+            self._audit_row(
+                "INFO",
+                f"writer circuit breaker closed after {outage_s:.1f} s: "
+                "PostgreSQL is back, buffer drained",
+            )
         try:
             await self._write(list[GreeksRow](), self._audit, bulk=False)
             self._audit.clear()
@@ -288,22 +317,46 @@ class Outbox:
         if not self.breaker.is_open:
             # a buffer left by a previous run, and PostgreSQL down at start-up
             self.breaker.open(reason, now=self.clock(), mono=self.monotonic())
-            log.error("breaker_open %s; %d rows (%d bytes) wait in %s", reason, self._rows,
-                      self._bytes, self.buffer.path)
-            self._audit_row("ERROR", f"writer circuit breaker opened: {reason}; rows are "
-                            f"buffered in {self.buffer.path} until PostgreSQL is back")
+            log.error(
+                "breaker_open %s; %d rows (%d bytes) wait in %s",
+                reason,
+                self._rows,
+                self._bytes,
+                self.buffer.path,
+            )
+            self._audit_row(
+                "ERROR",
+                f"writer circuit breaker opened: {reason}; rows are "
+                f"buffered in {self.buffer.path} until PostgreSQL is back",
+            )
             return
         self.breaker.retry_failed(reason, mono=self.monotonic())
         n = self.breaker.failed_retries
-        log.warning("flush_retry_failed #%d %s; buffer holds %d rows (%d bytes); next in %.1f s",
-                    n, reason, self._rows, self._bytes, self.breaker.retry_s)
-        self._audit_row("WARN", f"writer flush retry {n} failed: {reason}; {self._rows} rows "
-                        f"({self._bytes} bytes) buffered; next retry in "
-                        f"{self.breaker.retry_s:g} s")
+        log.warning(
+            "flush_retry_failed #%d %s; buffer holds %d rows (%d bytes); next in %.1f s",
+            n,
+            reason,
+            self._rows,
+            self._bytes,
+            self.breaker.retry_s,
+        )
+        self._audit_row(
+            "WARN",
+            f"writer flush retry {n} failed: {reason}; {self._rows} rows "
+            f"({self._bytes} bytes) buffered; next retry in "
+            f"{self.breaker.retry_s:g} s",
+        )
 
     def _audit_row(self, status: str, message: str) -> None:
-        self._audit.append(ApiLogRow(ts=self.clock(), api_mode=self.settings.ib_api_mode,
-                                     status=status, message=message, source="writer"))
+        self._audit.append(
+            ApiLogRow(
+                ts=self.clock(),
+                api_mode=self.settings.ib_api_mode,
+                status=status,
+                message=message,
+                source="writer",
+            )
+        )
 
     # ---- the buffer ----------------------------------------------------------------------------
     def _append(self, rows: Sequence[Row]) -> None:
@@ -318,26 +371,41 @@ class Outbox:
             raise BufferUnavailable(0, str(exc)) from exc
         except OSError as exc:
             self._buffer_failed(exc)
-            raise BufferUnavailable(exc.errno, f"buffer {self.buffer.path} unwritable: "
-                                    f"{_reason(exc)}") from exc
+            raise BufferUnavailable(
+                exc.errno, f"buffer {self.buffer.path} unwritable: {_reason(exc)}"
+            ) from exc
         self._rows += len(rows)
         if self._buffer_error:
-            log.warning("buffer_writable again %s (%d rows, %d bytes)", self.buffer.path,
-                        self._rows, self._bytes)
-            self._audit_row("INFO", f"writer buffer {self.buffer.path} writable again after: "
-                            f"{self._buffer_error}")
+            log.warning(
+                "buffer_writable again %s (%d rows, %d bytes)",
+                self.buffer.path,
+                self._rows,
+                self._bytes,
+            )
+            self._audit_row(
+                "INFO",
+                f"writer buffer {self.buffer.path} writable again after: {self._buffer_error}",
+            )
             self._buffer_error = ""
 
     def _buffer_failed(self, exc: OSError) -> None:
         reason = _reason(exc)
         now = self.monotonic()
-        if reason != self._buffer_error or now - self._buffer_error_logged >= \
-                BUFFER_ERROR_LOG_EVERY_S:
-            log.error("buffer_unwritable %s: %s; nothing is acked, Redis keeps the entries",
-                      self.buffer.path, reason)
+        if (
+            reason != self._buffer_error
+            or now - self._buffer_error_logged >= BUFFER_ERROR_LOG_EVERY_S
+        ):
+            log.error(
+                "buffer_unwritable %s: %s; nothing is acked, Redis keeps the entries",
+                self.buffer.path,
+                reason,
+            )
             if reason != self._buffer_error:
-                self._audit_row("ERROR", f"writer buffer {self.buffer.path} unwritable: {reason}; "
-                                "entries stay unacknowledged in Redis")
+                self._audit_row(
+                    "ERROR",
+                    f"writer buffer {self.buffer.path} unwritable: {reason}; "
+                    "entries stay unacknowledged in Redis",
+                )
             self._buffer_error_logged = now
         self._buffer_error = reason
 
@@ -374,8 +442,10 @@ class Outbox:
                 await self._write_prepared(chunk, warns)
                 self._drained_chunks += 1
                 if self._kill_after_chunks and self._drained_chunks >= self._kill_after_chunks:
-                    log.warning("test_hook SIGKILL after drain chunk %d, before its checkpoint",
-                                self._drained_chunks)
+                    log.warning(
+                        "test_hook SIGKILL after drain chunk %d, before its checkpoint",
+                        self._drained_chunks,
+                    )
                     os.kill(os.getpid(), signal.SIGKILL)
                 self.buffer.commit(chunk.end_offset)
                 total += len(chunk.records)
@@ -383,8 +453,10 @@ class Outbox:
                 if self.on_progress is not None:
                     await self.on_progress()
                 if self.stop.is_set():
-                    log.info("buffer_drain_paused by stop after %d rows; resumes at the "
-                             "checkpoint", total)
+                    log.info(
+                        "buffer_drain_paused by stop after %d rows; resumes at the checkpoint",
+                        total,
+                    )
                     self._rows = max(self._rows, 1)  # not cleared: still a backlog
                     return total
         finally:
@@ -408,13 +480,17 @@ class Outbox:
             except Exception as exc:
                 if not is_row_error(exc):
                     raise
-                log.warning("db_refused_text_chunk %s: the chunk goes through the codec",
-                            _reason(exc))
+                log.warning(
+                    "db_refused_text_chunk %s: the chunk goes through the codec", _reason(exc)
+                )
             else:
                 self.last_commit = self.clock()
                 if result.greeks_skipped or result.logs_skipped:
-                    log.info("replay_skipped %d greeks and %d api_logs rows were already "
-                             "stored", result.greeks_skipped, result.logs_skipped)
+                    log.info(
+                        "replay_skipped %d greeks and %d api_logs rows were already stored",
+                        result.greeks_skipped,
+                        result.logs_skipped,
+                    )
                 return
         greeks: list[GreeksRow] = []
         logs: list[ApiLogRow] = []
@@ -435,11 +511,17 @@ class Outbox:
         await self._write_chunk(greeks, [*logs, *warns])
 
     def _bad_lines_warn(self, n: int, why: str) -> ApiLogRow:
-        message = (f"writer buffer: {n} {why}(s) of {self.buffer.path} moved to "
-                   f"{self.buffer.bad_path}")
+        message = (
+            f"writer buffer: {n} {why}(s) of {self.buffer.path} moved to {self.buffer.bad_path}"
+        )
         log.warning("buffer_bad_lines %s", message)
-        return ApiLogRow(ts=self.clock(), api_mode=self.settings.ib_api_mode, status="WARN",
-                         message=message, source="writer")
+        return ApiLogRow(
+            ts=self.clock(),
+            api_mode=self.settings.ib_api_mode,
+            status="WARN",
+            message=message,
+            source="writer",
+        )
 
     async def _write_chunk(self, greeks: list[GreeksRow], logs: list[ApiLogRow]) -> None:
         try:

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/api"
 # set inside background jobs (positions, summary, tickle): their requests leave room for ticks
-BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("portal_background",
-                                                                 default=False)
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "portal_background", default=False
+)
 REQUEST_TIMEOUT_S = 10.0
 POOL_SIZE = 4
 AUTH_ERRORS = ("no bridge", "init session first", "not authenticated", "no session")
@@ -94,8 +95,9 @@ class PortalClient:
     def open(self) -> None:
         if self.is_open:
             return
-        connector = aiohttp.TCPConnector(limit=POOL_SIZE, ssl=ssl_setting(self.verify,
-                                                                          self.ca_file))
+        connector = aiohttp.TCPConnector(
+            limit=POOL_SIZE, ssl=ssl_setting(self.verify, self.ca_file)
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -161,8 +163,7 @@ class PortalClient:
             body = raw.decode("utf-8", "replace")
         text = error_text(body)
         if status in (301, 302, 303, 307, 308):
-            raise AuthProblem(f"redirected to the login page ({location or 'no Location'})",
-                              status)
+            raise AuthProblem(f"redirected to the login page ({location or 'no Location'})", status)
         if status == 401:
             raise AuthProblem(f"HTTP 401{': ' + text if text else ''}", status)
         if status == 429:
@@ -175,8 +176,9 @@ class PortalClient:
         if status == 400 and any(e in text.lower() for e in AUTH_ERRORS):
             raise AuthProblem(f"HTTP 400: {text}", status)
         if status >= 500:
-            raise GatewayDown(f"gateway error {status} on {path}{': ' + text if text else ''}",
-                              status)
+            raise GatewayDown(
+                f"gateway error {status} on {path}{': ' + text if text else ''}", status
+            )
         if status >= 400:
             raise BadAnswer(f"{status} on {path}{': ' + text if text else ''}", status)
         if isinstance(body, str):

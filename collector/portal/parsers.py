@@ -23,8 +23,15 @@ FIELD_GAMMA = "7309"
 FIELD_THETA = "7310"
 FIELD_VEGA = "7311"
 FIELD_IV = "7633"
-SNAPSHOT_FIELDS = (FIELD_LAST, FIELD_MARK, FIELD_DELTA, FIELD_GAMMA, FIELD_THETA, FIELD_VEGA,
-                   FIELD_IV)
+SNAPSHOT_FIELDS = (
+    FIELD_LAST,
+    FIELD_MARK,
+    FIELD_DELTA,
+    FIELD_GAMMA,
+    FIELD_THETA,
+    FIELD_VEGA,
+    FIELD_IV,
+)
 OPTION_CLASSES = frozenset({"OPT", "FOP"})
 MAX_TEXT = 64
 
@@ -170,8 +177,10 @@ def parse_position(row: object) -> PortalPosition | Unreadable:
         multiplier = mult.value
     elif is_option:
         multiplier = multiplier_from_desc(desc)
-        problems.append(f"multiplier {_short(row.get('multiplier'))}"
-                        + (f", {multiplier:g} read from contractDesc" if multiplier else ""))
+        problems.append(
+            f"multiplier {_short(row.get('multiplier'))}"
+            + (f", {multiplier:g} read from contractDesc" if multiplier else "")
+        )
     und = parse_int(row.get("undConid"))
     und_con_id = und if und else None
     if sec_type == "STK":
@@ -225,8 +234,12 @@ class SnapshotRow(NamedTuple):
 
     def problems(self) -> list[str]:
         out = []
-        for name, value in (("delta", self.delta), ("gamma", self.gamma), ("vega", self.vega),
-                            ("theta", self.theta)):
+        for name, value in (
+            ("delta", self.delta),
+            ("gamma", self.gamma),
+            ("vega", self.vega),
+            ("theta", self.theta),
+        ):
             if not value.ok and value is not ABSENT:
                 out.append(f"{name}: {value.reason}")
         return out

@@ -146,8 +146,10 @@ class PortalTransport:
         """
         self._wanted = True
         if not self.settings.ibkr_tls_verify and not self.client.is_open:
-            log.warning("portal_tls_unverified IBKR_TLS_VERIFY=0: the gateway's certificate is "
-                        "not checked; use it only for a gateway on loopback")
+            log.warning(
+                "portal_tls_unverified IBKR_TLS_VERIFY=0: the gateway's certificate is "
+                "not checked; use it only for a gateway on loopback"
+            )
         self.client.open()
         self._set_state(LinkState.CONNECTING, "connecting to the Client Portal gateway")
         try:
@@ -178,8 +180,7 @@ class PortalTransport:
         self._wanted = True
         self.client.open()
         try:
-            await self.client.post("/iserver/auth/ssodh/init", {"publish": True,
-                                                                 "compete": True})
+            await self.client.post("/iserver/auth/ssodh/init", {"publish": True, "compete": True})
         except AuthProblem as exc:
             self._auth_lost(str(exc))
             raise
@@ -237,8 +238,9 @@ class PortalTransport:
         if state == LinkState.UNAUTHENTICATED:
             status = "WARN" if status == "INFO" else status
         log.info("portal_link %s: %s", state, reason)
-        self.events.put_nowait(LinkEvent(state, self.clock(), reason, status, code,
-                                         dict(self.status())))
+        self.events.put_nowait(
+            LinkEvent(state, self.clock(), reason, status, code, dict(self.status()))
+        )
 
     def _auth_lost(self, reason: str) -> None:
         self._session_ready = False
@@ -268,8 +270,10 @@ class PortalTransport:
             return
         if isinstance(iserver, Mapping) and not iserver:
             # what the gateway answers while another session holds the brokerage session
-            self._auth_lost("brokerage session not ready (/iserver/accounts returned {}; "
-                            "another session may be competing)")
+            self._auth_lost(
+                "brokerage session not ready (/iserver/accounts returned {}; "
+                "another session may be competing)"
+            )
             return
         await self._stop_background()  # jobs of the previous session may still fail late
         self._session_ready = True
@@ -369,8 +373,7 @@ class PortalTransport:
             age = age_s(last, now)
             if name in self._tasks or (age is not None and age < every_s):
                 continue
-            self._tasks[name] = asyncio.create_task(_in_background(job(now)),
-                                                    name=f"portal-{name}")
+            self._tasks[name] = asyncio.create_task(_in_background(job(now)), name=f"portal-{name}")
 
     def _reap(self) -> None:
         """Forget finished background jobs; raise the first that lost the session or link."""
@@ -466,10 +469,19 @@ class PortalTransport:
                 merged.append(row)
             elif row.con_id in self._secdef:
                 known = self._secdef[row.con_id]
-                merged.append(PortalPosition(
-                    row.con_id, known.symbol, known.sec_type or row.sec_type, row.quantity,
-                    known.multiplier, known.und_con_id, known.description, True, row.mkt_price,
-                ))
+                merged.append(
+                    PortalPosition(
+                        row.con_id,
+                        known.symbol,
+                        known.sec_type or row.sec_type,
+                        row.quantity,
+                        known.multiplier,
+                        known.und_con_id,
+                        known.description,
+                        True,
+                        row.mkt_price,
+                    )
+                )
             else:
                 merged.append(row)
         self._positions = merged
@@ -489,8 +501,10 @@ class PortalTransport:
         except BadAnswer as exc:
             log.info("portal_summary_unavailable %s", exc)
             return
-        for key, name in (("netliquidation", "net_liquidation"),
-                          ("availablefunds", "available_funds")):
+        for key, name in (
+            ("netliquidation", "net_liquidation"),
+            ("availablefunds", "available_funds"),
+        ):
             value = summary_amount(body, key)
             if value is not None:
                 self.extras[name] = repr(value)
@@ -510,11 +524,12 @@ class PortalTransport:
     async def _market_data(self, now: datetime) -> None:
         """One snapshot call per SNAPSHOT_CHUNK conids, the calls side by side."""
         conids = self._wanted_conids()
-        chunks = [conids[i:i + SNAPSHOT_CHUNK] for i in range(0, len(conids), SNAPSHOT_CHUNK)]
+        chunks = [conids[i : i + SNAPSHOT_CHUNK] for i in range(0, len(conids), SNAPSHOT_CHUNK)]
         for con_id in conids:
             self._subscribed.setdefault(con_id, now)
-        results = await asyncio.gather(*(self._snapshot_chunk(c) for c in chunks),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._snapshot_chunk(c) for c in chunks), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -548,8 +563,10 @@ class PortalTransport:
         deadline = loop.time() + budget_s
         for _ in range(20):
             waiting = [
-                p.con_id for p in self._positions
-                if p.quantity != 0 and p.sec_type in ("OPT", "FOP")
+                p.con_id
+                for p in self._positions
+                if p.quantity != 0
+                and p.sec_type in ("OPT", "FOP")
                 and len(self._fields.get(p.con_id, {})) < 4
                 and (age_s(self._subscribed.get(p.con_id), now) or 0.0)
                 < self.settings.greeks_grace_s
@@ -563,8 +580,12 @@ class PortalTransport:
         if row.preflight:
             return
         fields = self._fields.setdefault(row.con_id, {})
-        for name, value in (("delta", row.delta), ("gamma", row.gamma), ("vega", row.vega),
-                            ("theta", row.theta)):
+        for name, value in (
+            ("delta", row.delta),
+            ("gamma", row.gamma),
+            ("vega", row.vega),
+            ("theta", row.theta),
+        ):
             if value.value is not None:
                 fields[name] = _Field(value.value, now)
         problems = row.problems()
@@ -586,26 +607,29 @@ class PortalTransport:
         out: list[PositionData] = []
         for pos in self._positions:
             fields = self._fields.get(pos.con_id, {})
-            values = {name: fields[name] for name in ("delta", "gamma", "vega", "theta")
-                      if name in fields}
+            values = {
+                name: fields[name] for name in ("delta", "gamma", "vega", "theta") if name in fields
+            }
             greeks_at = min((f.at for f in values.values()), default=None)
             if len(values) < 4:
                 greeks_at = None
-            out.append(PositionData(
-                con_id=pos.con_id,
-                symbol=pos.symbol,
-                sec_type=pos.sec_type,
-                quantity=pos.quantity,
-                multiplier=pos.multiplier,
-                delta=_val(values.get("delta")),
-                gamma=_val(values.get("gamma")),
-                vega=_val(values.get("vega")),
-                theta=_val(values.get("theta")),
-                greeks_at=greeks_at,
-                subscribed_at=self._subscribed.get(pos.con_id),
-                und_price=prices.get(pos.symbol),
-                description=pos.description,
-            ))
+            out.append(
+                PositionData(
+                    con_id=pos.con_id,
+                    symbol=pos.symbol,
+                    sec_type=pos.sec_type,
+                    quantity=pos.quantity,
+                    multiplier=pos.multiplier,
+                    delta=_val(values.get("delta")),
+                    gamma=_val(values.get("gamma")),
+                    vega=_val(values.get("vega")),
+                    theta=_val(values.get("theta")),
+                    greeks_at=greeks_at,
+                    subscribed_at=self._subscribed.get(pos.con_id),
+                    und_price=prices.get(pos.symbol),
+                    description=pos.description,
+                )
+            )
         return Snapshot(taken_at=now, account=self.account, positions=tuple(out), prices=prices)
 
 
@@ -616,5 +640,3 @@ async def _in_background(job: Coroutine[Any, Any, None]) -> None:
 
 def _val(field: _Field | None) -> float | None:
     return None if field is None else field.value
-
-

@@ -20,18 +20,33 @@ from simulator.portfolio import default_portfolio
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m simulator.gateway", description=__doc__,
-                                 epilog=control_mod.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m simulator.gateway",
+        description=__doc__,
+        epilog=control_mod.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--host", default="127.0.0.1", choices=LOOPBACK, help="loopback only")
     ap.add_argument("--port", type=int, default=4001, help="TWS API port (0: any free port)")
-    ap.add_argument("--control-port", type=int, default=None,
-                    help="line-based control port on the same host (0: any free port)")
+    ap.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="line-based control port on the same host (0: any free port)",
+    )
     ap.add_argument("--account", default="DU1234567")
-    ap.add_argument("--step-s", type=float, default=1.0,
-                    help="prices and Greeks change once per step; 0 freezes them")
-    ap.add_argument("--push-interval-s", type=float, default=0.5,
-                    help="how often market data and P&L are pushed to subscribers")
+    ap.add_argument(
+        "--step-s",
+        type=float,
+        default=1.0,
+        help="prices and Greeks change once per step; 0 freezes them",
+    )
+    ap.add_argument(
+        "--push-interval-s",
+        type=float,
+        default=0.5,
+        help="how often market data and P&L are pushed to subscribers",
+    )
     ap.add_argument("--extra-options", type=int, default=0, help="more SPY option positions")
     ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return ap.parse_args(argv)
@@ -43,10 +58,12 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     portfolio = default_portfolio(args.account, args.extra_options, args.step_s)
-    sim = GatewaySimulator(portfolio, host=args.host, port=args.port,
-                           push_interval_s=args.push_interval_s)
-    control = (ControlServer(sim, args.host, args.control_port)
-               if args.control_port is not None else None)
+    sim = GatewaySimulator(
+        portfolio, host=args.host, port=args.port, push_interval_s=args.push_interval_s
+    )
+    control = (
+        ControlServer(sim, args.host, args.control_port) if args.control_port is not None else None
+    )
     await sim.start()
     try:
         if control is not None:
@@ -66,8 +83,11 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level,
-                        format="%(asctime)s %(levelname)s gateway-sim %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s gateway-sim %(name)s: %(message)s",
+    )
     asyncio.run(run(args))
     return 0
 

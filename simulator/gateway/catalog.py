@@ -245,8 +245,9 @@ class Catalog:
             Tick(close_t, prev_close, 0.0),
         ]
 
-    def greeks_msg(self, req_id: int, inst: Instrument, t: float, md_type: int, mode: str
-                   ) -> list[p.Field] | None:
+    def greeks_msg(
+        self, req_id: int, inst: Instrument, t: float, md_type: int, mode: str
+    ) -> list[p.Field] | None:
         tick_type = p.DELAYED_MODEL_GREEKS if p.is_delayed(md_type) else p.MODEL_GREEKS
         if mode == "last":  # quote-based (last trade) Greeks only, no model Greeks
             tick_type = p.DELAYED_LAST_GREEKS if p.is_delayed(md_type) else p.LAST_GREEKS
@@ -277,7 +278,13 @@ class Catalog:
     def _instrument_of(self, pos: SimPosition) -> Instrument:
         inst = self._instruments.get(pos.con_id)
         if inst is None:  # a stock position on an underlying not declared: make one up
-            inst = Instrument(pos.con_id, pos.symbol, "STK", local_symbol=pos.symbol,
-                              trading_class=pos.symbol, und_con_id=pos.con_id)
+            inst = Instrument(
+                pos.con_id,
+                pos.symbol,
+                "STK",
+                local_symbol=pos.symbol,
+                trading_class=pos.symbol,
+                und_con_id=pos.con_id,
+            )
             self._instruments[pos.con_id] = inst
         return inst

@@ -131,8 +131,7 @@ class ControlServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                         ) -> None:
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -163,8 +162,9 @@ class ControlServer:
             self._tasks.discard(task)
 
 
-async def send_command(port: int, line: str, host: str = "127.0.0.1", timeout_s: float = 5.0
-                       ) -> dict[str, Any]:
+async def send_command(
+    port: int, line: str, host: str = "127.0.0.1", timeout_s: float = 5.0
+) -> dict[str, Any]:
     """Send one command to a control port and return the decoded reply."""
     async with asyncio.timeout(timeout_s):
         reader, writer = await asyncio.open_connection(host, port)
@@ -182,8 +182,9 @@ async def send_command(port: int, line: str, host: str = "127.0.0.1", timeout_s:
     return reply
 
 
-def send_command_sync(port: int, line: str, host: str = "127.0.0.1", timeout_s: float = 5.0
-                      ) -> dict[str, Any]:
+def send_command_sync(
+    port: int, line: str, host: str = "127.0.0.1", timeout_s: float = 5.0
+) -> dict[str, Any]:
     """Blocking variant for scripts and tests outside an event loop."""
     import socket
 

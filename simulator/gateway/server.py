@@ -105,8 +105,9 @@ class Session:
         if hi < p.MIN_CLIENT_VERSION or lo > self.sim.server_version:
             raise p.ProtocolError(f"client versions {lo}..{hi} not supported")
         now = datetime.now(EASTERN)
-        self.send(p.handshake_reply(now.strftime("%Y%m%d %H:%M:%S US/Eastern"),
-                                    self.sim.server_version))
+        self.send(
+            p.handshake_reply(now.strftime("%Y%m%d %H:%M:%S US/Eastern"), self.sim.server_version)
+        )
         fields = p.split_payload(await self._read_frame())
         if not fields or int(fields[0]) != p.In.START_API:
             raise p.ProtocolError(f"expected startApi, got {fields[:2]}")
@@ -166,8 +167,9 @@ class Session:
             case p.In.REQ_ACCOUNT_UPDATES_MULTI:
                 req_id = int(f[2])
                 for key, value in self._account_values(t):
-                    self.send([p.Out.ACCOUNT_UPDATE_MULTI, 1, req_id, acct, f[4], key, value,
-                               "USD"])
+                    self.send(
+                        [p.Out.ACCOUNT_UPDATE_MULTI, 1, req_id, acct, f[4], key, value, "USD"]
+                    )
                 self.send([p.Out.ACCOUNT_UPDATE_MULTI_END, 1, req_id])
             case p.In.REQ_ACCOUNT_SUMMARY:
                 req_id = int(f[2])
@@ -175,8 +177,7 @@ class Session:
                 tags = [x for x in f[4].split(",") if x] if len(f) > 4 else []
                 for tag in tags or ACCOUNT_SUMMARY_TAGS:
                     if tag in values:
-                        self.send([p.Out.ACCOUNT_SUMMARY, 1, req_id, acct, tag, values[tag],
-                                   "USD"])
+                        self.send([p.Out.ACCOUNT_SUMMARY, 1, req_id, acct, tag, values[tag], "USD"])
                 self.send([p.Out.ACCOUNT_SUMMARY_END, 1, req_id])
             case p.In.REQ_CONTRACT_DETAILS:
                 req_id = int(f[2])
@@ -281,8 +282,17 @@ class Session:
             return
         unreal = round(self.sim.catalog.unrealized(pos, t), 2)
         value = pos.quantity * self.sim.catalog.mark(pos, t) * pos.multiplier
-        self.send([p.Out.PNL_SINGLE, req_id, float(pos.quantity), round(0.1 * unreal, 2), unreal,
-                   0.0, round(value, 2)])
+        self.send(
+            [
+                p.Out.PNL_SINGLE,
+                req_id,
+                float(pos.quantity),
+                round(0.1 * unreal, 2),
+                unreal,
+                0.0,
+                round(value, 2),
+            ]
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -389,8 +399,7 @@ class GatewaySimulator:
         return self._frozen_t if self._frozen_t is not None else time.time()
 
     # ------------------------------------------------------------ sessions
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                         ) -> None:
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

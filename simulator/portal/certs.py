@@ -41,8 +41,12 @@ def _generate_cryptography(directory: Path, common_name: str, days: int) -> Cert
     from cryptography.x509.oid import NameOID
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Client Portal Simulator")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Client Portal Simulator"),
+        ]
+    )
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -52,19 +56,28 @@ def _generate_cryptography(directory: Path, common_name: str, days: int) -> Cert
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     key_path.chmod(0o600)
     return CertPair(cert_path, key_path)
 
@@ -72,16 +85,36 @@ def _generate_cryptography(directory: Path, common_name: str, days: int) -> Cert
 def _generate_openssl(directory: Path, common_name: str, days: int) -> CertPair:
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise RuntimeError("the simulator's certificate needs the cryptography package "
-                           "(pip install '.[dev]') or the openssl command")
+        raise RuntimeError(
+            "the simulator's certificate needs the cryptography package "
+            "(pip install '.[dev]') or the openssl command"
+        )
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
-         "-days", str(days), "-keyout", str(key), "-out", str(cert),
-         "-subj", f"/CN={common_name}/O=Client Portal Simulator",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
-         "-addext", "basicConstraints=critical,CA:TRUE"],
-        check=True, capture_output=True, timeout=60,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            str(days),
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            f"/CN={common_name}/O=Client Portal Simulator",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     key.chmod(0o600)
     return CertPair(cert, key)

@@ -109,11 +109,13 @@ class PortalSimulator:
             cert_dir = self._cert_dir
         self.certs = await asyncio.to_thread(generate, cert_dir)
         app = self.make_app()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port,
-                           ssl_context=self.certs.server_context())
+        site = web.TCPSite(
+            self._runner, self.host, self.port, ssl_context=self.certs.server_context()
+        )
         await site.start()
         sockets = getattr(site._server, "sockets", None)  # the bound port when port=0
         if sockets:
@@ -195,11 +197,17 @@ class PortalSimulator:
                 return web.Response(status=429, text="Too Many Requests")
         if self.switches.slow_s > 0:
             await asyncio.sleep(self.switches.slow_s)
-        if request.method == "POST" and request.content_length is None \
-                and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+        if (
+            request.method == "POST"
+            and request.content_length is None
+            and "chunked" not in request.headers.get("Transfer-Encoding", "")
+        ):
             return web.Response(status=411, text="Length Required")
-        if self.switches.auth_get_only and request.method == "POST" and api_path in (
-                "/iserver/auth/status", "/tickle"):
+        if (
+            self.switches.auth_get_only
+            and request.method == "POST"
+            and api_path in ("/iserver/auth/status", "/tickle")
+        ):
             return web.Response(status=405, text="Method Not Allowed")
         if self.switches.no_invalidate and api_path.endswith("/positions/invalidate"):
             return web.Response(status=404, text="Not Found")
@@ -213,8 +221,13 @@ class PortalSimulator:
     def _session_check(self, api_path: str) -> web.Response | None:
         sw = self.switches
         is_iserver = api_path.startswith("/iserver/")
-        auth_path = api_path in ("/iserver/auth/status", "/tickle", "/iserver/auth/ssodh/init",
-                                 "/iserver/reauthenticate", "/logout")
+        auth_path = api_path in (
+            "/iserver/auth/status",
+            "/tickle",
+            "/iserver/auth/ssodh/init",
+            "/iserver/reauthenticate",
+            "/logout",
+        )
         if sw.logged_out:
             style = sw.logout_style
             if style == "302" and api_path != "/tickle":
@@ -260,14 +273,16 @@ class PortalSimulator:
             if self.switches.logout_style == "401":
                 return _err(401, "not authenticated")
             return web.json_response({"error": "no session"})
-        return web.json_response({
-            "session": f"sim{self.session.epoch:029d}"[:32],
-            "ssoExpires": 460311,
-            "collission": False,
-            "userId": 123456789,
-            "hmds": {"error": "no bridge"},
-            "iserver": {"authStatus": self._auth_body()},
-        })
+        return web.json_response(
+            {
+                "session": f"sim{self.session.epoch:029d}"[:32],
+                "ssoExpires": 460311,
+                "collission": False,
+                "userId": 123456789,
+                "hmds": {"error": "no bridge"},
+                "iserver": {"authStatus": self._auth_body()},
+            }
+        )
 
     async def ssodh_init(self, request: web.Request) -> web.Response:
         if self.switches.logged_out:
@@ -283,21 +298,42 @@ class PortalSimulator:
         return web.json_response({"status": True})
 
     async def sso_login(self, request: web.Request) -> web.Response:
-        return web.Response(text="<html><body>Client Portal login (simulated)</body></html>",
-                            content_type="text/html")
+        return web.Response(
+            text="<html><body>Client Portal login (simulated)</body></html>",
+            content_type="text/html",
+        )
 
     # ---- portfolio -----------------------------------------------------------------------------
     def _account_obj(self, acct: str) -> dict[str, Any]:
         return {
-            "id": acct, "PrepaidCrypto-Z": False, "PrepaidCrypto-P": False,
-            "brokerageAccess": True, "accountId": acct, "accountVan": acct,
-            "accountTitle": "Simulated Account", "displayName": "Simulated Account",
-            "accountAlias": None, "accountStatus": 1590724800000, "currency": "USD",
-            "type": "DEMO", "tradingType": "STKNOPT", "businessType": "IB_SALES",
-            "ibEntity": "IBLLC-US", "faclient": False, "clearingStatus": "O", "covestor": False,
-            "noClientTrading": False, "trackVirtualFXPortfolio": True, "acctCustType": "INDIVIDUAL",
-            "parent": {"mmc": [], "accountId": "", "isMParent": False, "isMChild": False,
-                       "isMultiplex": False},
+            "id": acct,
+            "PrepaidCrypto-Z": False,
+            "PrepaidCrypto-P": False,
+            "brokerageAccess": True,
+            "accountId": acct,
+            "accountVan": acct,
+            "accountTitle": "Simulated Account",
+            "displayName": "Simulated Account",
+            "accountAlias": None,
+            "accountStatus": 1590724800000,
+            "currency": "USD",
+            "type": "DEMO",
+            "tradingType": "STKNOPT",
+            "businessType": "IB_SALES",
+            "ibEntity": "IBLLC-US",
+            "faclient": False,
+            "clearingStatus": "O",
+            "covestor": False,
+            "noClientTrading": False,
+            "trackVirtualFXPortfolio": True,
+            "acctCustType": "INDIVIDUAL",
+            "parent": {
+                "mmc": [],
+                "accountId": "",
+                "isMParent": False,
+                "isMChild": False,
+                "isMultiplex": False,
+            },
             "desc": acct,
         }
 
@@ -314,8 +350,11 @@ class PortalSimulator:
         return None
 
     def _option_price(self, pos: SimPosition, t: float) -> float:
-        return self.portfolio.quote(pos, t).price if pos.is_option else \
-            self.portfolio.price(pos.symbol, t)
+        return (
+            self.portfolio.quote(pos, t).price
+            if pos.is_option
+            else self.portfolio.price(pos.symbol, t)
+        )
 
     def _position_row(self, pos: SimPosition, t: float, with_secdef: bool) -> dict[str, Any]:
         acct = self.portfolio.account
@@ -326,42 +365,83 @@ class PortalSimulator:
         avg_price = pos.avg_cost / mult if pos.is_option else pos.avg_cost
         avg_cost = pos.avg_cost
         row: dict[str, Any] = {
-            "acctId": acct, "conid": pos.con_id, "contractDesc": self._desc(pos),
-            "position": float(pos.quantity), "mktPrice": price, "mktValue": mkt_value,
-            "currency": "USD", "avgCost": avg_cost, "avgPrice": avg_price,
+            "acctId": acct,
+            "conid": pos.con_id,
+            "contractDesc": self._desc(pos),
+            "position": float(pos.quantity),
+            "mktPrice": price,
+            "mktValue": mkt_value,
+            "currency": "USD",
+            "avgCost": avg_cost,
+            "avgPrice": avg_price,
             "realizedPnl": 0.0,
             "unrealizedPnl": round(mkt_value - pos.quantity * avg_cost, 2),
-            "exchs": None, "expiry": None, "putOrCall": None, "multiplier": None,
-            "strike": 0.0, "exerciseStyle": None, "conExchMap": [],
-            "assetClass": pos.sec_type, "undConid": 0, "model": "",
+            "exchs": None,
+            "expiry": None,
+            "putOrCall": None,
+            "multiplier": None,
+            "strike": 0.0,
+            "exerciseStyle": None,
+            "conExchMap": [],
+            "assetClass": pos.sec_type,
+            "undConid": 0,
+            "model": "",
         }
         if not with_secdef:
             return row
         if pos.is_option:
             strike = f"{pos.strike:g}"
-            row.update({
-                "expiry": pos.expiry, "putOrCall": pos.right, "multiplier": float(mult),
-                "strike": strike, "undConid": und.con_id, "undSym": pos.symbol,
-                "undComp": f"{pos.symbol} (simulated)", "crossCurrency": False,
-                "ticker": pos.symbol, "type": "", "hasOptions": False,
-                "fullName": f"{pos.symbol} {pos.expiry} {strike} "
-                            f"{'Call' if pos.right == 'C' else 'Put'}",
-                "lastTradingDay": pos.expiry,
-            })
+            row.update(
+                {
+                    "expiry": pos.expiry,
+                    "putOrCall": pos.right,
+                    "multiplier": float(mult),
+                    "strike": strike,
+                    "undConid": und.con_id,
+                    "undSym": pos.symbol,
+                    "undComp": f"{pos.symbol} (simulated)",
+                    "crossCurrency": False,
+                    "ticker": pos.symbol,
+                    "type": "",
+                    "hasOptions": False,
+                    "fullName": f"{pos.symbol} {pos.expiry} {strike} "
+                    f"{'Call' if pos.right == 'C' else 'Put'}",
+                    "lastTradingDay": pos.expiry,
+                }
+            )
         else:
-            row.update({
-                "multiplier": 0.0, "strike": "0", "undConid": 0, "ticker": pos.symbol,
-                "type": "ETF", "hasOptions": True, "fullName": pos.symbol,
-                "group": "Equity", "sector": "Broad", "sectorGroup": "Index",
-            })
-        row.update({
-            "incrementRules": [{"lowerEdge": 0.0, "increment": 0.01}],
-            "displayRule": {"magnification": 0, "displayRuleStep": [
-                {"decimalDigits": 2, "lowerEdge": 0.0, "wholeDigits": 4}]},
-            "time": 26, "chineseName": None, "allExchanges": und.exchange,
-            "listingExchange": und.exchange, "countryCode": "US", "name": pos.symbol,
-            "isUS": True, "isEventContract": False, "pageSize": PAGE_SIZE,
-        })
+            row.update(
+                {
+                    "multiplier": 0.0,
+                    "strike": "0",
+                    "undConid": 0,
+                    "ticker": pos.symbol,
+                    "type": "ETF",
+                    "hasOptions": True,
+                    "fullName": pos.symbol,
+                    "group": "Equity",
+                    "sector": "Broad",
+                    "sectorGroup": "Index",
+                }
+            )
+        row.update(
+            {
+                "incrementRules": [{"lowerEdge": 0.0, "increment": 0.01}],
+                "displayRule": {
+                    "magnification": 0,
+                    "displayRuleStep": [{"decimalDigits": 2, "lowerEdge": 0.0, "wholeDigits": 4}],
+                },
+                "time": 26,
+                "chineseName": None,
+                "allExchanges": und.exchange,
+                "listingExchange": und.exchange,
+                "countryCode": "US",
+                "name": pos.symbol,
+                "isUS": True,
+                "isEventContract": False,
+                "pageSize": PAGE_SIZE,
+            }
+        )
         return row
 
     @staticmethod
@@ -369,9 +449,11 @@ class PortalSimulator:
         if not pos.is_option:
             return pos.symbol
         months = "JANFEBMARAPRMAYJUNJULAUGSEPOCTNOVDEC"
-        month = months[(int(pos.expiry[4:6]) - 1) * 3:][:3]
-        return (f"{pos.symbol:<6} {month}{pos.expiry[:4]} {pos.strike:g} {pos.right} "
-                f"[{pos.local_symbol} {pos.multiplier}]")
+        month = months[(int(pos.expiry[4:6]) - 1) * 3 :][:3]
+        return (
+            f"{pos.symbol:<6} {month}{pos.expiry[:4]} {pos.strike:g} {pos.right} "
+            f"[{pos.local_symbol} {pos.multiplier}]"
+        )
 
     async def positions(self, request: web.Request) -> web.Response:
         bad = self._check_account(request)
@@ -385,16 +467,17 @@ class PortalSimulator:
             page = 0
         wait = request.query.get("waitForSecDef", "").lower() == "true"
         t = self.model_time()
-        rows = self.portfolio.positions[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] if page >= 0 \
-            else []
-        options_before = sum(1 for p in self.portfolio.positions[:page * PAGE_SIZE]
-                             if p.is_option)
+        rows = (
+            self.portfolio.positions[page * PAGE_SIZE : (page + 1) * PAGE_SIZE] if page >= 0 else []
+        )
+        options_before = sum(1 for p in self.portfolio.positions[: page * PAGE_SIZE] if p.is_option)
         out = []
         for pos in rows:
             with_secdef = True
             if pos.is_option:
                 if options_before < self.switches.no_secdef and (
-                        not wait or self.switches.no_secdef_always):
+                    not wait or self.switches.no_secdef_always
+                ):
                     with_secdef = False
                 options_before += 1
             out.append(self._position_row(pos, t, with_secdef))
@@ -409,14 +492,25 @@ class PortalSimulator:
         for pos in self.portfolio.positions:
             price = self._option_price(pos, t)
             mult = pos.multiplier if pos.is_option else 1
-            out.append({
-                "assetClass": pos.sec_type, "avgCost": pos.avg_cost, "avgPrice": pos.avg_cost,
-                "conid": str(pos.con_id), "currency": "USD", "description": self._desc(pos),
-                "isLastToLoq": False, "marketPrice": price,
-                "marketValue": pos.quantity * price * mult, "model": "",
-                "position": float(pos.quantity), "realizedPnl": 0.0, "secType": pos.sec_type,
-                "timestamp": int(time.time()), "unrealizedPnl": 0.0,
-            })
+            out.append(
+                {
+                    "assetClass": pos.sec_type,
+                    "avgCost": pos.avg_cost,
+                    "avgPrice": pos.avg_cost,
+                    "conid": str(pos.con_id),
+                    "currency": "USD",
+                    "description": self._desc(pos),
+                    "isLastToLoq": False,
+                    "marketPrice": price,
+                    "marketValue": pos.quantity * price * mult,
+                    "model": "",
+                    "position": float(pos.quantity),
+                    "realizedPnl": 0.0,
+                    "secType": pos.sec_type,
+                    "timestamp": int(time.time()),
+                    "unrealizedPnl": 0.0,
+                }
+            )
         return web.json_response(out)
 
     async def invalidate(self, request: web.Request) -> web.Response:
@@ -431,26 +525,47 @@ class PortalSimulator:
             return bad
         t = self.model_time()
         ms = int(time.time() * 1000)
-        gross = sum(abs(p.quantity * self._option_price(p, t) *
-                        (p.multiplier if p.is_option else 1)) for p in self.portfolio.positions)
+        gross = sum(
+            abs(p.quantity * self._option_price(p, t) * (p.multiplier if p.is_option else 1))
+            for p in self.portfolio.positions
+        )
 
         def money(amount: float) -> dict[str, Any]:
-            return {"amount": round(amount, 2), "currency": "USD", "isNull": False,
-                    "timestamp": ms, "value": None, "severity": 0}
+            return {
+                "amount": round(amount, 2),
+                "currency": "USD",
+                "isNull": False,
+                "timestamp": ms,
+                "value": None,
+                "severity": 0,
+            }
 
         def text(value: str) -> dict[str, Any]:
-            return {"amount": 0.0, "currency": None, "isNull": False, "timestamp": ms,
-                    "value": value, "severity": 0}
+            return {
+                "amount": 0.0,
+                "currency": None,
+                "isNull": False,
+                "timestamp": ms,
+                "value": value,
+                "severity": 0,
+            }
 
         net_liq = 1_000_000.0 + 0.01 * gross
-        return web.json_response({
-            "accountcode": text(self.portfolio.account), "accountready": text("true"),
-            "accounttype": text("INDIVIDUAL"), "netliquidation": money(net_liq),
-            "netliquidation-s": money(net_liq), "availablefunds": money(net_liq * 0.6),
-            "availablefunds-s": money(net_liq * 0.6), "grosspositionvalue": money(gross),
-            "cushion": text("0.62"), "highestseverity": text("null"),
-            "segmenttitle-s": text("US Securities"),
-        })
+        return web.json_response(
+            {
+                "accountcode": text(self.portfolio.account),
+                "accountready": text("true"),
+                "accounttype": text("INDIVIDUAL"),
+                "netliquidation": money(net_liq),
+                "netliquidation-s": money(net_liq),
+                "availablefunds": money(net_liq * 0.6),
+                "availablefunds-s": money(net_liq * 0.6),
+                "grosspositionvalue": money(gross),
+                "cushion": text("0.62"),
+                "highestseverity": text("null"),
+                "segmenttitle-s": text("US Securities"),
+            }
+        )
 
     # ---- iserver -------------------------------------------------------------------------------
     async def iserver_accounts(self, request: web.Request) -> web.Response:
@@ -458,16 +573,28 @@ class PortalSimulator:
             return web.json_response({})
         self.session.iserver_accounts = True
         acct = self.portfolio.account
-        return web.json_response({
-            "accounts": [acct],
-            "acctProps": {acct: {"hasChildAccounts": False, "supportsCashQty": True,
-                                 "supportsFractions": True}},
-            "aliases": {acct: acct},
-            "allowFeatures": {"snapshotRefreshTimeout": 30},
-            "chartPeriods": {}, "groups": ["All"], "profiles": [], "selectedAccount": acct,
-            "serverInfo": {"serverName": "SimPortal1", "serverVersion": "Build 10.25.0p (sim)"},
-            "sessionId": f"sim.{self.session.epoch:08x}", "isFT": False, "isPaper": True,
-        })
+        return web.json_response(
+            {
+                "accounts": [acct],
+                "acctProps": {
+                    acct: {
+                        "hasChildAccounts": False,
+                        "supportsCashQty": True,
+                        "supportsFractions": True,
+                    }
+                },
+                "aliases": {acct: acct},
+                "allowFeatures": {"snapshotRefreshTimeout": 30},
+                "chartPeriods": {},
+                "groups": ["All"],
+                "profiles": [],
+                "selectedAccount": acct,
+                "serverInfo": {"serverName": "SimPortal1", "serverVersion": "Build 10.25.0p (sim)"},
+                "sessionId": f"sim.{self.session.epoch:08x}",
+                "isFT": False,
+                "isPaper": True,
+            }
+        )
 
     def _fmt(self, value: float, digits: int | None = None) -> str:
         if self.switches.quirks and abs(value) >= 1000 and digits is not None:
@@ -503,24 +630,30 @@ class PortalSimulator:
                 out.append(base)
                 continue
             row = dict(base)
-            row.update({"_updated": now_ms, "server_id": f"q{len(out)}", "6119": f"q{len(out)}",
-                        "6509": "RpB"})
+            row.update(
+                {
+                    "_updated": now_ms,
+                    "server_id": f"q{len(out)}",
+                    "6119": f"q{len(out)}",
+                    "6509": "RpB",
+                }
+            )
             pos = by_con.get(con_id)
             if pos is not None and pos.is_option:
                 quote = self.portfolio.quote(pos, t)
                 row["31"] = ("C" if sw.quirks else "") + self._fmt(quote.price, 2)
                 row["7635"] = self._fmt(quote.price, 2)
                 data_calls = calls - (1 if sw.preflight else 0)
-                if data_calls > sw.greeks_missing_calls and con_id not in \
-                        sw.greeks_missing_conids:
+                if data_calls > sw.greeks_missing_calls and con_id not in sw.greeks_missing_conids:
                     row["7308"] = self._fmt(quote.delta)
                     row["7309"] = self._fmt(quote.gamma)
                     row["7310"] = self._fmt(quote.theta)
                     row["7311"] = self._fmt(quote.vega)
                     row["7633"] = f"{quote.iv * 100:.1f}%"
             else:
-                symbol = (und_by_con[con_id].symbol if con_id in und_by_con
-                          else by_con[con_id].symbol)
+                symbol = (
+                    und_by_con[con_id].symbol if con_id in und_by_con else by_con[con_id].symbol
+                )
                 price = self.portfolio.price(symbol, t)
                 row["31"] = self._fmt(price, 2)
                 row["7635"] = self._fmt(price, 2)
@@ -550,8 +683,9 @@ class PortalSimulator:
         return web.json_response(self.switches.as_dict())
 
     async def sim_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.stats.as_dict(), "session": self.session.epoch,
-                                  "model_time": self.model_time()})
+        return web.json_response(
+            {**self.stats.as_dict(), "session": self.session.epoch, "model_time": self.model_time()}
+        )
 
     async def sim_stats_reset(self, request: web.Request) -> web.Response:
         self.stats.reset()

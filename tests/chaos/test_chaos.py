@@ -70,8 +70,11 @@ class Pipeline:
         """kill -9 the process, then wait until supervisord has a new one RUNNING."""
         old = self.pid(name)
         os.kill(old, signal.SIGKILL)
-        wait_until(lambda: self.pid(name) not in (0, old) and self.running(name), 60,
-                   f"{name} restarted by supervisord")
+        wait_until(
+            lambda: self.pid(name) not in (0, old) and self.running(name),
+            60,
+            f"{name} restarted by supervisord",
+        )
 
     def wait_running(self, *names: str, timeout_s: float = 60) -> None:
         wait_until(lambda: all(self.running(n) for n in names), timeout_s, f"{names} RUNNING")
@@ -83,13 +86,18 @@ class Pipeline:
         return redis.Redis.from_url(self.demo.env["REDIS_URL"], socket_timeout=5)
 
     def newest_tick(self) -> datetime | None:
-        rows = _pg_quiet(self.dsn, "SELECT max(timestamp) AS t FROM portfolio_greeks "
-                         "WHERE contract = 'PORTFOLIO'")
+        rows = _pg_quiet(
+            self.dsn,
+            "SELECT max(timestamp) AS t FROM portfolio_greeks WHERE contract = 'PORTFOLIO'",
+        )
         return rows[0]["t"] if rows else None
 
     def rows_after(self, moment: datetime, timeout_s: float = 90) -> None:
-        wait_until(lambda: (self.newest_tick() or moment) > moment, timeout_s,
-                   f"PORTFOLIO rows after {moment:%H:%M:%S}")
+        wait_until(
+            lambda: (self.newest_tick() or moment) > moment,
+            timeout_s,
+            f"PORTFOLIO rows after {moment:%H:%M:%S}",
+        )
 
 
 def _pg_quiet(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record] | None:
@@ -127,8 +135,11 @@ def redis_kill(p: Pipeline, rng: random.Random) -> str:
     pid = RedisServer.server_pid(p.demo.dir / "redis")
     assert pid, "no redis-server pidfile"
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: RedisServer.server_pid(p.demo.dir / "redis") not in (None, pid), 60,
-               "redis-server restarted by supervisord")
+    wait_until(
+        lambda: RedisServer.server_pid(p.demo.dir / "redis") not in (None, pid),
+        60,
+        "redis-server restarted by supervisord",
+    )
     p.wait_running("services:redis")
     return "services:redis exited unexpectedly%"
 
@@ -187,17 +198,20 @@ FAULTS: dict[str, Callable[[Pipeline, random.Random], str]] = {
 @pytest.fixture
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     folder = tmp_path_factory.mktemp("chaos")
-    demo = render(folder, overrides={
-        "BRIDGE_POLL_INTERVAL_S": str(POLL_S),
-        "BRIDGE_FLUSH_RETRY_S": str(FLUSH_RETRY_S),
-        "BRIDGE_WATCHDOG_INTERVAL_S": "1",
-        "BRIDGE_HEARTBEAT_TTL_S": "5",
-        "BRIDGE_BACKOFF_BASE_S": "0.2",
-        "BRIDGE_BACKOFF_CAP_S": "1",
-        "BRIDGE_CLAIM_IDLE_S": "3",
-        "IB_CONNECT_TIMEOUT_S": "3",
-        "BRIDGE_TICK_LEDGER": str(folder / "ledger.csv"),
-    })
+    demo = render(
+        folder,
+        overrides={
+            "BRIDGE_POLL_INTERVAL_S": str(POLL_S),
+            "BRIDGE_FLUSH_RETRY_S": str(FLUSH_RETRY_S),
+            "BRIDGE_WATCHDOG_INTERVAL_S": "1",
+            "BRIDGE_HEARTBEAT_TTL_S": "5",
+            "BRIDGE_BACKOFF_BASE_S": "0.2",
+            "BRIDGE_BACKOFF_CAP_S": "1",
+            "BRIDGE_CLAIM_IDLE_S": "3",
+            "IB_CONNECT_TIMEOUT_S": "3",
+            "BRIDGE_TICK_LEDGER": str(folder / "ledger.csv"),
+        },
+    )
     sup = Supervised(demo.conf, f"unix://{demo.socket}", bridge_env(), cwd=folder)
     try:
         yield Pipeline(demo, sup)
@@ -216,8 +230,14 @@ def ledger(demo: Demo) -> list[tuple[datetime, str]]:
 
 def run_schedule(p: Pipeline, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
-    p.wait_running("services:postgres", "services:redis", "services:gateway",
-                   "bridge:writer", "bridge:collector", "bridge:watchdog")
+    p.wait_running(
+        "services:postgres",
+        "services:redis",
+        "services:gateway",
+        "bridge:writer",
+        "bridge:collector",
+        "bridge:watchdog",
+    )
     p.rows_after(now())
     for _ in range(rounds):
         kinds = list(FAULTS)
@@ -240,10 +260,13 @@ def settle(p: Pipeline) -> None:
     spool = JsonlFile(Path(p.demo.env["BRIDGE_SPOOL_PATH"]))
 
     def quiet() -> bool:
-        pending = sum(int(client.xpending(s, WRITER_GROUP)["pending"])
-                      for s in keys.data_streams)
-        lag = [g for s in keys.data_streams for g in client.xinfo_groups(s)
-               if g["last-delivered-id"] != client.xinfo_stream(s)["last-generated-id"]]
+        pending = sum(int(client.xpending(s, WRITER_GROUP)["pending"]) for s in keys.data_streams)
+        lag = [
+            g
+            for s in keys.data_streams
+            for g in client.xinfo_groups(s)
+            if g["last-delivered-id"] != client.xinfo_stream(s)["last-generated-id"]
+        ]
         return pending == 0 and not lag and buffer.is_empty() and spool.is_empty()
 
     try:
@@ -254,15 +277,22 @@ def settle(p: Pipeline) -> None:
 
 def report(p: Pipeline) -> dict[str, int]:
     produced = ledger(p.demo)
-    stored = pg(p.dsn, "SELECT timestamp, contract, count(*) AS n FROM portfolio_greeks "
-                "GROUP BY timestamp, contract")
+    stored = pg(
+        p.dsn,
+        "SELECT timestamp, contract, count(*) AS n FROM portfolio_greeks "
+        "GROUP BY timestamp, contract",
+    )
     counts = {(r["timestamp"], r["contract"]): int(r["n"]) for r in stored}
     lost = [k for k in set(produced) if counts.get(k, 0) == 0]
     duplicated = [k for k, n in counts.items() if n > 1]
     recovery: list[float] = []
     for f in p.faults:
-        first = pg(p.dsn, "SELECT min(timestamp) AS t FROM portfolio_greeks "
-                   "WHERE contract = 'PORTFOLIO' AND timestamp > $1", f.ended)[0]["t"]
+        first = pg(
+            p.dsn,
+            "SELECT min(timestamp) AS t FROM portfolio_greeks "
+            "WHERE contract = 'PORTFOLIO' AND timestamp > $1",
+            f.ended,
+        )[0]["t"]
         recovery.append((first - f.ended).total_seconds() if first else float("inf"))
     by_kind: dict[str, int] = {}
     for f in p.faults:
@@ -270,13 +300,15 @@ def report(p: Pipeline) -> dict[str, int]:
     width = max(len(k) for k in [*by_kind, "longest fault end -> first new row, s"])
     lines = ["", "fault injection summary", "-" * (width + 12)]
     lines += [f"{kind:<{width}}  {n:>8}" for kind, n in sorted(by_kind.items())]
-    lines += ["-" * (width + 12),
-              f"{'faults injected':<{width}}  {len(p.faults):>8}",
-              f"{'rows produced (ledger)':<{width}}  {len(set(produced)):>8}",
-              f"{'rows landed':<{width}}  {sum(counts.values()):>8}",
-              f"{'lost':<{width}}  {len(lost):>8}",
-              f"{'duplicated':<{width}}  {len(duplicated):>8}",
-              f"{'longest fault end -> first new row, s':<{width}}  {max(recovery):>8.1f}"]
+    lines += [
+        "-" * (width + 12),
+        f"{'faults injected':<{width}}  {len(p.faults):>8}",
+        f"{'rows produced (ledger)':<{width}}  {len(set(produced)):>8}",
+        f"{'rows landed':<{width}}  {sum(counts.values()):>8}",
+        f"{'lost':<{width}}  {len(lost):>8}",
+        f"{'duplicated':<{width}}  {len(duplicated):>8}",
+        f"{'longest fault end -> first new row, s':<{width}}  {max(recovery):>8.1f}",
+    ]
     print("\n".join(lines))
     return {"lost": len(lost), "duplicated": len(duplicated), "produced": len(set(produced))}
 
@@ -287,11 +319,19 @@ def check(p: Pipeline) -> None:
     assert figures["produced"] > 0
     assert figures["lost"] == 0
     assert figures["duplicated"] == 0
+
     # rows about a fault of Redis itself reach Redis (and then PostgreSQL) once it is back
     def missing() -> list[str]:
-        return [f"{f.kind}: no api_logs row like {f.log_pattern!r}" for f in p.faults
-                if not pg(p.dsn, "SELECT 1 FROM api_logs WHERE timestamp >= $1 "
-                          "AND message LIKE $2 LIMIT 1", f.started, f.log_pattern)]
+        return [
+            f"{f.kind}: no api_logs row like {f.log_pattern!r}"
+            for f in p.faults
+            if not pg(
+                p.dsn,
+                "SELECT 1 FROM api_logs WHERE timestamp >= $1 AND message LIKE $2 LIMIT 1",
+                f.started,
+                f.log_pattern,
+            )
+        ]
 
     try:
         wait_until(lambda: not missing(), 30, "an api_logs event for each fault")
@@ -310,7 +350,9 @@ def test_chaos_short(pipeline: Pipeline) -> None:
 @pytest.mark.chaos
 @pytest.mark.timeout(3600)
 def test_chaos_long(pipeline: Pipeline) -> None:
-    run_schedule(pipeline, rounds=int(os.environ.get("CHAOS_ROUNDS", "5")),
-                 seed=int(os.environ.get("CHAOS_SEED", "11")))
+    run_schedule(
+        pipeline,
+        rounds=int(os.environ.get("CHAOS_ROUNDS", "5")),
+        seed=int(os.environ.get("CHAOS_SEED", "11")),
+    )
     check(pipeline)
-

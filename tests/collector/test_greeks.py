@@ -21,20 +21,45 @@ from collector.transport import PositionData, Snapshot
 T0 = datetime(2026, 11, 25, 15, 0, 0, tzinfo=UTC)
 
 
-def opt(con_id: int, symbol: str, qty: float, delta: float | None, *, gamma: float | None = 0.01,
-        vega: float | None = 0.2, theta: float | None = -0.05, mult: float | None = 100,
-        at: datetime | None = T0, sub: datetime | None = T0, und: float | None = None,
-        sec: str = "OPT") -> PositionData:
-    return PositionData(con_id, symbol, sec, qty, mult, delta, gamma, vega, theta, at, sub, und,
-                        f"{symbol} opt {con_id}")
+def opt(
+    con_id: int,
+    symbol: str,
+    qty: float,
+    delta: float | None,
+    *,
+    gamma: float | None = 0.01,
+    vega: float | None = 0.2,
+    theta: float | None = -0.05,
+    mult: float | None = 100,
+    at: datetime | None = T0,
+    sub: datetime | None = T0,
+    und: float | None = None,
+    sec: str = "OPT",
+) -> PositionData:
+    return PositionData(
+        con_id,
+        symbol,
+        sec,
+        qty,
+        mult,
+        delta,
+        gamma,
+        vega,
+        theta,
+        at,
+        sub,
+        und,
+        f"{symbol} opt {con_id}",
+    )
 
 
 def stk(con_id: int, symbol: str, qty: float) -> PositionData:
     return PositionData(con_id, symbol, "STK", qty, 0.0, description=f"{symbol} stock")
 
 
-def snap(positions: list[PositionData], prices: dict[str, float] | None = None,
-         at: datetime = T0) -> Snapshot:
+def snap(
+    positions: list[PositionData], prices: dict[str, float] | None = None, at: datetime = T0
+) -> Snapshot:
     return Snapshot(at, "DU1", tuple(positions), prices or {})
 
 
@@ -44,10 +69,10 @@ def policy(**kw: object) -> GreeksPolicy:
 
 def test_long_short_calls_puts_and_stock_hand_computed() -> None:
     positions = [
-        opt(1, "SPY", 2, 0.5, gamma=0.02, vega=0.3, theta=-0.1),       # long 2 calls
-        opt(2, "SPY", -3, -0.4, gamma=0.01, vega=0.25, theta=-0.08),   # short 3 puts
-        opt(3, "SPY", -1, 0.25, gamma=0.015, vega=0.1, theta=-0.02),   # short 1 call
-        opt(4, "SPY", 4, -0.6, gamma=0.005, vega=0.2, theta=-0.04),    # long 4 puts
+        opt(1, "SPY", 2, 0.5, gamma=0.02, vega=0.3, theta=-0.1),  # long 2 calls
+        opt(2, "SPY", -3, -0.4, gamma=0.01, vega=0.25, theta=-0.08),  # short 3 puts
+        opt(3, "SPY", -1, 0.25, gamma=0.015, vega=0.1, theta=-0.02),  # short 1 call
+        opt(4, "SPY", 4, -0.6, gamma=0.005, vega=0.2, theta=-0.04),  # long 4 puts
         stk(5, "SPY", 150),
     ]
     ev = policy().evaluate(snap(positions, {"SPY": 600.0}), T0)
@@ -68,9 +93,9 @@ def test_long_short_calls_puts_and_stock_hand_computed() -> None:
 
 def test_several_underlyings_per_underlying_rows_and_price_choice() -> None:
     positions = [
-        opt(1, "SPY", 1, 0.5),   # SPY delta 50  -> dollar 50*600 = 30,000
+        opt(1, "SPY", 1, 0.5),  # SPY delta 50  -> dollar 50*600 = 30,000
         opt(2, "AAPL", 10, 0.6),  # AAPL delta 600 -> dollar 600*230 = 138,000
-        stk(3, "QQQ", -100),     # QQQ delta -100 -> dollar 51,000
+        stk(3, "QQQ", -100),  # QQQ delta -100 -> dollar 51,000
     ]
     prices = {"SPY": 600.0, "AAPL": 230.0, "QQQ": 510.0}
     ev = policy(per_underlying=True).evaluate(snap(positions, prices), T0)
@@ -149,8 +174,10 @@ def test_missing_greek_is_never_summed_as_zero_pending_holds_the_tick() -> None:
     assert ev.pending == ("SPY opt 2",)
     assert [r.status for r in ev.reports] == ["INFO"]
     # NaN in one Greek also counts as missing (not as zero)
-    ev = pol.evaluate(snap([opt(1, "SPY", 1, 0.5), opt(2, "SPY", 1, 0.3, gamma=math.nan)]),
-                      T0 + timedelta(seconds=4))
+    ev = pol.evaluate(
+        snap([opt(1, "SPY", 1, 0.5), opt(2, "SPY", 1, 0.3, gamma=math.nan)]),
+        T0 + timedelta(seconds=4),
+    )
     assert ev.held and ev.rows == []
     assert ev.reports == []  # still holding: reported once
 
@@ -178,8 +205,7 @@ def test_carry_forward_then_exclusion_after_max_age() -> None:
     pol = policy()
     fresh = [opt(1, "SPY", 1, 0.5, at=T0), opt(2, "SPY", 1, 0.3, at=T0)]
     assert pol.evaluate(snap(fresh), T0).rows[0].delta == pytest.approx(80.0)
-    gone = [opt(1, "SPY", 1, 0.5, at=T0 + timedelta(seconds=30)), opt(2, "SPY", 1, None,
-                                                                      at=None)]
+    gone = [opt(1, "SPY", 1, 0.5, at=T0 + timedelta(seconds=30)), opt(2, "SPY", 1, None, at=None)]
     ev = pol.evaluate(snap(gone), T0 + timedelta(seconds=30))
     assert ev.carried == ("SPY opt 2",)
     assert ev.rows[0].delta == pytest.approx(80.0)  # position 2 carried at 0.3
@@ -196,12 +222,15 @@ def test_resubscription_within_grace_carries_known_value_instead_of_holding() ->
     pol = policy()
     pol.evaluate(snap([opt(1, "SPY", 1, 0.5, at=T0)]), T0)
     resub = T0 + timedelta(seconds=20)
-    ev = pol.evaluate(snap([opt(1, "SPY", 1, None, at=None, sub=resub)]),
-                      resub + timedelta(seconds=1))
+    ev = pol.evaluate(
+        snap([opt(1, "SPY", 1, None, at=None, sub=resub)]), resub + timedelta(seconds=1)
+    )
     assert not ev.held and ev.carried == ("SPY opt 1",)
     # a position with no known value and a fresh subscription holds the tick
-    ev = pol.evaluate(snap([opt(1, "SPY", 1, None, sub=resub), opt(9, "SPY", 1, None, sub=resub)]),
-                      resub + timedelta(seconds=2))
+    ev = pol.evaluate(
+        snap([opt(1, "SPY", 1, None, sub=resub), opt(9, "SPY", 1, None, sub=resub)]),
+        resub + timedelta(seconds=2),
+    )
     assert ev.held and ev.pending == ("SPY opt 9",)
 
 
@@ -209,16 +238,16 @@ def test_stale_greeks_from_transport_are_not_fresh() -> None:
     """Values the transport still holds but which arrived long ago count by their age."""
     pol = policy()
     old = T0 - timedelta(seconds=120)
-    ev = pol.evaluate(snap([opt(1, "SPY", 1, 0.5, at=old, sub=old), opt(2, "SPY", 1, 0.2)]),
-                      T0)
+    ev = pol.evaluate(snap([opt(1, "SPY", 1, 0.5, at=old, sub=old), opt(2, "SPY", 1, 0.2)]), T0)
     assert ev.excluded == ("SPY opt 1",)
     assert ev.rows[0].delta == pytest.approx(20.0)
 
 
 def test_all_options_excluded_writes_no_row() -> None:
     pol = policy()
-    ev = pol.evaluate(snap([stk(1, "SPY", 100), opt(2, "SPY", 1, None)]),
-                      T0 + timedelta(seconds=30))
+    ev = pol.evaluate(
+        snap([stk(1, "SPY", 100), opt(2, "SPY", 1, None)]), T0 + timedelta(seconds=30)
+    )
     assert ev.rows == [] and ev.held
     assert any("No option position" in r.message for r in ev.reports)
 
@@ -238,8 +267,10 @@ def test_zero_quantity_and_other_types_ignored_empty_account_is_zero() -> None:
 
 def test_net_rows_pure_function() -> None:
     rows = net_rows(
-        [Exposure("SPY", "OPT", -2, 100, Greeks(0.25, 0.01, 0.5, -0.2)),
-         Exposure("SPY", "STK", 10, 1, None)],
+        [
+            Exposure("SPY", "OPT", -2, 100, Greeks(0.25, 0.01, 0.5, -0.2)),
+            Exposure("SPY", "STK", 10, 1, None),
+        ],
         {"SPY": 500.0},
     )
     assert rows[0].delta == pytest.approx(-50 + 10)

@@ -25,12 +25,14 @@ async def numbers(client: aioredis.Redis, key: str) -> list[int]:
 
 
 def checked(client: aioredis.Redis, prefix: str, path: Path | None) -> CheckedStreams:
-    return CheckedStreams(client, f"{prefix}collector_last", streams(prefix),
-                          RecentJournal(path, keep=50))
+    return CheckedStreams(
+        client, f"{prefix}collector_last", streams(prefix), RecentJournal(path, keep=50)
+    )
 
 
-async def test_adds_in_order_and_moves_the_marker(redis: aioredis.Redis, prefix: str,
-                                                  tmp_path: Path) -> None:
+async def test_adds_in_order_and_moves_the_marker(
+    redis: aioredis.Redis, prefix: str, tmp_path: Path
+) -> None:
     c = checked(redis, prefix, tmp_path / "j")
     await c.add([entry(0), entry(1, "api_logs"), entry(2)])
     await c.add([entry(3)])

@@ -24,13 +24,17 @@ from collector.portal.parsers import (
 )
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 quirky_text = st.one_of(
@@ -43,9 +47,20 @@ quirky_text = st.one_of(
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("168.42", 168.42), ("C168.42", 168.42), ("H189.60", 189.60), ("1,300", 1300.0),
-        ("1,234,567.5", 1234567.5), ("25.3%", 25.3), ("1.2M", 1_200_000.0), ("250K", 250_000.0),
-        ("-0.4321", -0.4321), (0.04, 0.04), (7, 7.0), (" 0.5 ", 0.5), ("0", 0.0), ("1e-3", 0.001),
+        ("168.42", 168.42),
+        ("C168.42", 168.42),
+        ("H189.60", 189.60),
+        ("1,300", 1300.0),
+        ("1,234,567.5", 1234567.5),
+        ("25.3%", 25.3),
+        ("1.2M", 1_200_000.0),
+        ("250K", 250_000.0),
+        ("-0.4321", -0.4321),
+        (0.04, 0.04),
+        (7, 7.0),
+        (" 0.5 ", 0.5),
+        ("0", 0.0),
+        ("1e-3", 0.001),
     ],
 )
 def test_readable_values(raw: object, expected: float) -> None:
@@ -55,8 +70,30 @@ def test_readable_values(raw: object, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [None, "", "  ", "N/A", "-", "abc", "1,30", "12,34.5", "nan", "inf", "--1", True,
-            [1], {"a": 1}, math.nan, math.inf, "1.2.3", "%", "K", "C", "0x10"],
+    "raw",
+    [
+        None,
+        "",
+        "  ",
+        "N/A",
+        "-",
+        "abc",
+        "1,30",
+        "12,34.5",
+        "nan",
+        "inf",
+        "--1",
+        True,
+        [1],
+        {"a": 1},
+        math.nan,
+        math.inf,
+        "1.2.3",
+        "%",
+        "K",
+        "C",
+        "0x10",
+    ],
 )
 def test_unreadable_values_are_reported_not_zero(raw: object) -> None:
     value = parse_number(raw, price=True)
@@ -85,10 +122,19 @@ def test_parse_number_never_raises_and_never_invents_zero(raw: Any, price: bool)
 
 
 OPTION_ROW: dict[str, Any] = {
-    "acctId": "DU123456", "conid": 584891614,
-    "contractDesc": "SPY    JAN2025 440 C [SPY   250117C00440000 100]", "position": 1.0,
-    "mktPrice": 95.7, "assetClass": "OPT", "undConid": 756733, "multiplier": 100.0,
-    "strike": "440", "putOrCall": "C", "expiry": "20250117", "ticker": "SPY", "undSym": "SPY",
+    "acctId": "DU123456",
+    "conid": 584891614,
+    "contractDesc": "SPY    JAN2025 440 C [SPY   250117C00440000 100]",
+    "position": 1.0,
+    "mktPrice": 95.7,
+    "assetClass": "OPT",
+    "undConid": 756733,
+    "multiplier": 100.0,
+    "strike": "440",
+    "putOrCall": "C",
+    "expiry": "20250117",
+    "ticker": "SPY",
+    "undSym": "SPY",
     "pageSize": 100,
 }
 
@@ -96,13 +142,28 @@ OPTION_ROW: dict[str, Any] = {
 def test_option_row() -> None:
     pos = parse_position(OPTION_ROW)
     assert isinstance(pos, PortalPosition)
-    assert (pos.con_id, pos.symbol, pos.sec_type, pos.quantity, pos.multiplier,
-            pos.und_con_id, pos.has_secdef) == (584891614, "SPY", "OPT", 1.0, 100.0, 756733, True)
+    assert (
+        pos.con_id,
+        pos.symbol,
+        pos.sec_type,
+        pos.quantity,
+        pos.multiplier,
+        pos.und_con_id,
+        pos.has_secdef,
+    ) == (584891614, "SPY", "OPT", 1.0, 100.0, 756733, True)
 
 
 def test_stock_row_multiplier_zero_is_fine() -> None:
-    row = {"conid": 8314, "position": "-1,200", "assetClass": "STK", "multiplier": 0.0,
-           "strike": "0", "undConid": 0, "ticker": "IBM", "contractDesc": "IBM"}
+    row = {
+        "conid": 8314,
+        "position": "-1,200",
+        "assetClass": "STK",
+        "multiplier": 0.0,
+        "strike": "0",
+        "undConid": 0,
+        "ticker": "IBM",
+        "contractDesc": "IBM",
+    }
     pos = parse_position(row)
     assert isinstance(pos, PortalPosition)
     assert pos.quantity == -1200 and pos.und_con_id == 8314 and pos.symbol == "IBM"
@@ -110,9 +171,17 @@ def test_stock_row_multiplier_zero_is_fine() -> None:
 
 
 def test_row_without_secdef() -> None:
-    row = {"conid": 580947749, "contractDesc": "META JUN2024 330 P [META 240621P00330000 100]",
-           "position": -1.0, "assetClass": "OPT", "multiplier": None, "strike": 0.0,
-           "putOrCall": None, "expiry": None, "undConid": 0}
+    row = {
+        "conid": 580947749,
+        "contractDesc": "META JUN2024 330 P [META 240621P00330000 100]",
+        "position": -1.0,
+        "assetClass": "OPT",
+        "multiplier": None,
+        "strike": 0.0,
+        "putOrCall": None,
+        "expiry": None,
+        "undConid": 0,
+    }
     pos = parse_position(row)
     assert isinstance(pos, PortalPosition)
     assert not pos.has_secdef
@@ -137,11 +206,30 @@ def test_unreadable_position_is_reported(position: object) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(
-    st.sampled_from(["conid", "position", "assetClass", "multiplier", "undConid", "undSym",
-                     "ticker", "contractDesc", "putOrCall", "strike", "mktPrice", "expiry",
-                     "fullName"]),
-    st.one_of(json_values, quirky_text), max_size=13) | json_values)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "conid",
+                "position",
+                "assetClass",
+                "multiplier",
+                "undConid",
+                "undSym",
+                "ticker",
+                "contractDesc",
+                "putOrCall",
+                "strike",
+                "mktPrice",
+                "expiry",
+                "fullName",
+            ]
+        ),
+        st.one_of(json_values, quirky_text),
+        max_size=13,
+    )
+    | json_values
+)
 def test_parse_position_never_raises(row: Any) -> None:
     result = parse_position(row)
     if isinstance(result, Unreadable):
@@ -156,18 +244,40 @@ def test_parse_position_never_raises(row: Any) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(
-    st.sampled_from(["conid", "conidEx", "31", "7635", "7308", "7309", "7310", "7311", "7633",
-                     "_updated", "6509"]),
-    st.one_of(json_values, quirky_text), max_size=11) | json_values)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "conid",
+                "conidEx",
+                "31",
+                "7635",
+                "7308",
+                "7309",
+                "7310",
+                "7311",
+                "7633",
+                "_updated",
+                "6509",
+            ]
+        ),
+        st.one_of(json_values, quirky_text),
+        max_size=11,
+    )
+    | json_values
+)
 def test_parse_snapshot_row_never_raises(row: Any) -> None:
     result = parse_snapshot_row(row)
     if isinstance(result, Unreadable):
         assert result.reason
         return
     assert isinstance(result, SnapshotRow)
-    for key, value in (("7308", result.delta), ("7309", result.gamma), ("7311", result.vega),
-                       ("7310", result.theta)):
+    for key, value in (
+        ("7308", result.delta),
+        ("7309", result.gamma),
+        ("7311", result.vega),
+        ("7310", result.theta),
+    ):
         if value.value is None:
             assert value.reason
         elif value.value == 0:
@@ -178,9 +288,18 @@ def test_parse_snapshot_row_never_raises(row: Any) -> None:
 def test_snapshot_rows() -> None:
     pre = parse_snapshot_row({"conid": 265598, "conidEx": "265598"})
     assert isinstance(pre, SnapshotRow) and pre.preflight and not pre.has_greeks
-    full = parse_snapshot_row({"conid": 600000001, "31": "C12.5", "7308": "0.5432",
-                               "7309": "0.0123", "7310": "-0.0456", "7311": "0.3",
-                               "7633": "18.2%", "_updated": 1712596911593})
+    full = parse_snapshot_row(
+        {
+            "conid": 600000001,
+            "31": "C12.5",
+            "7308": "0.5432",
+            "7309": "0.0123",
+            "7310": "-0.0456",
+            "7311": "0.3",
+            "7633": "18.2%",
+            "_updated": 1712596911593,
+        }
+    )
     assert isinstance(full, SnapshotRow) and full.has_greeks
     assert (full.delta.value, full.theta.value, full.price) == (0.5432, -0.0456, 12.5)
     late = parse_snapshot_row({"conid": "600000001", "31": "12.5", "6509": "RpB"})
@@ -196,19 +315,31 @@ def test_auth_status_and_accounts() -> None:
     assert ok.usable
     competing = parse_auth_status({"authenticated": True, "competing": True, "connected": True})
     assert not competing.usable and "competing" in competing.reason()
-    tickle = parse_auth_status({"session": "x", "iserver": {"authStatus": {
-        "authenticated": False, "competing": False, "connected": True}}})
+    tickle = parse_auth_status(
+        {
+            "session": "x",
+            "iserver": {
+                "authStatus": {"authenticated": False, "competing": False, "connected": True}
+            },
+        }
+    )
     assert not tickle.usable and "not authenticated" in tickle.reason()
     assert not parse_auth_status("<html>").usable
     assert parse_portfolio_accounts([{"id": "DU1", "accountId": "DU1"}, {"id": "DU2"}, 3]) == [
-        "DU1", "DU2"]
+        "DU1",
+        "DU2",
+    ]
     assert parse_portfolio_accounts({}) == []
 
 
 def test_summary_amount() -> None:
     body = {
-        "netliquidation": {"amount": 206415536.0, "currency": "USD", "isNull": False,
-                           "value": None},
+        "netliquidation": {
+            "amount": 206415536.0,
+            "currency": "USD",
+            "isNull": False,
+            "value": None,
+        },
         "cushion": {"amount": 0.0, "currency": None, "isNull": False, "value": "0.994598"},
         "gone": {"amount": 0.0, "currency": None, "isNull": True, "value": None},
     }

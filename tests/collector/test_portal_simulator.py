@@ -27,8 +27,9 @@ async def http(sim: PortalSimulator) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def call(http: aiohttp.ClientSession, sim: PortalSimulator, method: str, path: str,
-               **kw: Any) -> tuple[int, Any]:
+async def call(
+    http: aiohttp.ClientSession, sim: PortalSimulator, method: str, path: str, **kw: Any
+) -> tuple[int, Any]:
     if method == "POST":
         kw.setdefault("json", {})
     async with http.request(method, sim.url + path, allow_redirects=False, **kw) as resp:
@@ -39,8 +40,9 @@ async def call(http: aiohttp.ClientSession, sim: PortalSimulator, method: str, p
             return resp.status, text
 
 
-async def test_paging_preflight_and_shapes(sim: PortalSimulator,
-                                           http: aiohttp.ClientSession) -> None:
+async def test_paging_preflight_and_shapes(
+    sim: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
     acct = sim.portfolio.account
     status, body = await call(http, sim, "GET", f"/v1/api/portfolio/{acct}/positions/0")
     assert status == 400  # /portfolio/accounts first
@@ -56,24 +58,43 @@ async def test_paging_preflight_and_shapes(sim: PortalSimulator,
     option = next(r for r in pages[0] if r["assetClass"] == "OPT")
     assert isinstance(option["strike"], str) and option["multiplier"] == 100.0
     assert option["undConid"] and option["pageSize"] == 100
-    status, _ = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot",
-                           params={"conids": "600000001", "fields": "31,7308"})
+    status, _ = await call(
+        http,
+        sim,
+        "GET",
+        "/v1/api/iserver/marketdata/snapshot",
+        params={"conids": "600000001", "fields": "31,7308"},
+    )
     assert status == 400  # /iserver/accounts first
     await call(http, sim, "GET", "/v1/api/iserver/accounts")
-    _, first = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot",
-                          params={"conids": "600000001,756733", "fields": "31,7308"})
-    assert first == [{"conid": 600000001, "conidEx": "600000001"},
-                     {"conid": 756733, "conidEx": "756733"}]
-    _, second = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot",
-                           params={"conids": "600000001,756733"})
+    _, first = await call(
+        http,
+        sim,
+        "GET",
+        "/v1/api/iserver/marketdata/snapshot",
+        params={"conids": "600000001,756733", "fields": "31,7308"},
+    )
+    assert first == [
+        {"conid": 600000001, "conidEx": "600000001"},
+        {"conid": 756733, "conidEx": "756733"},
+    ]
+    _, second = await call(
+        http,
+        sim,
+        "GET",
+        "/v1/api/iserver/marketdata/snapshot",
+        params={"conids": "600000001,756733"},
+    )
     assert isinstance(second[0]["7308"], str) and "7308" not in second[1]
     assert float(second[1]["31"]) > 0
 
 
-async def test_switches_from_another_process_over_http(sim: PortalSimulator,
-                                                       http: aiohttp.ClientSession) -> None:
-    status, body = await call(http, sim, "POST", "/sim/switches",
-                              json={"logged_out": True, "logout_style": "302"})
+async def test_switches_from_another_process_over_http(
+    sim: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    status, body = await call(
+        http, sim, "POST", "/sim/switches", json={"logged_out": True, "logout_style": "302"}
+    )
     assert status == 200 and body["logged_out"] is True
     status, _ = await call(http, sim, "POST", "/v1/api/iserver/auth/status")
     assert status == 302
@@ -86,17 +107,16 @@ async def test_switches_from_another_process_over_http(sim: PortalSimulator,
     assert stats["session"] == 2  # a new login is a new session
 
 
-async def test_pacing_enforced_with_429(sim: PortalSimulator,
-                                        http: aiohttp.ClientSession) -> None:
+async def test_pacing_enforced_with_429(sim: PortalSimulator, http: aiohttp.ClientSession) -> None:
     sim.switches.update({"enforce_pacing": True})
-    statuses = [(await call(http, sim, "GET", "/v1/api/portfolio/accounts"))[0]
-                for _ in range(3)]
+    statuses = [(await call(http, sim, "GET", "/v1/api/portfolio/accounts"))[0] for _ in range(3)]
     assert statuses == [200, 429, 429]  # 1 per 5 s
     assert sim.stats.rate_limited == 2
 
 
-async def test_missing_greeks_outage_and_post_without_body(sim: PortalSimulator,
-                                                           http: aiohttp.ClientSession) -> None:
+async def test_missing_greeks_outage_and_post_without_body(
+    sim: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.switches.update({"greeks_missing_calls": 1, "iserver_outage": False})
     await call(http, sim, "GET", "/v1/api/iserver/accounts")
     params = {"conids": "600000001"}
@@ -121,7 +141,8 @@ def test_nightly_outage_window() -> None:
     assert sw.iserver_down(datetime(2026, 11, 25, 6, 2, tzinfo=UTC))  # 01:02 EST
     assert not sw.iserver_down(datetime(2026, 11, 25, 6, 6, tzinfo=UTC))
     assert Switches(nightly_outage_et="23:58-00:02").iserver_down(
-        datetime(2026, 7, 1, 4, 1, tzinfo=UTC))  # 00:01 EDT, across midnight
+        datetime(2026, 7, 1, 4, 1, tzinfo=UTC)
+    )  # 00:01 EDT, across midnight
     assert not Switches(nightly_outage_et="bogus").iserver_down(datetime.now(UTC))
 
 
@@ -131,17 +152,31 @@ async def test_runs_on_its_own_as_a_process() -> None:
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator.portal", "--port", "0", "--extra-options", "5",
-         "--switches", '{"quirks": true}', "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "simulator.portal",
+            "--port",
+            "0",
+            "--extra-options",
+            "5",
+            "--switches",
+            '{"quirks": true}',
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)).decode()
         fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
         context = ssl.create_default_context(cafile=fields["ca_file"])
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http, \
-                http.get(fields["url"] + "/sim/switches") as resp:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
+            http.get(fields["url"] + "/sim/switches") as resp,
+        ):
             assert (await resp.json())["quirks"] is True
     finally:
         proc.terminate()

@@ -29,8 +29,12 @@ async def sim() -> AsyncIterator[PortalSimulator]:
 
 
 def settings_for(sim: PortalSimulator, **extra: str) -> Settings:
-    env = {"IB_API_MODE": "PORTAL", "IBKR_GATEWAY_URL": sim.url,
-           "IBKR_CA_FILE": str(sim.ca_file), "IB_CONNECT_TIMEOUT_S": "5"}
+    env = {
+        "IB_API_MODE": "PORTAL",
+        "IBKR_GATEWAY_URL": sim.url,
+        "IBKR_CA_FILE": str(sim.ca_file),
+        "IB_CONNECT_TIMEOUT_S": "5",
+    }
     env.update(extra)
     return load_settings(env, dotenv=None)
 
@@ -68,8 +72,9 @@ def assert_equals_portfolio(sim: PortalSimulator, snap: Snapshot, **policy_kw: o
     assert row.theta == pytest.approx(expected.theta, rel=1e-9, abs=1e-9)
 
 
-async def test_values_equal_the_simulated_portfolio(sim: PortalSimulator,
-                                                    transport: PortalTransport) -> None:
+async def test_values_equal_the_simulated_portfolio(
+    sim: PortalSimulator, transport: PortalTransport
+) -> None:
     await transport.connect()
     assert transport.state == LinkState.CONNECTED
     assert transport.account == "DU1234567"
@@ -84,16 +89,18 @@ async def test_values_equal_the_simulated_portfolio(sim: PortalSimulator,
         assert by[symbol].delta == pytest.approx(expected.delta, rel=1e-9, abs=1e-9)
         assert by[symbol].underlying_price == sim.portfolio.price(symbol, FROZEN)
     dollar = {s: abs(by[s].delta * sim.portfolio.price(s, FROZEN)) for s in ("SPY", "QQQ", "AAPL")}
-    assert by["PORTFOLIO"].underlying_price == sim.portfolio.price(max(dollar, key=dollar.get),
-                                                                    FROZEN)
+    assert by["PORTFOLIO"].underlying_price == sim.portfolio.price(
+        max(dollar, key=dollar.get), FROZEN
+    )
     stats = sim.stats.as_dict()
     assert stats["counts"]["/portfolio/accounts"] == 1
     assert stats["counts"]["/portfolio/{acct}/positions"] >= 3  # pages 0, 1 and the empty 2
 
 
 @pytest.mark.parametrize("style", ["401", "302", "no_bridge", "init_session_first", "competing"])
-async def test_logged_out_mid_run_then_resume(sim: PortalSimulator, transport: PortalTransport,
-                                              style: str) -> None:
+async def test_logged_out_mid_run_then_resume(
+    sim: PortalSimulator, transport: PortalTransport, style: str
+) -> None:
     await transport.connect()
     await transport.snapshot(now())
     drain(transport)
@@ -122,8 +129,9 @@ async def test_logged_out_mid_run_then_resume(sim: PortalSimulator, transport: P
     assert_equals_portfolio(sim, snap)
 
 
-async def test_pacing_keeps_under_the_limits_when_enforced(sim: PortalSimulator,
-                                                           transport: PortalTransport) -> None:
+async def test_pacing_keeps_under_the_limits_when_enforced(
+    sim: PortalSimulator, transport: PortalTransport
+) -> None:
     sim.switches.update({"enforce_pacing": True, "penalty_s": 2.0})
     await transport.connect()
     for _ in range(10):  # ticks as fast as we can, positions refreshed every time
@@ -164,8 +172,9 @@ async def test_429_backs_off(sim: PortalSimulator) -> None:
         await t.disconnect()
 
 
-async def test_quirks_secdef_missing_and_late_greeks(sim: PortalSimulator,
-                                                     transport: PortalTransport) -> None:
+async def test_quirks_secdef_missing_and_late_greeks(
+    sim: PortalSimulator, transport: PortalTransport
+) -> None:
     sim.switches.update({"no_secdef": 5, "greeks_missing_calls": 2, "quirks": True})
     await transport.connect()  # pre-flight
     before = sim.stats.counts.get("/iserver/marketdata/snapshot", 0)
@@ -193,8 +202,9 @@ async def test_greeks_later_than_the_tick_budget_hold_the_tick(sim: PortalSimula
         await t.disconnect()
 
 
-async def test_gateway_ignoring_page_id_is_not_counted_twice(sim: PortalSimulator,
-                                                             transport: PortalTransport) -> None:
+async def test_gateway_ignoring_page_id_is_not_counted_twice(
+    sim: PortalSimulator, transport: PortalTransport
+) -> None:
     sim.switches.update({"ignore_page_id": True})
     await transport.connect()
     snap = await transport.snapshot(now())
@@ -202,8 +212,9 @@ async def test_gateway_ignoring_page_id_is_not_counted_twice(sim: PortalSimulato
     assert len({p.con_id for p in snap.positions}) == 100
 
 
-async def test_secdef_never_comes_multiplier_from_description(sim: PortalSimulator,
-                                                              transport: PortalTransport) -> None:
+async def test_secdef_never_comes_multiplier_from_description(
+    sim: PortalSimulator, transport: PortalTransport
+) -> None:
     sim.switches.update({"no_secdef": 3, "no_secdef_always": True})
     await transport.connect()
     snap = await transport.snapshot(now())
@@ -270,8 +281,9 @@ async def test_account_must_be_offered(sim: PortalSimulator) -> None:
         await t.disconnect()
 
 
-async def test_reauth_and_deliberate_disconnect(sim: PortalSimulator,
-                                                transport: PortalTransport) -> None:
+async def test_reauth_and_deliberate_disconnect(
+    sim: PortalSimulator, transport: PortalTransport
+) -> None:
     await transport.connect()
     sim.switches.update({"competing": True})
     with pytest.raises(TransportError):
@@ -309,8 +321,9 @@ async def test_slow_gateway_ticks_still_produce(sim: PortalSimulator) -> None:
         await t.disconnect()
 
 
-async def test_other_gateways_get_only_auth_and_no_invalidate(sim: PortalSimulator,
-                                                              transport: PortalTransport) -> None:
+async def test_other_gateways_get_only_auth_and_no_invalidate(
+    sim: PortalSimulator, transport: PortalTransport
+) -> None:
     sim.switches.update({"auth_get_only": True, "no_invalidate": True, "no_secdef": 2})
     await transport.connect()
     assert transport.state == LinkState.CONNECTED
@@ -321,8 +334,16 @@ async def test_other_gateways_get_only_auth_and_no_invalidate(sim: PortalSimulat
 async def test_minimal_gateway_without_optional_endpoints(sim: PortalSimulator) -> None:
     """A stand-in without /iserver/accounts, /portfolio/accounts or the summary still works
     (IB_ACCOUNT given); an auth status without `connected` is not a reason to stop."""
-    sim.switches.update({"require_prerequisites": False, "missing_endpoints": [
-        "/iserver/accounts", "/portfolio/accounts", "/portfolio/DU1234567/summary"]})
+    sim.switches.update(
+        {
+            "require_prerequisites": False,
+            "missing_endpoints": [
+                "/iserver/accounts",
+                "/portfolio/accounts",
+                "/portfolio/DU1234567/summary",
+            ],
+        }
+    )
     t = PortalTransport(settings_for(sim, IB_ACCOUNT="DU1234567"))
     try:
         await t.connect()
@@ -358,7 +379,8 @@ async def test_large_account_comes_up_even_when_connect_is_cut() -> None:
                 ev = GreeksPolicy(10, 60).evaluate(snap, ts)
                 if ev.rows:
                     assert ev.rows[0].delta == pytest.approx(
-                        big.portfolio.net_greeks(FROZEN).delta, rel=1e-9)
+                        big.portfolio.net_greeks(FROZEN).delta, rel=1e-9
+                    )
                     produced.append(True)
 
             await GridTicker(2.0, max_ticks=4).run(on_tick, asyncio.Event())

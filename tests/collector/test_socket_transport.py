@@ -57,8 +57,9 @@ def drain(t: SocketTransport) -> list[LinkEvent]:
     return out
 
 
-async def snapshot_when(t: SocketTransport, cond: Callable[[Snapshot], bool],
-                        timeout_s: float = 3.0) -> Snapshot:
+async def snapshot_when(
+    t: SocketTransport, cond: Callable[[Snapshot], bool], timeout_s: float = 3.0
+) -> Snapshot:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     snap = await t.snapshot(utcnow())
@@ -141,8 +142,10 @@ async def test_snapshot_positions_equal_the_simulator_portfolio(
     snap = await connected.snapshot(utcnow())
     assert snap.account == ACCOUNT
     got = {p.con_id: (p.symbol, p.sec_type, p.quantity, p.multiplier) for p in snap.positions}
-    want = {p.con_id: (p.symbol, p.sec_type, p.quantity, float(p.multiplier))
-            for p in sim.portfolio.positions}
+    want = {
+        p.con_id: (p.symbol, p.sec_type, p.quantity, float(p.multiplier))
+        for p in sim.portfolio.positions
+    }
     assert got == want
     assert all(p.subscribed_at is not None for p in snap.positions)
     assert await wait_until(lambda: len(subs_at_server(sim)) == N_SUBS)
@@ -181,7 +184,8 @@ async def test_frozen_greeks_equal_the_model_and_the_net_matches(
     evaluation = GreeksPolicy(grace_s=0, max_age_s=60).evaluate(snap, utcnow())
     row = evaluation.rows[0]
     assert (row.delta, row.gamma, row.vega, row.theta) == pytest.approx(
-        (ref.delta, ref.gamma, ref.vega, ref.theta), rel=1e-9)
+        (ref.delta, ref.gamma, ref.vega, ref.theta), rel=1e-9
+    )
     for symbol in ("SPY", "QQQ", "AAPL"):  # AAPL: found by contract details (options only)
         assert snap.prices[symbol] == pytest.approx(sim.portfolio.price(symbol, t))
 
@@ -218,8 +222,9 @@ async def test_sentinel_max_and_absent_greeks_are_none_never_zero(
         return {p.con_id: p for p in s.positions}
 
     snap = await snapshot_when(
-        connected, lambda s: by_con(s)[600000001].delta is None and by_con(s)[600000002].delta
-        is None)
+        connected,
+        lambda s: by_con(s)[600000001].delta is None and by_con(s)[600000002].delta is None,
+    )
     for con_id in (600000001, 600000002):
         pos = by_con(snap)[con_id]
         assert (pos.delta, pos.gamma, pos.vega, pos.theta) == (None, None, None, None)
@@ -288,7 +293,8 @@ async def test_reconnect_restores_subscriptions_and_greeks(
     assert (await next_event(connected)).state is LinkState.CONNECTED
     snap = await snapshot_when(
         connected,
-        lambda s: all(p.greeks_at is not None and p.greeks_at > before for p in options_of(s)))
+        lambda s: all(p.greeks_at is not None and p.greeks_at > before for p in options_of(s)),
+    )
     assert all(p.greeks_at is not None and p.greeks_at > before for p in options_of(snap))
     assert await wait_until(lambda: len(subs_at_server(sim)) == N_SUBS)
 
@@ -314,7 +320,8 @@ async def test_server_reset_resubscribes_without_reconnect(
     after = utcnow()
     snap = await snapshot_when(
         connected,
-        lambda s: all(p.greeks_at is not None and p.greeks_at > after for p in options_of(s)))
+        lambda s: all(p.greeks_at is not None and p.greeks_at > after for p in options_of(s)),
+    )
     assert all(p.greeks_at is not None and p.greeks_at > after for p in options_of(snap))
     assert not any(e.state is LinkState.DISCONNECTED and e.code is None for e in drain(connected))
 
@@ -398,11 +405,12 @@ async def test_subscriptions_follow_positions(
     assert await wait_until(lambda: 600000022 not in subs_at_server(sim))
     snap = await connected.snapshot(utcnow())
     assert 600000022 not in {p.con_id for p in snap.positions}
-    sim.add_position(SimPosition(600000031, "QQQ", "OPT", 7, 320227571, "20270115", 500.0, "C",
-                                 100, 2000.0))
+    sim.add_position(
+        SimPosition(600000031, "QQQ", "OPT", 7, 320227571, "20270115", 500.0, "C", 100, 2000.0)
+    )
     snap = await snapshot_when(
-        connected, lambda s: any(p.con_id == 600000031 and p.delta is not None
-                                 for p in s.positions))
+        connected, lambda s: any(p.con_id == 600000031 and p.delta is not None for p in s.positions)
+    )
     new = next(p for p in snap.positions if p.con_id == 600000031)
     assert new.quantity == 7 and new.delta is not None and new.subscribed_at is not None
     assert 600000031 in subs_at_server(sim)
@@ -431,7 +439,8 @@ async def test_resubscribe_keeps_old_greeks_time_until_new_greeks_arrive(
     requests_before = sim.status()["clients"][0]["mkt_requests"]
     await sim.reset(0.1, 1102)
     assert await wait_until(
-        lambda: sim.status()["clients"][0]["mkt_requests"] == requests_before + N_SUBS)
+        lambda: sim.status()["clients"][0]["mkt_requests"] == requests_before + N_SUBS
+    )
     await asyncio.sleep(0.3)  # price ticks on the same Ticker objects
     snap = await connected.snapshot(utcnow())
     for pos in options_of(snap):

@@ -120,8 +120,9 @@ async def test_stop_ends_the_loop_after_the_tick_in_hand() -> None:
 
 
 def _row(i: int, contract: str = "PORTFOLIO") -> GreeksRow:
-    return GreeksRow(START + timedelta(seconds=5 * i), contract, float(i), 0.5, 1.5, -2.5, 600.0,
-                     "DU1", "PORTAL")
+    return GreeksRow(
+        START + timedelta(seconds=5 * i), contract, float(i), 0.5, 1.5, -2.5, 600.0, "DU1", "PORTAL"
+    )
 
 
 def _entries(stream: list[tuple[bytes, Mapping[bytes, bytes]]]) -> list[GreeksRow]:
@@ -138,8 +139,9 @@ def server() -> fakeredis.FakeServer:
     return fakeredis.FakeServer()
 
 
-async def test_outage_spools_in_order_and_replays(server: fakeredis.FakeServer,
-                                                  tmp_path: Path) -> None:
+async def test_outage_spools_in_order_and_replays(
+    server: fakeredis.FakeServer, tmp_path: Path
+) -> None:
     client = fakeredis.FakeAsyncRedis(server=server)
     keys = Keys("t1:")
     spool = JsonlFile(tmp_path / "spool.jsonl")
@@ -147,8 +149,10 @@ async def test_outage_spools_in_order_and_replays(server: fakeredis.FakeServer,
     sink = Sink(client, keys, spool, TickLedger(ledger))
     assert await sink.publish([_row(0)], []) == "redis"
     server.connected = False
-    assert await sink.publish([_row(1)], [ApiLogRow(START, "PORTAL", "WARN", "x", "collector")]) \
+    assert (
+        await sink.publish([_row(1)], [ApiLogRow(START, "PORTAL", "WARN", "x", "collector")])
         == "spool"
+    )
     assert await sink.publish([_row(2)], []) == "spool"
     assert spool.count()[0] == 3
     server.connected = True
@@ -165,8 +169,9 @@ async def test_outage_spools_in_order_and_replays(server: fakeredis.FakeServer,
     await client.aclose()
 
 
-async def test_restart_during_outage_loses_nothing(server: fakeredis.FakeServer,
-                                                   tmp_path: Path) -> None:
+async def test_restart_during_outage_loses_nothing(
+    server: fakeredis.FakeServer, tmp_path: Path
+) -> None:
     keys = Keys("t2:")
     path = tmp_path / "spool.jsonl"
     server.connected = False
@@ -225,15 +230,20 @@ class FakeTransport:
 
 def _settings(tmp_path: Path, prefix: str) -> Settings:
     return load_settings(
-        {"IB_API_MODE": "PORTAL", "BRIDGE_REDIS_PREFIX": prefix,
-         "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.jsonl"), "REDIS_URL": "redis://127.0.0.1/0",
-         "BRIDGE_POLL_INTERVAL_S": "0.1"},
+        {
+            "IB_API_MODE": "PORTAL",
+            "BRIDGE_REDIS_PREFIX": prefix,
+            "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+            "REDIS_URL": "redis://127.0.0.1/0",
+            "BRIDGE_POLL_INTERVAL_S": "0.1",
+        },
         dotenv=None,
     )
 
 
-async def test_collector_ticks_across_a_redis_outage(server: fakeredis.FakeServer,
-                                                     tmp_path: Path) -> None:
+async def test_collector_ticks_across_a_redis_outage(
+    server: fakeredis.FakeServer, tmp_path: Path
+) -> None:
     settings = _settings(tmp_path, "t3:")
     client = fakeredis.FakeAsyncRedis(server=server)
     keys = Keys("t3:")
@@ -274,8 +284,7 @@ async def test_control_pause_and_reconnect(server: fakeredis.FakeServer, tmp_pat
     client = fakeredis.FakeAsyncRedis(server=server)
     keys = Keys("t4:")
     transport = FakeTransport()
-    collector = Collector(settings, transport,
-                          Sink(client, keys, JsonlFile(settings.spool_path)))
+    collector = Collector(settings, transport, Sink(client, keys, JsonlFile(settings.spool_path)))
     # pause_until in the future at start: no connect
     until = datetime.now(UTC) + timedelta(hours=1)
     await client.set("t4:pause_until", until.isoformat())
@@ -296,4 +305,3 @@ async def test_control_pause_and_reconnect(server: fakeredis.FakeServer, tmp_pat
     answer = events[-1][1]
     assert answer[b"cmd_id"] == b"c1" and answer[b"state"] == b"connected"
     await client.aclose()
-

@@ -30,10 +30,23 @@ class Gateway:
 @pytest.fixture
 async def gateway() -> AsyncIterator[Gateway]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator.gateway", "--port", "0", "--control-port", "0",
-        "--account", ACCOUNT, "--step-s", "0", "--push-interval-s", "0.2",
-        "--log-level", "WARNING",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "simulator.gateway",
+        "--port",
+        "0",
+        "--control-port",
+        "0",
+        "--account",
+        ACCOUNT,
+        "--step-s",
+        "0",
+        "--push-interval-s",
+        "0.2",
+        "--log-level",
+        "WARNING",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None

@@ -37,16 +37,24 @@ async def sim() -> AsyncIterator[PortalSimulator]:
         yield server
 
 
-def env_for(sim: PortalSimulator, pg_url: str, redis_url: str, prefix: str, tmp: Path,
-            **extra: str) -> dict[str, str]:
+def env_for(
+    sim: PortalSimulator, pg_url: str, redis_url: str, prefix: str, tmp: Path, **extra: str
+) -> dict[str, str]:
     env = {
-        "IB_API_MODE": "PORTAL", "IBKR_GATEWAY_URL": sim.url, "IBKR_CA_FILE": str(sim.ca_file),
-        "DATABASE_URL": pg_url, "REDIS_URL": redis_url, "BRIDGE_REDIS_PREFIX": prefix,
-        "BRIDGE_POLL_INTERVAL_S": str(INTERVAL_S), "BRIDGE_GREEKS_GRACE_S": "3",
+        "IB_API_MODE": "PORTAL",
+        "IBKR_GATEWAY_URL": sim.url,
+        "IBKR_CA_FILE": str(sim.ca_file),
+        "DATABASE_URL": pg_url,
+        "REDIS_URL": redis_url,
+        "BRIDGE_REDIS_PREFIX": prefix,
+        "BRIDGE_POLL_INTERVAL_S": str(INTERVAL_S),
+        "BRIDGE_GREEKS_GRACE_S": "3",
         "BRIDGE_SPOOL_PATH": str(tmp / "spool.jsonl"),
         "BRIDGE_BUFFER_PATH": str(tmp / "buffer.jsonl"),
-        "BRIDGE_TICK_LEDGER": str(tmp / "ledger.csv"), "BRIDGE_HEARTBEAT_TTL_S": "5",
-        "BRIDGE_CLAIM_IDLE_S": "1", "BRIDGE_FLUSH_RETRY_S": "1",
+        "BRIDGE_TICK_LEDGER": str(tmp / "ledger.csv"),
+        "BRIDGE_HEARTBEAT_TTL_S": "5",
+        "BRIDGE_CLAIM_IDLE_S": "1",
+        "BRIDGE_FLUSH_RETRY_S": "1",
     }
     env.update(extra)
     return bridge_env(**env)
@@ -63,8 +71,9 @@ async def fetch(pg_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
 
 
 async def portfolio_rows(pg_url: str) -> list[asyncpg.Record]:
-    return await fetch(pg_url, "SELECT * FROM portfolio_greeks WHERE contract = 'PORTFOLIO' "
-                               "ORDER BY timestamp")
+    return await fetch(
+        pg_url, "SELECT * FROM portfolio_greeks WHERE contract = 'PORTFOLIO' ORDER BY timestamp"
+    )
 
 
 async def api_logs(pg_url: str) -> list[str]:
@@ -89,7 +98,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> int:
 
 
 async def test_portfolio_rows_equal_the_simulated_net_greeks(
-    pg_url: str, redis_url: str, prefix: str, *, tmp_path: Path, sim: PortalSimulator,
+    pg_url: str,
+    redis_url: str,
+    prefix: str,
+    *,
+    tmp_path: Path,
+    sim: PortalSimulator,
     spawn: Spawn,
 ) -> None:
     env = env_for(sim, pg_url, redis_url, prefix, tmp_path, BRIDGE_PER_UNDERLYING="1")
@@ -105,8 +119,10 @@ async def test_portfolio_rows_equal_the_simulated_net_greeks(
         assert row["vega"] == pytest.approx(expected.vega, rel=1e-9)
         assert row["theta"] == pytest.approx(expected.theta, rel=1e-9)
     # underlying price: the symbol carrying the largest absolute dollar delta
-    dollar = {s: abs(sim.portfolio.net_greeks(FROZEN, s).delta * sim.portfolio.price(s, FROZEN))
-              for s in sim.portfolio.underlyings}
+    dollar = {
+        s: abs(sim.portfolio.net_greeks(FROZEN, s).delta * sim.portfolio.price(s, FROZEN))
+        for s in sim.portfolio.underlyings
+    }
     top = max(dollar, key=lambda s: dollar[s])
     assert {r["underlying_price"] for r in rows} == {sim.portfolio.price(top, FROZEN)}
     # on the grid, no tick lost
@@ -114,13 +130,19 @@ async def test_portfolio_rows_equal_the_simulated_net_greeks(
     assert all(round(t.timestamp() / INTERVAL_S, 6).is_integer() for t in stamps)
     spy = await fetch(pg_url, "SELECT * FROM portfolio_greeks WHERE contract = 'SPY'")
     assert spy and spy[0]["delta"] == pytest.approx(
-        sim.portfolio.net_greeks(FROZEN, "SPY").delta, rel=1e-9)
+        sim.portfolio.net_greeks(FROZEN, "SPY").delta, rel=1e-9
+    )
     # every row the collector produced landed
     await wait_for(lambda: _landed(pg_url, tmp_path), 30, "every produced row in PostgreSQL")
 
 
 async def test_logged_out_mid_run_rows_stop_and_resume(
-    pg_url: str, redis_url: str, prefix: str, *, tmp_path: Path, sim: PortalSimulator,
+    pg_url: str,
+    redis_url: str,
+    prefix: str,
+    *,
+    tmp_path: Path,
+    sim: PortalSimulator,
     spawn: Spawn,
 ) -> None:
     env = env_for(sim, pg_url, redis_url, prefix, tmp_path)
@@ -139,8 +161,11 @@ async def test_logged_out_mid_run_rows_stop_and_resume(
     assert len(unauth) == 1, unauth  # said once, with the reason
     assert "not authenticated" in unauth[0]
     sim.login()
-    await wait_for(lambda: _at_least(portfolio_rows(pg_url), len(during) + 3), 60,
-                   "rows after the session returned")
+    await wait_for(
+        lambda: _at_least(portfolio_rows(pg_url), len(during) + 3),
+        60,
+        "rows after the session returned",
+    )
     assert any("rows resumed" in m for m in await api_logs(pg_url))
     assert stop_process(collector) == 0
 
@@ -171,7 +196,12 @@ async def test_redis_stopped_for_several_ticks_loses_nothing(
 
 
 async def test_pacing_enforced_collector_stays_under_the_limits(
-    pg_url: str, redis_url: str, prefix: str, *, tmp_path: Path, sim: PortalSimulator,
+    pg_url: str,
+    redis_url: str,
+    prefix: str,
+    *,
+    tmp_path: Path,
+    sim: PortalSimulator,
     spawn: Spawn,
 ) -> None:
     sim.switches.update({"enforce_pacing": True, "penalty_s": 5.0})

@@ -46,17 +46,28 @@ async def pipeline(
 def bridge_envs(pg_url: str, redis_url: str, prefix: str, port: int) -> dict[str, str]:
     # buffer and spool relative to the processes' working directory: the test's tmp_path
     return bridge_env(
-        DATABASE_URL=pg_url, REDIS_URL=redis_url, BRIDGE_REDIS_PREFIX=prefix,
-        BRIDGE_BUFFER_PATH="buffer.jsonl", BRIDGE_SPOOL_PATH="spool.jsonl",
-        IB_API_MODE="SOCKET", IB_HOST="127.0.0.1", IB_PORT=str(port), IB_CLIENT_ID="17",
-        IB_ACCOUNT=ACCOUNT, IB_CONNECT_TIMEOUT_S="3", IB_MARKET_DATA_TYPE="FROZEN",
-        BRIDGE_POLL_INTERVAL_S="0.5", BRIDGE_GREEKS_GRACE_S="3", BRIDGE_GREEKS_MAX_AGE_S="2",
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_url,
+        BRIDGE_REDIS_PREFIX=prefix,
+        BRIDGE_BUFFER_PATH="buffer.jsonl",
+        BRIDGE_SPOOL_PATH="spool.jsonl",
+        IB_API_MODE="SOCKET",
+        IB_HOST="127.0.0.1",
+        IB_PORT=str(port),
+        IB_CLIENT_ID="17",
+        IB_ACCOUNT=ACCOUNT,
+        IB_CONNECT_TIMEOUT_S="3",
+        IB_MARKET_DATA_TYPE="FROZEN",
+        BRIDGE_POLL_INTERVAL_S="0.5",
+        BRIDGE_GREEKS_GRACE_S="3",
+        BRIDGE_GREEKS_MAX_AGE_S="2",
         BRIDGE_CLAIM_IDLE_S="1",
     )
 
 
-def expected_row(portfolio: SimPortfolio, skip: frozenset[int] = frozenset()
-                 ) -> tuple[float, float, float, float, float]:
+def expected_row(
+    portfolio: SimPortfolio, skip: frozenset[int] = frozenset()
+) -> tuple[float, float, float, float, float]:
     """Net delta/gamma/vega/theta at step 0, and the price of the underlying with the largest
     absolute dollar delta: computed from the model, not by the bridge's code."""
     net = [0.0, 0.0, 0.0, 0.0]
@@ -73,17 +84,21 @@ def expected_row(portfolio: SimPortfolio, skip: frozenset[int] = frozenset()
         for i, g in enumerate(greeks):
             net[i] += g
         delta_by_symbol[pos.symbol] = delta_by_symbol.get(pos.symbol, 0.0) + greeks[0]
-    top = max(delta_by_symbol,
-              key=lambda s: abs(delta_by_symbol[s] * portfolio.price_at_step(s, 0)))
+    top = max(
+        delta_by_symbol, key=lambda s: abs(delta_by_symbol[s] * portfolio.price_at_step(s, 0))
+    )
     return net[0], net[1], net[2], net[3], portfolio.price_at_step(top, 0)
 
 
 async def portfolio_rows(pg_url: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(pg_url)
     try:
-        return list(await conn.fetch(
-            "SELECT timestamp, delta, gamma, vega, theta, underlying_price FROM portfolio_greeks"
-            " WHERE contract = 'PORTFOLIO' ORDER BY timestamp"))
+        return list(
+            await conn.fetch(
+                "SELECT timestamp, delta, gamma, vega, theta, underlying_price FROM portfolio_greeks"
+                " WHERE contract = 'PORTFOLIO' ORDER BY timestamp"
+            )
+        )
     except asyncpg.UndefinedTableError:
         return []
     finally:
@@ -192,7 +207,11 @@ async def test_sentinel_greeks_and_closed_market_are_never_summed_as_zero(
 
 
 async def test_clean_stop_removes_the_heartbeat_and_says_why(
-    spawn: Spawn, pg_url: str, redis_url: str, prefix: str, gateway: Gateway,
+    spawn: Spawn,
+    pg_url: str,
+    redis_url: str,
+    prefix: str,
+    gateway: Gateway,
     redis: aioredis.Redis,
 ) -> None:
     """SIGTERM: exit 0, the heartbeat key goes at once (the watchdog sees a collector that is

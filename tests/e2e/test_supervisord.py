@@ -43,8 +43,9 @@ BRIDGE = ("bridge:writer", "bridge:collector", "bridge:watchdog")
 STOPWAITSECS = {"writer": 20, "collector": 15, "watchdog": 10}
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str,
-               interval_s: float = 0.25) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25
+) -> Any:
     end = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -82,8 +83,11 @@ class Supervised:
         self.log_path = conf.parent / "supervisord.stdout"
         log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [str(BIN / "supervisord"), "-n", "-c", str(conf)], env=env, cwd=cwd,
-            stdout=log, stderr=subprocess.STDOUT,
+            [str(BIN / "supervisord"), "-n", "-c", str(conf)],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self.env = env
@@ -108,13 +112,18 @@ class Supervised:
         return str(self.info()[name]["statename"])
 
     def wait_states(self, names: tuple[str, ...], state: str, timeout_s: float) -> None:
-        wait_until(lambda: all(self.state(n) == state for n in names), timeout_s,
-                   f"{names} {state}")
+        wait_until(
+            lambda: all(self.state(n) == state for n in names), timeout_s, f"{names} {state}"
+        )
 
     def ctl(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(BIN / "supervisorctl"), "-c", str(self.conf), *args], env=self.env,
-            capture_output=True, text=True, timeout=timeout_s, check=False,
+            [str(BIN / "supervisorctl"), "-c", str(self.conf), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
 
     def close(self) -> None:
@@ -146,13 +155,16 @@ class Supervised:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, Supervised]]:
     folder = tmp_path_factory.mktemp("demo")
-    d = render(folder, overrides={
-        "BRIDGE_POLL_INTERVAL_S": str(POLL_S),
-        "BRIDGE_HEARTBEAT_TTL_S": "3",
-        "BRIDGE_TICK_LEDGER": str(folder / "ledger.csv"),
-        "BRIDGE_CLAIM_IDLE_S": "5",
-        "BRIDGE_FLUSH_RETRY_S": "1",
-    })
+    d = render(
+        folder,
+        overrides={
+            "BRIDGE_POLL_INTERVAL_S": str(POLL_S),
+            "BRIDGE_HEARTBEAT_TTL_S": "3",
+            "BRIDGE_TICK_LEDGER": str(folder / "ledger.csv"),
+            "BRIDGE_CLAIM_IDLE_S": "5",
+            "BRIDGE_FLUSH_RETRY_S": "1",
+        },
+    )
     sup = Supervised(d.conf, f"unix://{d.socket}", bridge_env(), cwd=folder)
     try:
         yield d, sup
@@ -161,8 +173,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, Super
 
 
 def portfolio_ts(d: Demo) -> list[datetime]:
-    rows = pg_or_none(d.database_url, "SELECT timestamp FROM portfolio_greeks "
-                      "WHERE contract = 'PORTFOLIO' ORDER BY timestamp")
+    rows = pg_or_none(
+        d.database_url,
+        "SELECT timestamp FROM portfolio_greeks WHERE contract = 'PORTFOLIO' ORDER BY timestamp",
+    )
     return [r["timestamp"] for r in rows or []]
 
 
@@ -179,14 +193,21 @@ def ledger(d: Demo) -> list[datetime]:
 
 
 def duplicates(d: Demo) -> list[asyncpg.Record]:
-    return pg(d.database_url, "SELECT timestamp, contract, count(*) FROM portfolio_greeks "
-              "GROUP BY timestamp, contract HAVING count(*) > 1")
+    return pg(
+        d.database_url,
+        "SELECT timestamp, contract, count(*) FROM portfolio_greeks "
+        "GROUP BY timestamp, contract HAVING count(*) > 1",
+    )
 
 
 def status(d: Demo) -> tuple[int, dict[str, Any]]:
     done = subprocess.run(
         [str(BIN / "bridge"), "--env-file", str(d.dir / ".env"), "status", "--json"],
-        env=bridge_env(), capture_output=True, text=True, timeout=60, check=False,
+        env=bridge_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
@@ -194,6 +215,7 @@ def status(d: Demo) -> tuple[int, dict[str, Any]]:
 
 def landed(d: Demo, until: datetime) -> None:
     """Every row the collector produced up to `until` is in PostgreSQL (waits for the writer)."""
+
     def check() -> bool:
         produced = {t for t in ledger(d) if t <= until}
         return bool(produced) and produced <= set(portfolio_ts(d))
@@ -203,10 +225,12 @@ def landed(d: Demo, until: datetime) -> None:
 
 def test_demo_starts_and_rows_arrive(demo: tuple[Demo, Supervised]) -> None:
     d, sup = demo
-    sup.wait_states(("services:postgres", "services:redis", "services:gateway", *BRIDGE),
-                    "RUNNING", 60)
-    rows = wait_until(lambda: len(portfolio_ts(d)) >= 6 and portfolio_ts(d), 60,
-                      "six PORTFOLIO rows")
+    sup.wait_states(
+        ("services:postgres", "services:redis", "services:gateway", *BRIDGE), "RUNNING", 60
+    )
+    rows = wait_until(
+        lambda: len(portfolio_ts(d)) >= 6 and portfolio_ts(d), 60, "six PORTFOLIO rows"
+    )
     # on the wall-clock grid of the poll interval
     for ts in rows:
         assert (ts.timestamp() / POLL_S) % 1 == pytest.approx(0, abs=1e-6)
@@ -215,8 +239,12 @@ def test_demo_starts_and_rows_arrive(demo: tuple[Demo, Supervised]) -> None:
 
 def bridge(d: Demo, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "bridge"), "--env-file", str(d.dir / ".env"), *args], env=bridge_env(),
-        capture_output=True, text=True, timeout=60, check=False,
+        [str(BIN / "bridge"), "--env-file", str(d.dir / ".env"), *args],
+        env=bridge_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -271,8 +299,11 @@ def test_writer_restart_loses_nothing_and_writes_nothing_twice(
     assert done.returncode == 0, done.stdout + done.stderr
     assert sup.info()["bridge:writer"]["pid"] != before
     restarted = datetime.now().astimezone()
-    wait_until(lambda: any(t > restarted + timedelta(seconds=2) for t in portfolio_ts(d)), 60,
-               "rows after the restart")
+    wait_until(
+        lambda: any(t > restarted + timedelta(seconds=2) for t in portfolio_ts(d)),
+        60,
+        "rows after the restart",
+    )
     landed(d, restarted + timedelta(seconds=1))
     assert not duplicates(d)
     # the writer's restart adds no gap: PostgreSQL has exactly the grid slots produced
@@ -286,11 +317,17 @@ def test_collector_kill_9_rows_continue(demo: tuple[Demo, Supervised]) -> None:
     pid = int(sup.info()["bridge:collector"]["pid"])
     os.kill(pid, signal.SIGKILL)
     killed = datetime.now().astimezone()
-    wait_until(lambda: sup.state("bridge:collector") == "RUNNING"
-               and int(sup.info()["bridge:collector"]["pid"]) != pid, 60,
-               "the collector restarted by supervisord")
-    after = wait_until(lambda: [t for t in portfolio_ts(d) if t > killed], 60,
-                       "rows from the new collector")
+    wait_until(
+        lambda: (
+            sup.state("bridge:collector") == "RUNNING"
+            and int(sup.info()["bridge:collector"]["pid"]) != pid
+        ),
+        60,
+        "the collector restarted by supervisord",
+    )
+    after = wait_until(
+        lambda: [t for t in portfolio_ts(d) if t > killed], 60, "rows from the new collector"
+    )
     landed(d, killed)  # whatever the killed collector had handed off is stored
     assert not duplicates(d)
     rows = portfolio_ts(d)
@@ -300,9 +337,13 @@ def test_collector_kill_9_rows_continue(demo: tuple[Demo, Supervised]) -> None:
     assert gap < 15, f"{gap} s without rows around the restart"
     # the event listener turned the unexpected exit into an api_logs row
     wait_until(
-        lambda: pg(d.database_url, "SELECT message FROM api_logs WHERE message LIKE $1",
-                   "bridge:collector exited unexpectedly%"),
-        30, "the api_logs row of the unexpected exit",
+        lambda: pg(
+            d.database_url,
+            "SELECT message FROM api_logs WHERE message LIKE $1",
+            "bridge:collector exited unexpectedly%",
+        ),
+        30,
+        "the api_logs row of the unexpected exit",
     )
 
 
@@ -312,6 +353,7 @@ def test_postgres_down_rows_buffered_drain_busy_then_recovered(
     d, sup = demo
     assert sup.ctl("stop", "services:postgres").returncode == 0
     try:
+
         def buffered() -> dict[str, Any] | None:
             code, body = status(d)
             return body if code == 1 and body["breaker"] == "open" and body["buffer_rows"] else None
@@ -372,8 +414,12 @@ def test_invalid_env_ends_fatal_with_the_reason(
     sock = root / "deploy" / "run" / "supervisor.sock"
     client = redis.Redis.from_url(redis_server_url, decode_responses=True)
     # started from another directory: the config's paths do not depend on it
-    sup = Supervised(root / "deploy" / "supervisord.conf", f"unix://{sock}", bridge_env(),
-                     cwd=root / "deploy" / "run")
+    sup = Supervised(
+        root / "deploy" / "supervisord.conf",
+        f"unix://{sock}",
+        bridge_env(),
+        cwd=root / "deploy" / "run",
+    )
     sup.folder = root
     try:
         sup.wait_states(BRIDGE, "FATAL", 90)
@@ -388,8 +434,11 @@ def test_invalid_env_ends_fatal_with_the_reason(
             entries = client.xrange(f"{prefix}api_logs")
             return [f for _id, f in entries if f.get("source") == "supervisor"]
 
-        rows = wait_until(lambda: len(fatal_rows()) >= 3 and fatal_rows(), 30,
-                          "three FATAL rows from the event listener")
+        rows = wait_until(
+            lambda: len(fatal_rows()) >= 3 and fatal_rows(),
+            30,
+            "three FATAL rows from the event listener",
+        )
         for name in BRIDGE:
             row = next(r for r in rows if r["message"].startswith(f"{name} is FATAL"))
             assert row["status"] == "ERROR"

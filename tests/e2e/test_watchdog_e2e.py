@@ -50,15 +50,26 @@ def eastern_today_at(hour: int, minute: int) -> datetime:
 
 def bridge_envs(redis_url: str, prefix: str, port: int, **extra: str) -> dict[str, str]:
     values = {
-        "REDIS_URL": redis_url, "BRIDGE_REDIS_PREFIX": prefix,
-        "BRIDGE_BUFFER_PATH": "buffer.jsonl", "BRIDGE_SPOOL_PATH": "spool.jsonl",
-        "IB_API_MODE": "SOCKET", "IB_HOST": "127.0.0.1", "IB_PORT": str(port),
-        "IB_CLIENT_ID": "17", "IB_ACCOUNT": ACCOUNT, "IB_CONNECT_TIMEOUT_S": "2",
-        "IB_MARKET_DATA_TYPE": "FROZEN", "BRIDGE_POLL_INTERVAL_S": "0.5",
-        "BRIDGE_GREEKS_GRACE_S": "2", "BRIDGE_GREEKS_MAX_AGE_S": "2",
-        "BRIDGE_HEARTBEAT_TTL_S": "2", "BRIDGE_WATCHDOG_INTERVAL_S": "0.5",
-        "BRIDGE_RECONNECT_RETRIES": "3", "BRIDGE_BACKOFF_BASE_S": "1",
-        "BRIDGE_BACKOFF_CAP_S": "10", "BRIDGE_STOP_GRACE_S": "2",
+        "REDIS_URL": redis_url,
+        "BRIDGE_REDIS_PREFIX": prefix,
+        "BRIDGE_BUFFER_PATH": "buffer.jsonl",
+        "BRIDGE_SPOOL_PATH": "spool.jsonl",
+        "IB_API_MODE": "SOCKET",
+        "IB_HOST": "127.0.0.1",
+        "IB_PORT": str(port),
+        "IB_CLIENT_ID": "17",
+        "IB_ACCOUNT": ACCOUNT,
+        "IB_CONNECT_TIMEOUT_S": "2",
+        "IB_MARKET_DATA_TYPE": "FROZEN",
+        "BRIDGE_POLL_INTERVAL_S": "0.5",
+        "BRIDGE_GREEKS_GRACE_S": "2",
+        "BRIDGE_GREEKS_MAX_AGE_S": "2",
+        "BRIDGE_HEARTBEAT_TTL_S": "2",
+        "BRIDGE_WATCHDOG_INTERVAL_S": "0.5",
+        "BRIDGE_RECONNECT_RETRIES": "3",
+        "BRIDGE_BACKOFF_BASE_S": "1",
+        "BRIDGE_BACKOFF_CAP_S": "10",
+        "BRIDGE_STOP_GRACE_S": "2",
     }
     values.update(extra)
     return bridge_env(**values)
@@ -99,9 +110,13 @@ class Bridge:
         return await self.rows() > n
 
 
-async def start_bridge(spawn: Spawn, env: dict[str, str], bridge: Bridge,
-                       fake_now: datetime | None, wd_env: dict[str, str] | None = None
-                       ) -> subprocess.Popen[bytes]:
+async def start_bridge(
+    spawn: Spawn,
+    env: dict[str, str],
+    bridge: Bridge,
+    fake_now: datetime | None,
+    wd_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     spawn("collector", env)
     await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
     await wait_for(lambda: bridge.rows_after(1), 30, "the first rows")
@@ -124,11 +139,16 @@ def stopped_cleanly(proc: subprocess.Popen[bytes], within_s: float = 5.0) -> int
 
 
 async def test_drop_outside_the_window_is_reconnected_within_2_s_and_rows_resume(
-    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+    spawn: Spawn,
+    gateway: Gateway,
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
 ) -> None:
     bridge = Bridge(redis, prefix)
-    env = bridge_envs(redis_url, prefix, gateway.port,
-                      BRIDGE_WATCHDOG_INTERVAL_S="30")  # only the link event can be this fast
+    env = bridge_envs(
+        redis_url, prefix, gateway.port, BRIDGE_WATCHDOG_INTERVAL_S="30"
+    )  # only the link event can be this fast
     watchdog = await start_bridge(spawn, env, bridge, eastern_today_at(12, 0))
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -142,15 +162,20 @@ async def test_drop_outside_the_window_is_reconnected_within_2_s_and_rows_resume
     await wait_for(lambda: bridge.rows_after(n + 2), 20, "rows resume")
     await wait_for(lambda: bridge.has_message("succeeded"), 5, "the attempt's row")
     messages = await bridge.messages()
-    assert any(m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded")
-               for m in messages), messages
+    assert any(
+        m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded") for m in messages
+    ), messages
     assert all(r["api_mode"] == "SOCKET" for r in await bridge.watchdog_logs())
     assert await bridge.commands("pause") == []
     assert stopped_cleanly(watchdog) == 0
 
 
 async def test_refused_connections_three_retries_with_growing_delays_then_success(
-    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+    spawn: Spawn,
+    gateway: Gateway,
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
 ) -> None:
     bridge = Bridge(redis, prefix)
     env = bridge_envs(redis_url, prefix, gateway.port)
@@ -163,12 +188,9 @@ async def test_refused_connections_three_retries_with_growing_delays_then_succes
     print("\n".join(messages))
     assert messages[0].startswith("WARN reconnect attempt 1/4 of round 1 (at once) failed")
     assert "refused" in messages[0]
-    assert messages[1].startswith("WARN reconnect attempt 2/4 (retry 1 of 3) of round 1 "
-                                  "(after 1.")
-    assert messages[2].startswith("WARN reconnect attempt 3/4 (retry 2 of 3) of round 1 "
-                                  "(after 2.")
-    assert messages[3].startswith("INFO reconnect attempt 4/4 (retry 3 of 3) of round 1 "
-                                  "(after 4.")
+    assert messages[1].startswith("WARN reconnect attempt 2/4 (retry 1 of 3) of round 1 (after 1.")
+    assert messages[2].startswith("WARN reconnect attempt 3/4 (retry 2 of 3) of round 1 (after 2.")
+    assert messages[3].startswith("INFO reconnect attempt 4/4 (retry 3 of 3) of round 1 (after 4.")
     assert "succeeded" in messages[3]
     assert not any(m.startswith("ERROR") for m in await bridge.messages())
     n = await bridge.rows()
@@ -176,15 +198,22 @@ async def test_refused_connections_three_retries_with_growing_delays_then_succes
 
 
 async def test_drop_while_the_clock_reads_2345_et_waits_until_0005(
-    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+    spawn: Spawn,
+    gateway: Gateway,
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
 ) -> None:
     bridge = Bridge(redis, prefix)
     env = bridge_envs(redis_url, prefix, gateway.port)
     fake = eastern_today_at(23, 45)
     await start_bridge(spawn, env, bridge, fake)
     await gateway.cmd("drop")
-    await wait_for(lambda: bridge.has_message("waiting until 00:05 ET"), 5,
-                   "the row saying it waits until 00:05 ET")
+    await wait_for(
+        lambda: bridge.has_message("waiting until 00:05 ET"),
+        5,
+        "the row saying it waits until 00:05 ET",
+    )
     row = next(m for m in await bridge.messages() if "waiting until 00:05 ET" in m)
     print(row)
     until = fake + timedelta(minutes=20)
@@ -209,8 +238,7 @@ class Supervisord:
 
 
 @pytest.fixture
-def supervisord_collector(gateway: Gateway, redis_url: str, prefix: str
-                          ) -> Iterator[Supervisord]:
+def supervisord_collector(gateway: Gateway, redis_url: str, prefix: str) -> Iterator[Supervisord]:
     """A real supervisord in a short tmp folder (unix socket path limit) running the collector
     as `bridge:collector`; ended by its PID."""
     program = f"""\
@@ -235,13 +263,22 @@ async def collector_pid(sv: Supervisord) -> int:
 
 
 async def test_frozen_collector_under_supervisord_is_restarted(
-    spawn: Spawn, supervisord_collector: Supervisord, gateway: Gateway,
-    redis: aioredis.Redis, redis_url: str, prefix: str,
+    spawn: Spawn,
+    supervisord_collector: Supervisord,
+    gateway: Gateway,
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
 ) -> None:
     sv = supervisord_collector
     bridge = Bridge(redis, prefix)
-    env = bridge_envs(redis_url, prefix, gateway.port, BRIDGE_SUPERVISOR_URL=sv.url,
-                      BRIDGE_COLLECTOR_PROCESS="bridge:collector")
+    env = bridge_envs(
+        redis_url,
+        prefix,
+        gateway.port,
+        BRIDGE_SUPERVISOR_URL=sv.url,
+        BRIDGE_COLLECTOR_PROCESS="bridge:collector",
+    )
     await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
     await wait_for(lambda: bridge.rows_after(1), 30, "the first rows")
     spawn("watchdog", dict(env, BRIDGE_TEST_FAKE_NOW=eastern_today_at(12, 0).isoformat()))
@@ -255,8 +292,11 @@ async def test_frozen_collector_under_supervisord_is_restarted(
     assert frozen > 0
     os.kill(frozen, signal.SIGSTOP)  # hung, while its process still exists
     try:
-        await wait_for(lambda: bridge.has_message("restarted through supervisord"), 30,
-                       "the restart through supervisord")
+        await wait_for(
+            lambda: bridge.has_message("restarted through supervisord"),
+            30,
+            "the restart through supervisord",
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(frozen, signal.SIGCONT)  # whatever happened, leave nothing frozen
@@ -274,7 +314,11 @@ async def test_frozen_collector_under_supervisord_is_restarted(
 
 
 async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
-    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+    spawn: Spawn,
+    gateway: Gateway,
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
 ) -> None:
     """The second half of the night: the collector was paused (as at 23:45) until 00:05 ET;
     a watchdog whose clock reads 00:04:57 ET waits, then reconnects at 00:05:00 ET."""
@@ -284,8 +328,10 @@ async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
     until = eastern_today_at(0, 5) + timedelta(days=1)
     await redis.set(f"{prefix}pause_until", until.isoformat(), px=600_000)
-    await redis.xadd(bridge.keys.control, {"cmd": "pause", "id": "e2e-pause",
-                                           "until": until.isoformat(), "reason": "e2e"})
+    await redis.xadd(
+        bridge.keys.control,
+        {"cmd": "pause", "id": "e2e-pause", "until": until.isoformat(), "reason": "e2e"},
+    )
     await wait_for(lambda: bridge.state_is("paused"), 10, "the collector paused")
     n = await bridge.rows()
     loop = asyncio.get_running_loop()
@@ -299,32 +345,53 @@ async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     await wait_for(lambda: bridge.rows_after(n + 2), 30, "rows resume")
     messages = await bridge.messages()
     assert any("pause ended" in m and "reconnect round 1 starts now" in m for m in messages)
-    assert any(m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded")
-               for m in messages), messages
+    assert any(
+        m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded") for m in messages
+    ), messages
 
 
-LIBFAKETIME = next((p for p in (Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
-                                Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
-                                Path("/usr/lib/faketime/libfaketime.so.1"),
-                                Path("/usr/local/lib/faketime/libfaketime.so.1"))
-                    if p.exists()), None)
+LIBFAKETIME = next(
+    (
+        p
+        for p in (
+            Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+            Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
+            Path("/usr/lib/faketime/libfaketime.so.1"),
+            Path("/usr/local/lib/faketime/libfaketime.so.1"),
+        )
+        if p.exists()
+    ),
+    None,
+)
 
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime (apt: faketime) not installed")
 async def test_system_clock_at_2345_et_without_the_test_hook(
-    spawn: Spawn, gateway: Gateway, redis: aioredis.Redis, redis_url: str, prefix: str,
+    spawn: Spawn,
+    gateway: Gateway,
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
 ) -> None:
     """The production clock path: the watchdog's *system* clock reads 23:45 US/Eastern
     (libfaketime), no test hook set."""
     bridge = Bridge(redis, prefix)
     env = bridge_envs(redis_url, prefix, gateway.port)
-    wd_env = dict(env, LD_PRELOAD=str(LIBFAKETIME), TZ="America/New_York",
-                  FAKETIME="@" + eastern_today_at(23, 45).strftime("%Y-%m-%d %H:%M:%S"),
-                  FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+    wd_env = dict(
+        env,
+        LD_PRELOAD=str(LIBFAKETIME),
+        TZ="America/New_York",
+        FAKETIME="@" + eastern_today_at(23, 45).strftime("%Y-%m-%d %H:%M:%S"),
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+        FAKETIME_NO_CACHE="1",
+    )
     await start_bridge(spawn, env, bridge, None, wd_env)
     await gateway.cmd("drop")
-    await wait_for(lambda: bridge.has_message("waiting until 00:05 ET"), 5,
-                   "the row saying it waits until 00:05 ET")
+    await wait_for(
+        lambda: bridge.has_message("waiting until 00:05 ET"),
+        5,
+        "the row saying it waits until 00:05 ET",
+    )
     row = next(m for m in await bridge.messages() if "waiting until 00:05 ET" in m)
     print(row)
     assert row.startswith(f"INFO link disconnected at {eastern_today_at(23, 45):%Y-%m-%d} 23:45:")

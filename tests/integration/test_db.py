@@ -15,8 +15,18 @@ T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
 
 
 def greeks(n: int, start: int = 0) -> list[GreeksRow]:
-    return [GreeksRow(T0 + timedelta(seconds=5 * i), "PORTFOLIO", i * 1.0, 0.5, -2.0, 3.0,
-                      None if i % 2 else 600.0 + i) for i in range(start, start + n)]
+    return [
+        GreeksRow(
+            T0 + timedelta(seconds=5 * i),
+            "PORTFOLIO",
+            i * 1.0,
+            0.5,
+            -2.0,
+            3.0,
+            None if i % 2 else 600.0 + i,
+        )
+        for i in range(start, start + n)
+    ]
 
 
 async def columns(url: str, table: str) -> list[tuple[str, str]]:
@@ -24,7 +34,9 @@ async def columns(url: str, table: str) -> list[tuple[str, str]]:
     try:
         rows = await conn.fetch(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = $1 ORDER BY ordinal_position", table)
+            "WHERE table_name = $1 ORDER BY ordinal_position",
+            table,
+        )
         return [(r[0], r[1]) for r in rows]
     finally:
         await conn.close()
@@ -36,11 +48,22 @@ async def test_ensure_schema_creates_exact_columns(pg_url: str) -> None:
         await db.ensure_schema()  # twice is harmless
     dp = "double precision"
     assert await columns(pg_url, "portfolio_greeks") == [
-        ("id", "bigint"), ("timestamp", "timestamp with time zone"), ("contract", "text"),
-        ("delta", dp), ("gamma", dp), ("vega", dp), ("theta", dp), ("underlying_price", dp)]
+        ("id", "bigint"),
+        ("timestamp", "timestamp with time zone"),
+        ("contract", "text"),
+        ("delta", dp),
+        ("gamma", dp),
+        ("vega", dp),
+        ("theta", dp),
+        ("underlying_price", dp),
+    ]
     assert await columns(pg_url, "api_logs") == [
-        ("id", "bigint"), ("timestamp", "timestamp with time zone"), ("api_mode", "text"),
-        ("message", "text"), ("status", "text")]
+        ("id", "bigint"),
+        ("timestamp", "timestamp with time zone"),
+        ("api_mode", "text"),
+        ("message", "text"),
+        ("status", "text"),
+    ]
     conn = await asyncpg.connect(pg_url)
     try:
         idx = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes")}
@@ -102,8 +125,9 @@ async def test_batches_are_idempotent_and_ordered(pg_url: str) -> None:
         await db.write_batch(greeks(10, start=50), [])
         conn = await asyncpg.connect(pg_url)
         try:
-            got = await conn.fetch("SELECT timestamp, underlying_price FROM portfolio_greeks "
-                                   "ORDER BY id")
+            got = await conn.fetch(
+                "SELECT timestamp, underlying_price FROM portfolio_greeks ORDER BY id"
+            )
         finally:
             await conn.close()
         assert [r[0] for r in got] == sorted(r[0] for r in got)
@@ -114,9 +138,16 @@ async def test_batches_are_idempotent_and_ordered(pg_url: str) -> None:
 async def test_greek_snapshots_and_trades_keep_working(pg_url: str) -> None:
     async with DBManager(pg_url) as db:
         await db.ensure_schema()
-        sid = await db.insert_greek_snapshot("SPY 261218C600", delta=0.45, gamma=0.01,
-                                             vega=0.6, theta=-0.26, implied_vol=0.18,
-                                             underlying_price=600.0, timestamp=T0)
+        sid = await db.insert_greek_snapshot(
+            "SPY 261218C600",
+            delta=0.45,
+            gamma=0.01,
+            vega=0.6,
+            theta=-0.26,
+            implied_vol=0.18,
+            underlying_price=600.0,
+            timestamp=T0,
+        )
         snaps = await db.greek_snapshots("SPY 261218C600")
         assert [s["id"] for s in snaps] == [sid]
         assert snaps[0]["delta"] == 0.45 and snaps[0]["implied_vol"] == 0.18

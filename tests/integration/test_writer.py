@@ -25,8 +25,19 @@ Spawn = Callable[..., subprocess.Popen[bytes]]
 
 def rows(n: int, start: int = 0) -> list[dict[str, str]]:
     return [
-        encode_greeks(GreeksRow(T0 + timedelta(seconds=5 * i), "PORTFOLIO", float(i), 0.25,
-                                -3.5, 12.0, 600.0 + i / 100, "DU1234567", "SOCKET"))
+        encode_greeks(
+            GreeksRow(
+                T0 + timedelta(seconds=5 * i),
+                "PORTFOLIO",
+                float(i),
+                0.25,
+                -3.5,
+                12.0,
+                600.0 + i / 100,
+                "DU1234567",
+                "SOCKET",
+            )
+        )
         for i in range(start, start + n)
     ]
 
@@ -34,7 +45,7 @@ def rows(n: int, start: int = 0) -> list[dict[str, str]]:
 async def xadd_all(redis: aioredis.Redis, stream: str, entries: list[dict[str, str]]) -> None:
     for i in range(0, len(entries), 1000):
         async with redis.pipeline(transaction=False) as pipe:
-            for fields in entries[i:i + 1000]:
+            for fields in entries[i : i + 1000]:
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]
             await pipe.execute()
 
@@ -57,9 +68,14 @@ async def pending(redis: aioredis.Redis, stream: str) -> int:
 def writer_env(pg_url: str, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
     # a buffer of this test alone (never the operator's ~/.portfolio_bridge_buffer.jsonl)
     buffer = Path(tempfile.gettempdir()) / f"bridge-test-{prefix.strip(':')}" / "buffer.jsonl"
-    env = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "BRIDGE_REDIS_PREFIX": prefix,
-           "BRIDGE_CLAIM_IDLE_S": "1", "BRIDGE_WRITER_BATCH": "500",
-           "BRIDGE_BUFFER_PATH": str(buffer)}
+    env = {
+        "DATABASE_URL": pg_url,
+        "REDIS_URL": redis_url,
+        "BRIDGE_REDIS_PREFIX": prefix,
+        "BRIDGE_CLAIM_IDLE_S": "1",
+        "BRIDGE_WRITER_BATCH": "500",
+        "BRIDGE_BUFFER_PATH": str(buffer),
+    }
     return bridge_env(**{**env, **extra})
 
 
@@ -76,9 +92,12 @@ async def test_10000_rows_exactly_once_and_replay_is_idempotent(
     await wait_for(lambda: _all_delivered(redis, keys.greeks), 30, "all read")
     await _settle(redis, keys.greeks)
     assert await count(pg_url) == 10_000
-    ordered = await count(pg_url, """
+    ordered = await count(
+        pg_url,
+        """
         SELECT count(*) FROM (SELECT id, timestamp, lag(timestamp) OVER (ORDER BY id) AS prev
-        FROM portfolio_greeks) s WHERE prev > timestamp""")
+        FROM portfolio_greeks) s WHERE prev > timestamp""",
+    )
     assert ordered == 0, "id order differs from timestamp order"
 
 
@@ -87,8 +106,9 @@ async def test_killed_after_commit_before_ack_then_restarted(
 ) -> None:
     keys = Keys(prefix)
     await xadd_all(redis, keys.greeks, rows(3_000))
-    crashing = spawn("writer", writer_env(pg_url, redis_url, prefix,
-                                          BRIDGE_TEST_KILL_AFTER_COMMITS="2"))
+    crashing = spawn(
+        "writer", writer_env(pg_url, redis_url, prefix, BRIDGE_TEST_KILL_AFTER_COMMITS="2")
+    )
     await wait_for(lambda: crashing.poll() is not None, 60, "the test hook's SIGKILL")
     assert crashing.returncode == -signal.SIGKILL
     committed = await count(pg_url)
@@ -107,7 +127,7 @@ async def test_kill_9_in_mid_flow_loses_and_duplicates_nothing(
     first = spawn("writer", writer_env(pg_url, redis_url, prefix, BRIDGE_WRITER_BATCH="50"))
     produced = rows(4_000)
     for i in range(0, 4_000, 200):
-        await xadd_all(redis, keys.greeks, produced[i:i + 200])
+        await xadd_all(redis, keys.greeks, produced[i : i + 200])
         if i == 1_600:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -130,8 +150,9 @@ async def test_malformed_entry_goes_to_dead_letters_with_a_warn(
     assert len(dead) == 1
     fields = dead[0][1]
     assert b"delta" in fields[b"reason"] and fields[b"f.delta"] == b"lots"
-    warn_sql = ("SELECT count(*) FROM api_logs WHERE status = 'WARN' "
-                "AND message LIKE '%dead letter%'")
+    warn_sql = (
+        "SELECT count(*) FROM api_logs WHERE status = 'WARN' AND message LIKE '%dead letter%'"
+    )
     await wait_for(lambda: _eq(count(pg_url, warn_sql), 1), 30, "the WARN row")
 
 

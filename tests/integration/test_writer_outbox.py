@@ -46,31 +46,70 @@ text = st.text(st.characters(codec="utf-8"), max_size=12)
 plain = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=70)
 finite = st.floats(allow_nan=False, allow_infinity=False).map(repr)
 number_text = st.one_of(  # mostly what producers write, then everything odd
-    finite, finite, finite, finite,
+    finite,
+    finite,
+    finite,
+    finite,
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["1.", ".5", "+1.5", "1e400", "-1e-400", "1_000", " 1", "nan", "", "\\N",
-                     "0x10", "1e5", "-0.0", "1e308", "-1.7976931348623157e308"]),
+    st.sampled_from(
+        [
+            "1.",
+            ".5",
+            "+1.5",
+            "1e400",
+            "-1e-400",
+            "1_000",
+            " 1",
+            "nan",
+            "",
+            "\\N",
+            "0x10",
+            "1e5",
+            "-0.0",
+            "1e308",
+            "-1.7976931348623157e308",
+        ]
+    ),
     text,
 )
 good_ts = st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat())
 ts_text = st.one_of(
-    good_ts, good_ts, good_ts,
+    good_ts,
+    good_ts,
+    good_ts,
     st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
-    st.sampled_from(["2026-11-25T24:00:00+00:00", "2026-11-25T14:30:60+00:00",
-                     "2026-11-25 14:30:00+00:00", "2026-11-25T14:30:00Z",
-                     "2026-11-25T14:30:00", "2026-02-30T00:00:00+00:00",
-                     "0000-01-01T00:00:00+00:00", "2026-11-25T14:30:00+24:00"]),
+    st.sampled_from(
+        [
+            "2026-11-25T24:00:00+00:00",
+            "2026-11-25T14:30:60+00:00",
+            "2026-11-25 14:30:00+00:00",
+            "2026-11-25T14:30:00Z",
+            "2026-11-25T14:30:00",
+            "2026-02-30T00:00:00+00:00",
+            "0000-01-01T00:00:00+00:00",
+            "2026-11-25T14:30:00+24:00",
+        ]
+    ),
     text,
 )
 contract_text = st.one_of(plain, plain, st.just("PORTFOLIO"), text)
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.fixed_dictionaries(
-    {"v": st.sampled_from(["1", "2", ""]), "ts": ts_text, "contract": contract_text,
-     "delta": number_text, "gamma": number_text, "vega": number_text, "theta": number_text},
-    optional={"underlying_price": number_text, "account": text, "mode": text},
-))
+@given(
+    st.fixed_dictionaries(
+        {
+            "v": st.sampled_from(["1", "2", ""]),
+            "ts": ts_text,
+            "contract": contract_text,
+            "delta": number_text,
+            "gamma": number_text,
+            "vega": number_text,
+            "theta": number_text,
+        },
+        optional={"underlying_price": number_text, "account": text, "mode": text},
+    )
+)
 def test_copy_line_is_never_more_permissive_than_the_codec(fields: dict[str, str]) -> None:
     line = copy_line(fields)
     if line is None:
@@ -84,12 +123,22 @@ def test_copy_line_is_never_more_permissive_than_the_codec(fields: dict[str, str
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.fixed_dictionaries(
-    {"v": st.sampled_from(["1", "2"]), "ts": ts_text, "contract": contract_text,
-     "delta": number_text, "gamma": number_text, "vega": number_text, "theta": number_text,
-     "underlying_price": number_text, "account": st.one_of(plain, text),
-     "mode": st.one_of(plain, text)},
-))
+@given(
+    st.fixed_dictionaries(
+        {
+            "v": st.sampled_from(["1", "2"]),
+            "ts": ts_text,
+            "contract": contract_text,
+            "delta": number_text,
+            "gamma": number_text,
+            "vega": number_text,
+            "theta": number_text,
+            "underlying_price": number_text,
+            "account": st.one_of(plain, text),
+            "mode": st.one_of(plain, text),
+        },
+    )
+)
 def test_raw_line_is_never_more_permissive_than_the_codec(fields: dict[str, str]) -> None:
     line = orjson.dumps({"stream": "greeks", "fields": fields})
     fast = raw_line(line)
@@ -105,10 +154,15 @@ def test_raw_line_takes_the_writers_own_lines() -> None:
     row = GreeksRow(T0, "PORTFOLIO", 1.25, -0.5, 3e-9, 12.0, 601.5, "DU1", "SOCKET")
     fast = raw_line(orjson.dumps(encode_line(row)))
     assert fast is not None
-    assert fast.copy == (f"{T0.isoformat(timespec='microseconds')}\tPORTFOLIO\t1.25\t-0.5"
-                         "\t3e-09\t12.0\t601.5").encode()
-    assert raw_line(orjson.dumps(encode_line(ApiLogRow(T0, "SOCKET", "INFO", "x", "writer")))) \
-        is None
+    assert (
+        fast.copy
+        == (
+            f"{T0.isoformat(timespec='microseconds')}\tPORTFOLIO\t1.25\t-0.5\t3e-09\t12.0\t601.5"
+        ).encode()
+    )
+    assert (
+        raw_line(orjson.dumps(encode_line(ApiLogRow(T0, "SOCKET", "INFO", "x", "writer")))) is None
+    )
     assert raw_line(b'{"stream":"greeks"}') is None
 
 
@@ -124,8 +178,17 @@ def test_buffer_line_round_trip() -> None:
 
 
 def _row(i: int, delta: float | None = None) -> dict[str, str]:
-    return encode_greeks(GreeksRow(T0 + timedelta(seconds=5 * i), "PORTFOLIO",
-                                   float(i) if delta is None else delta, 0.1, 0.2, 0.3, 600.0))
+    return encode_greeks(
+        GreeksRow(
+            T0 + timedelta(seconds=5 * i),
+            "PORTFOLIO",
+            float(i) if delta is None else delta,
+            0.1,
+            0.2,
+            0.3,
+            600.0,
+        )
+    )
 
 
 async def _schema_with_check(pg_url: str) -> None:
@@ -135,8 +198,9 @@ async def _schema_with_check(pg_url: str) -> None:
         await db.ensure_schema()
     conn = await asyncpg.connect(pg_url)
     try:
-        await conn.execute("ALTER TABLE portfolio_greeks ADD CONSTRAINT delta_sane "
-                           "CHECK (delta > -1000000)")
+        await conn.execute(
+            "ALTER TABLE portfolio_greeks ADD CONSTRAINT delta_sane CHECK (delta > -1000000)"
+        )
     finally:
         await conn.close()
 
@@ -154,48 +218,78 @@ async def _eq(value: object, expected: int) -> bool:
 
 
 def _env(pg_url: str, redis_url: str, prefix: str, buffer: Path) -> dict[str, str]:
-    return bridge_env(DATABASE_URL=pg_url, REDIS_URL=redis_url, BRIDGE_REDIS_PREFIX=prefix,
-                      BRIDGE_BUFFER_PATH=str(buffer), BRIDGE_FLUSH_RETRY_S="0.5",
-                      BRIDGE_WRITER_BATCH="20")
+    return bridge_env(
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_url,
+        BRIDGE_REDIS_PREFIX=prefix,
+        BRIDGE_BUFFER_PATH=str(buffer),
+        BRIDGE_FLUSH_RETRY_S="0.5",
+        BRIDGE_WRITER_BATCH="20",
+    )
 
 
 async def test_refused_rows_from_the_stream_and_from_the_buffer_are_dead_lettered(
-    spawn: Spawn, pg_url: str, redis_url: str, redis: aioredis.Redis, prefix: str,
-    *, tmp_path: Path,
+    spawn: Spawn,
+    pg_url: str,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
     await _schema_with_check(pg_url)
     buffer = tmp_path / "buffer.jsonl"
     buffered = [_row(i, -5e6 if i == 20 else None) for i in range(50)]  # row 20 refused
-    buffer.write_bytes(b"".join(orjson.dumps({"stream": "greeks", "fields": f}) + b"\n"
-                                for f in buffered))
+    buffer.write_bytes(
+        b"".join(orjson.dumps({"stream": "greeks", "fields": f}) + b"\n" for f in buffered)
+    )
     streamed = [_row(i, -5e6 if i == 70 else None) for i in range(50, 100)]  # row 70 refused
     async with redis.pipeline(transaction=False) as pipe:
         for f in streamed:
             pipe.xadd(keys.greeks, f)  # type: ignore[arg-type]
         await pipe.execute()
     proc = spawn("writer", _env(pg_url, redis_url, prefix, buffer))
-    await wait_for(lambda: _eq(_count(pg_url, "SELECT count(*) FROM portfolio_greeks"), 98), 60,
-                   "98 good rows")
+    await wait_for(
+        lambda: _eq(_count(pg_url, "SELECT count(*) FROM portfolio_greeks"), 98), 60, "98 good rows"
+    )
     await wait_for(lambda: _eq(redis.xlen(keys.dead), 2), 20, "two dead letters")
     dead = [fields for _, fields in await redis.xrange(keys.dead)]
-    assert {d[b"f.ts"] for d in dead} == {buffered[20]["ts"].encode(),
-                                          streamed[20]["ts"].encode()}
+    assert {d[b"f.ts"] for d in dead} == {buffered[20]["ts"].encode(), streamed[20]["ts"].encode()}
     assert all(b"delta_sane" in d[b"reason"] for d in dead)
     assert {d[b"stream"] for d in dead} == {b"buffer:greeks", keys.greeks.encode()}
-    disorder = await _count(pg_url, """
+    disorder = await _count(
+        pg_url,
+        """
         SELECT count(*) FROM (SELECT timestamp, lag(timestamp) OVER (ORDER BY id) AS prev
-        FROM portfolio_greeks) s WHERE prev >= timestamp""")
+        FROM portfolio_greeks) s WHERE prev >= timestamp""",
+    )
     assert disorder == 0
-    await wait_for(lambda: _eq(_count(pg_url, "SELECT count(*) FROM api_logs WHERE status = "
-                                              "'WARN' AND message LIKE '%dead letter%'"), 2),
-                   20, "two WARN rows")
+    await wait_for(
+        lambda: _eq(
+            _count(
+                pg_url,
+                "SELECT count(*) FROM api_logs WHERE status = "
+                "'WARN' AND message LIKE '%dead letter%'",
+            ),
+            2,
+        ),
+        20,
+        "two WARN rows",
+    )
     # a data error is no outage: the breaker never opened, nothing loops
-    assert await _count(pg_url, "SELECT count(*) FROM api_logs "
-                                "WHERE message LIKE '%breaker opened%'") == 0
+    assert (
+        await _count(pg_url, "SELECT count(*) FROM api_logs WHERE message LIKE '%breaker opened%'")
+        == 0
+    )
     # (the buffer found at start-up kept it open until drained: one close, no outage)
-    await wait_for(lambda: _eq(_count(pg_url, "SELECT count(*) FROM api_logs WHERE message "
-                                              "LIKE '%breaker closed%'"), 1), 20, "the close")
+    await wait_for(
+        lambda: _eq(
+            _count(pg_url, "SELECT count(*) FROM api_logs WHERE message LIKE '%breaker closed%'"), 1
+        ),
+        20,
+        "the close",
+    )
     await asyncio.sleep(1.0)
     state = await redis.hgetall(keys.writer_state)
     assert state[b"breaker"] == b"closed" and state[b"buffer_rows"] == b"0"
@@ -205,8 +299,13 @@ async def test_refused_rows_from_the_stream_and_from_the_buffer_are_dead_lettere
 
 
 async def test_a_database_that_refuses_the_writer_dead_letters_nothing(
-    spawn: Spawn, pg_url: str, redis_url: str, redis: aioredis.Redis, prefix: str,
-    *, tmp_path: Path,
+    spawn: Spawn,
+    pg_url: str,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    tmp_path: Path,
 ) -> None:
     """Not an outage and not a bad row (here: no such database): the process exits non-zero for
     supervisord to restart it; no row is dead-lettered, every entry stays unacknowledged."""

@@ -48,8 +48,15 @@ def tick(i: int) -> dict[str, str]:
     }
 
 
-async def produce(redis: aioredis.Redis, stream: str, start: int, stop: int, *,
-                  per_step: int = 25, step_s: float = 0.1) -> None:
+async def produce(
+    redis: aioredis.Redis,
+    stream: str,
+    start: int,
+    stop: int,
+    *,
+    per_step: int = 25,
+    step_s: float = 0.1,
+) -> None:
     for i in range(start, stop, per_step):
         async with redis.pipeline(transaction=False) as pipe:
             for j in range(i, min(i + per_step, stop)):
@@ -59,11 +66,18 @@ async def produce(redis: aioredis.Redis, stream: str, start: int, stop: int, *,
 
 
 def env(pg_url: str, redis_url: str, prefix: str, buffer: Path, **extra: str) -> dict[str, str]:
-    return bridge_env(**{
-        "DATABASE_URL": pg_url, "REDIS_URL": redis_url, "BRIDGE_REDIS_PREFIX": prefix,
-        "BRIDGE_BUFFER_PATH": str(buffer), "BRIDGE_FLUSH_RETRY_S": RETRY_S,
-        "BRIDGE_CLAIM_IDLE_S": "1", "BRIDGE_WRITER_BATCH": "50", **extra,
-    })
+    return bridge_env(
+        **{
+            "DATABASE_URL": pg_url,
+            "REDIS_URL": redis_url,
+            "BRIDGE_REDIS_PREFIX": prefix,
+            "BRIDGE_BUFFER_PATH": str(buffer),
+            "BRIDGE_FLUSH_RETRY_S": RETRY_S,
+            "BRIDGE_CLAIM_IDLE_S": "1",
+            "BRIDGE_WRITER_BATCH": "50",
+            **extra,
+        }
+    )
 
 
 async def fetchval(url: str, sql: str) -> int:
@@ -107,19 +121,21 @@ async def state(redis: aioredis.Redis, keys: Keys) -> dict[str, str]:
 async def assert_all_landed(url: str, n: int) -> None:
     assert await rows_in(url) == n
     assert await fetchval(url, "SELECT count(DISTINCT timestamp) FROM portfolio_greeks") == n
-    disorder = await fetchval(url, """
+    disorder = await fetchval(
+        url,
+        """
         SELECT count(*) FROM (SELECT timestamp, lag(timestamp) OVER (ORDER BY id) AS prev
-        FROM portfolio_greeks) s WHERE prev >= timestamp""")
+        FROM portfolio_greeks) s WHERE prev >= timestamp""",
+    )
     assert disorder == 0, "id order differs from timestamp order"
-    nulls = await fetchval(url, "SELECT count(*) FROM portfolio_greeks "
-                                "WHERE underlying_price IS NULL")
+    nulls = await fetchval(
+        url, "SELECT count(*) FROM portfolio_greeks WHERE underlying_price IS NULL"
+    )
     assert nulls == len([i for i in range(n) if i % 7 == 0])
 
 
 async def event_count(url: str, like: str) -> int:
-    return await fetchval(
-        url, f"SELECT count(*) FROM api_logs WHERE message LIKE '{like}'"
-    )
+    return await fetchval(url, f"SELECT count(*) FROM api_logs WHERE message LIKE '{like}'")
 
 
 def buffer_empty(buffer: Path) -> bool:
@@ -147,15 +163,19 @@ def pg() -> Iterator[PostgresServer]:
 
 
 async def test_outage_1000_rows_exactly_once_in_order(
-    spawn: Spawn, pg: PostgresServer, redis_url: str, redis: aioredis.Redis, prefix: str,
-    *, tmp_path: Path,
+    spawn: Spawn,
+    pg: PostgresServer,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
     url = pg.url()
     buffer = tmp_path / "buf" / "buffer.jsonl"
     proc = spawn("writer", env(url, redis_url, prefix, buffer))
-    producer = asyncio.create_task(produce(redis, keys.greeks, 0, 1000, per_step=25,
-                                           step_s=0.15))
+    producer = asyncio.create_task(produce(redis, keys.greeks, 0, 1000, per_step=25, step_s=0.15))
     await wait_for(lambda: _gt(rows_in(url), 100), 30, "rows flowing into PostgreSQL")
     await asyncio.to_thread(pg.stop)
     outage_started = datetime.now(UTC)
@@ -180,10 +200,16 @@ async def test_outage_1000_rows_exactly_once_in_order(
     assert await event_count(url, "%circuit breaker opened: PostgreSQL unreachable%") == 1
     assert await event_count(url, "%flush retry % failed%") >= 1
     assert await event_count(url, "%buffer drained: % rows in %") >= 1
-    opened_at = await fetchval(url, """SELECT extract(epoch FROM timestamp)::bigint FROM api_logs
-                                       WHERE message LIKE '%breaker opened%'""")
-    closed_at = await fetchval(url, """SELECT extract(epoch FROM timestamp)::bigint FROM api_logs
-                                       WHERE message LIKE '%breaker closed%'""")
+    opened_at = await fetchval(
+        url,
+        """SELECT extract(epoch FROM timestamp)::bigint FROM api_logs
+                                       WHERE message LIKE '%breaker opened%'""",
+    )
+    closed_at = await fetchval(
+        url,
+        """SELECT extract(epoch FROM timestamp)::bigint FROM api_logs
+                                       WHERE message LIKE '%breaker closed%'""",
+    )
     assert opened_at <= outage_started.timestamp() + 10
     assert closed_at - opened_at >= 2 * float(RETRY_S) - 1
     assert proc.poll() is None
@@ -192,8 +218,13 @@ async def test_outage_1000_rows_exactly_once_in_order(
 
 
 async def test_sigkill_during_outage_and_in_mid_drain(
-    spawn: Spawn, pg: PostgresServer, redis_url: str, redis: aioredis.Redis, prefix: str,
-    *, tmp_path: Path,
+    spawn: Spawn,
+    pg: PostgresServer,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
     url = pg.url()
@@ -202,16 +233,23 @@ async def test_sigkill_during_outage_and_in_mid_drain(
     await produce(redis, keys.greeks, 0, 100, per_step=50, step_s=0.05)
     await wait_for(lambda: _eq(rows_in(url), 100), 30, "the first 100 rows")
     await asyncio.to_thread(pg.stop)
-    producer = asyncio.create_task(produce(redis, keys.greeks, 100, 1000, per_step=25,
-                                           step_s=0.1))
+    producer = asyncio.create_task(produce(redis, keys.greeks, 100, 1000, per_step=25, step_s=0.1))
     await wait_for(lambda: buffer_lines(buffer) > 200, 30, "rows in the buffer")
     first.send_signal(signal.SIGKILL)  # during the outage
     first.wait(10)
     # restarted while PostgreSQL is still down; it drains in chunks of 100 and is killed after
     # the second chunk's COMMIT, before its checkpoint
-    second = spawn("writer", env(url, redis_url, prefix, buffer,
-                                 BRIDGE_TEST_DRAIN_CHUNK_ROWS="100",
-                                 BRIDGE_TEST_KILL_AFTER_DRAIN_CHUNKS="2"))
+    second = spawn(
+        "writer",
+        env(
+            url,
+            redis_url,
+            prefix,
+            buffer,
+            BRIDGE_TEST_DRAIN_CHUNK_ROWS="100",
+            BRIDGE_TEST_KILL_AFTER_DRAIN_CHUNKS="2",
+        ),
+    )
     await producer
     await wait_for(lambda: all_acked(redis, keys.greeks), 30, "all entries buffered")
     assert buffer_lines(buffer) >= 900
@@ -232,8 +270,13 @@ async def test_sigkill_during_outage_and_in_mid_drain(
 
 
 async def test_torn_last_line_and_garbage_middle_line(
-    spawn: Spawn, pg_url: str, redis_url: str, redis: aioredis.Redis, prefix: str,
-    *, tmp_path: Path,
+    spawn: Spawn,
+    pg_url: str,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
     buffer = tmp_path / "hand" / "buffer.jsonl"
@@ -250,17 +293,25 @@ async def test_torn_last_line_and_garbage_middle_line(
     bad = buffer.with_name("buffer.jsonl.bad").read_bytes()
     assert bad_json in bad and torn in bad
     assert await rows_in(pg_url) == 399
-    disorder = await fetchval(pg_url, """
+    disorder = await fetchval(
+        pg_url,
+        """
         SELECT count(*) FROM (SELECT timestamp, lag(timestamp) OVER (ORDER BY id) AS prev
-        FROM portfolio_greeks) s WHERE prev >= timestamp""")
+        FROM portfolio_greeks) s WHERE prev >= timestamp""",
+    )
     assert disorder == 0
     await wait_for(lambda: _gt(_warns(pg_url, "%corrupt line%.bad%"), 0), 20, "a WARN")
     assert await _warns(pg_url, "%torn last line%.bad%") == 1
 
 
 async def test_unwritable_buffer_path_acks_nothing_and_recovers(
-    spawn: Spawn, pg: PostgresServer, redis_url: str, redis: aioredis.Redis, prefix: str,
-    *, tmp_path: Path,
+    spawn: Spawn,
+    pg: PostgresServer,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
     url = pg.url()
@@ -283,13 +334,21 @@ async def test_unwritable_buffer_path_acks_nothing_and_recovers(
     await wait_for(lambda: _eq(rows_in(url), 200), 60, "200 rows")
     await wait_for(lambda: buffer_empty(buffer), 20, "an empty buffer")
     await assert_all_landed(url, 200)
-    await wait_for(lambda: _gt(_warns(url, "%buffer % unwritable%", "ERROR"), 0), 20,
-                   "the ERROR row in api_logs")
+    await wait_for(
+        lambda: _gt(_warns(url, "%buffer % unwritable%", "ERROR"), 0),
+        20,
+        "the ERROR row in api_logs",
+    )
 
 
 async def test_full_disk_acks_nothing_and_resumes_when_space_returns(
-    spawn: Spawn, pg: PostgresServer, redis_url: str, redis: aioredis.Redis, prefix: str,
-    *, tmp_path: Path,
+    spawn: Spawn,
+    pg: PostgresServer,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
     url = pg.url()
@@ -327,8 +386,7 @@ def buffer_lines(buffer: Path) -> int:
 async def _warns(url: str, like: str, status: str = "WARN") -> int:
     return await fetchval(
         url,
-        f"SELECT count(*) FROM api_logs WHERE status = '{status}' "
-        f"AND message LIKE '{like}'",
+        f"SELECT count(*) FROM api_logs WHERE status = '{status}' AND message LIKE '{like}'",
     )
 
 

@@ -43,13 +43,23 @@ def write_buffer(path: Path, csv_path: Path, n: int) -> None:
         for base in range(0, n, 10_000):
             lines = []
             for i in range(base, min(base + 10_000, n)):
-                row = GreeksRow(T0 + timedelta(seconds=5 * i), "PORTFOLIO", float(i) * 1.5,
-                                0.25 + i / 1e7, -3.5, 12.0, None if i % 100 == 0 else 600.0 + i,
-                                "DU1234567", "SOCKET")
+                row = GreeksRow(
+                    T0 + timedelta(seconds=5 * i),
+                    "PORTFOLIO",
+                    float(i) * 1.5,
+                    0.25 + i / 1e7,
+                    -3.5,
+                    12.0,
+                    None if i % 100 == 0 else 600.0 + i,
+                    "DU1234567",
+                    "SOCKET",
+                )
                 lines.append(orjson.dumps(encode_line(row)))
                 und = "" if row.underlying_price is None else repr(row.underlying_price)
-                csv.write(f"{row.ts.isoformat()},{row.contract},{row.delta!r},{row.gamma!r},"
-                          f"{row.vega!r},{row.theta!r},{und}\n")
+                csv.write(
+                    f"{row.ts.isoformat()},{row.contract},{row.delta!r},{row.gamma!r},"
+                    f"{row.vega!r},{row.theta!r},{und}\n"
+                )
             buf.write(b"\n".join(lines) + b"\n")
 
 
@@ -90,9 +100,18 @@ async def reference_copy(dsn: str, csv_path: Path, *, with_index: bool) -> float
             await conn.execute(f"CREATE TABLE {table} (LIKE portfolio_greeks INCLUDING DEFAULTS)")
         start = time.perf_counter()
         await conn.copy_to_table(
-            table, source=str(csv_path), format="csv",
-            columns=["timestamp", "contract", "delta", "gamma", "vega", "theta",
-                     "underlying_price"],
+            table,
+            source=str(csv_path),
+            format="csv",
+            columns=[
+                "timestamp",
+                "contract",
+                "delta",
+                "gamma",
+                "vega",
+                "theta",
+                "underlying_price",
+            ],
         )
         return time.perf_counter() - start
     finally:
@@ -138,11 +157,16 @@ def main() -> None:
             t = time.perf_counter()
             write_buffer(buffer, csv_path, args.rows)
             os.chmod(csv_path, 0o644)
-            print(f"buffer: {args.rows} rows, {buffer.stat().st_size / 1e6:.1f} MB "
-                  f"(written in {time.perf_counter() - t:.1f} s)")
+            print(
+                f"buffer: {args.rows} rows, {buffer.stat().st_size / 1e6:.1f} MB "
+                f"(written in {time.perf_counter() - t:.1f} s)"
+            )
             proc = subprocess.run(
                 ["/usr/bin/time", "-v", sys.executable, __file__, "drain", dsn, str(buffer)],
-                cwd=REPO, capture_output=True, text=True, check=False,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=False,
                 env={**os.environ, "PYTHONPATH": str(REPO)},
             )
             if proc.returncode != 0:
@@ -153,20 +177,25 @@ def main() -> None:
                 print(proc.stdout, proc.stderr[-3000:], sep="\n")
                 raise SystemExit("the drain did not finish")
             drained_s = float(found[1])
-            rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)",
-                                   proc.stderr)[1])  # type: ignore[index]
+            rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[1])  # type: ignore[index]
             copy_s = asyncio.run(reference_copy(dsn, csv_path, with_index=True))
             bare_s = asyncio.run(reference_copy(dsn, csv_path, with_index=False))
             asyncio.run(check(dsn, args.rows))
         finally:
             server.cleanup()
     drain_rate, copy_rate, bare_rate = (args.rows / s for s in (drained_s, copy_s, bare_s))
-    print(f"drain (writer Outbox.flush: read-ahead thread, COPY text per 10k-row chunk): "
-          f"{drained_s:.2f} s, {drain_rate:,.0f} rows/s")
-    print(f"raw COPY into LIKE portfolio_greeks INCLUDING ALL (same unique index): "
-          f"{copy_s:.2f} s, {copy_rate:,.0f} rows/s")
-    print(f"raw COPY into a table without indexes (information): "
-          f"{bare_s:.2f} s, {bare_rate:,.0f} rows/s")
+    print(
+        f"drain (writer Outbox.flush: read-ahead thread, COPY text per 10k-row chunk): "
+        f"{drained_s:.2f} s, {drain_rate:,.0f} rows/s"
+    )
+    print(
+        f"raw COPY into LIKE portfolio_greeks INCLUDING ALL (same unique index): "
+        f"{copy_s:.2f} s, {copy_rate:,.0f} rows/s"
+    )
+    print(
+        f"raw COPY into a table without indexes (information): "
+        f"{bare_s:.2f} s, {bare_rate:,.0f} rows/s"
+    )
     print(f"ratio drain / COPY (same index): {drain_rate / copy_rate:.2f}  (target >= 0.35)")
     print(f"ratio drain / COPY (no index):   {drain_rate / bare_rate:.2f}")
     print(f"drain process peak RSS (/usr/bin/time -v): {rss_kb / 1024:.1f} MB  (target < 150)")

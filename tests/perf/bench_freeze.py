@@ -48,18 +48,23 @@ def pct(values: list[float], q: float) -> float:
 def describe(name: str, values: list[float]) -> str:
     if not values:
         return f"{name}: no ticks in the window"
-    return (f"{name}: n={len(values)} p50 {statistics.median(values):.1f} ms, "
-            f"p99 {pct(values, 0.99):.1f} ms, max {max(values):.1f} ms")
+    return (
+        f"{name}: n={len(values)} p50 {statistics.median(values):.1f} ms, "
+        f"p99 {pct(values, 0.99):.1f} ms, max {max(values):.1f} ms"
+    )
 
 
-async def naive_loop(port: int, dsn: str, interval_s: float, until: float,
-                     lateness: list[tuple[float, float]]) -> None:
+async def naive_loop(
+    port: int, dsn: str, interval_s: float, until: float, lateness: list[tuple[float, float]]
+) -> None:
     """The loop a user would write: poll, compute, insert inline, sleep."""
     ib = IB()
     await ib.connectAsync("127.0.0.1", port, clientId=99, readonly=True, timeout=10)
     conn = await asyncpg.connect(dsn)
-    await conn.execute("CREATE TABLE IF NOT EXISTS naive_greeks (ts timestamptz, delta float8, "
-                       "gamma float8, vega float8, theta float8)")
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS naive_greeks (ts timestamptz, delta float8, "
+        "gamma float8, vega float8, theta float8)"
+    )
     tickers = {}
     for pos in ib.positions():
         c = pos.contract
@@ -86,8 +91,14 @@ async def naive_loop(port: int, dsn: str, interval_s: float, until: float,
                 g += mult * (m.gamma or 0)
                 v += mult * (m.vega or 0)
                 th += mult * (m.theta or 0)
-            await conn.execute("INSERT INTO naive_greeks VALUES ($1, $2, $3, $4, $5)",
-                               datetime.now(UTC), d, g, v, th)
+            await conn.execute(
+                "INSERT INTO naive_greeks VALUES ($1, $2, $3, $4, $5)",
+                datetime.now(UTC),
+                d,
+                g,
+                v,
+                th,
+            )
             await asyncio.sleep(interval_s)
             k += 1
     finally:
@@ -104,16 +115,38 @@ async def main(args: argparse.Namespace) -> None:
     rd.start()
     gw_port, ctl_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "DATABASE_URL": pg.url(), "REDIS_URL": rd.url(),
-           "BRIDGE_REDIS_PREFIX": PREFIX, "IB_PORT": str(gw_port), "IB_CLIENT_ID": "17",
-           "BRIDGE_POLL_INTERVAL_S": str(args.interval_s), "BRIDGE_GREEKS_GRACE_S": "3",
-           "BRIDGE_BUFFER_PATH": str(work / "buf.jsonl"),
-           "BRIDGE_SPOOL_PATH": str(work / "spool.jsonl"), "BRIDGE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg.url(),
+        "REDIS_URL": rd.url(),
+        "BRIDGE_REDIS_PREFIX": PREFIX,
+        "IB_PORT": str(gw_port),
+        "IB_CLIENT_ID": "17",
+        "BRIDGE_POLL_INTERVAL_S": str(args.interval_s),
+        "BRIDGE_GREEKS_GRACE_S": "3",
+        "BRIDGE_BUFFER_PATH": str(work / "buf.jsonl"),
+        "BRIDGE_SPOOL_PATH": str(work / "spool.jsonl"),
+        "BRIDGE_LOG_LEVEL": "WARNING",
+    }
     try:
-        for cmd in (["simulator.gateway", "--port", str(gw_port), "--control-port",
-                     str(ctl_port), "--log-level", "WARNING"], ["writer"], ["collector"]):
-            procs.append(subprocess.Popen([sys.executable, "-m", *cmd], env=env, cwd=work,
-                                          stdout=subprocess.DEVNULL))
+        for cmd in (
+            [
+                "simulator.gateway",
+                "--port",
+                str(gw_port),
+                "--control-port",
+                str(ctl_port),
+                "--log-level",
+                "WARNING",
+            ],
+            ["writer"],
+            ["collector"],
+        ):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", *cmd], env=env, cwd=work, stdout=subprocess.DEVNULL
+                )
+            )
             await asyncio.sleep(1.0)
         redis = aioredis.Redis.from_url(rd.url())
         keys = Keys(PREFIX)
@@ -125,8 +158,9 @@ async def main(args: argparse.Namespace) -> None:
         warmup_s = 5.0
         freeze_at = time.time() + warmup_s
         thaw_at = freeze_at + args.freeze_s
-        naive = asyncio.create_task(naive_loop(gw_port, pg.url(), args.interval_s,
-                                               thaw_at + 5.0, lateness))
+        naive = asyncio.create_task(
+            naive_loop(gw_port, pg.url(), args.interval_s, thaw_at + 5.0, lateness)
+        )
         await asyncio.sleep(freeze_at - time.time())
         pg.freeze()
         print(f"PostgreSQL frozen (SIGSTOP) for {args.freeze_s:g} s", flush=True)
@@ -145,15 +179,21 @@ async def main(args: argparse.Namespace) -> None:
                 ours.append(ms - tick * 1000)
         base = [late for sched, late in lateness if freeze_at <= sched < thaw_at]
         await redis.aclose()
-        print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
-              f"interval {args.interval_s:g} s; freeze {args.freeze_s:g} s")
+        print(
+            f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
+            f"interval {args.interval_s:g} s; freeze {args.freeze_s:g} s"
+        )
         print(describe("ours (collector XADD vs grid)", ours))
         print(describe("baseline (inline insert loop)", base))
         if ours and base:
-            print(f"ratio baseline / ours: p99 {pct(base, 0.99) / max(pct(ours, 0.99), 0.001):.0f}x"
-                  f", max {max(base) / max(*ours, 0.001):.0f}x")
-        print(f"baseline ticks expected in the window: {int(args.freeze_s / args.interval_s)}, "
-              f"sampled: {len(base)} (the others never happened)")
+            print(
+                f"ratio baseline / ours: p99 {pct(base, 0.99) / max(pct(ours, 0.99), 0.001):.0f}x"
+                f", max {max(base) / max(*ours, 0.001):.0f}x"
+            )
+        print(
+            f"baseline ticks expected in the window: {int(args.freeze_s / args.interval_s)}, "
+            f"sampled: {len(base)} (the others never happened)"
+        )
     finally:
         pg.thaw()
         for p in reversed(procs):

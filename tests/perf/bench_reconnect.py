@@ -33,7 +33,8 @@ from simulator.gateway.control import send_command_sync
 
 async def newest(conn: asyncpg.Connection) -> datetime | None:
     value: datetime | None = await conn.fetchval(
-        "SELECT max(timestamp) FROM portfolio_greeks WHERE contract = 'PORTFOLIO'")
+        "SELECT max(timestamp) FROM portfolio_greeks WHERE contract = 'PORTFOLIO'"
+    )
     return value
 
 
@@ -54,11 +55,16 @@ async def first_row_after(dsn: str, moment: datetime, timeout_s: float) -> float
 
 def main(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-reconnect-"))
-    demo = render(folder, overrides={"BRIDGE_POLL_INTERVAL_S": str(args.interval_s),
-                                     "BRIDGE_LOG_LEVEL": "WARNING"})
-    sup = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c",
-                            str(demo.conf)], cwd=folder, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    demo = render(
+        folder,
+        overrides={"BRIDGE_POLL_INTERVAL_S": str(args.interval_s), "BRIDGE_LOG_LEVEL": "WARNING"},
+    )
+    sup = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(demo.conf)],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rpc = Supervisor(f"unix://{demo.socket}", timeout_s=10)
     control = demo.ports["gateway_control_port"]
     try:
@@ -81,15 +87,18 @@ def main(args: argparse.Namespace) -> None:
                 else:
                     send_command_sync(control, "drop")
                 back = datetime.now(UTC)
-                series[name].append(asyncio.run(
-                    first_row_after(demo.database_url, back, 120)))
+                series[name].append(asyncio.run(first_row_after(demo.database_url, back, 120)))
                 time.sleep(args.interval_s + 1)
-        print(f"machine: {os.cpu_count()} cores; ticks every {args.interval_s:g} s; watchdog "
-              "and back-off at their defaults (30 s checks, 3 retries, 2 s base)")
+        print(
+            f"machine: {os.cpu_count()} cores; ticks every {args.interval_s:g} s; watchdog "
+            "and back-off at their defaults (30 s checks, 3 retries, 2 s base)"
+        )
         for name, values in series.items():
-            print(f"gateway back -> first new PORTFOLIO row ({name}, n={len(values)}): "
-                  f"p50 {statistics.median(values):.2f} s, max {max(values):.2f} s  "
-                  f"[{', '.join(f'{v:.2f}' for v in values)}]")
+            print(
+                f"gateway back -> first new PORTFOLIO row ({name}, n={len(values)}): "
+                f"p50 {statistics.median(values):.2f} s, max {max(values):.2f} s  "
+                f"[{', '.join(f'{v:.2f}' for v in values)}]"
+            )
     finally:
         sup.send_signal(signal.SIGTERM)
         try:

@@ -40,8 +40,19 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def entry(i: int, ts: datetime | None = None) -> dict[str, str]:
-    return encode_greeks(GreeksRow(ts or T0 + timedelta(seconds=5 * i), "PORTFOLIO",
-                                   float(i), 0.5, -12.25, 3.75, 600.0, "DU1234567", "SOCKET"))
+    return encode_greeks(
+        GreeksRow(
+            ts or T0 + timedelta(seconds=5 * i),
+            "PORTFOLIO",
+            float(i),
+            0.5,
+            -12.25,
+            3.75,
+            600.0,
+            "DU1234567",
+            "SOCKET",
+        )
+    )
 
 
 async def fill(redis: aioredis.Redis, stream: str, n: int) -> float:
@@ -104,26 +115,36 @@ async def main(args: argparse.Namespace) -> None:
     try:
         fill_s = await fill(redis, keys.greeks, args.rows)
         bare_s = await bare_consumer(redis, keys.greeks, args.rows)
-        env = {**os.environ, "DATABASE_URL": pg.url(), "REDIS_URL": rd.url(),
-               "BRIDGE_REDIS_PREFIX": PREFIX, "BRIDGE_BUFFER_PATH": str(work / "buf.jsonl"),
-               "BRIDGE_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg.url(),
+            "REDIS_URL": rd.url(),
+            "BRIDGE_REDIS_PREFIX": PREFIX,
+            "BRIDGE_BUFFER_PATH": str(work / "buf.jsonl"),
+            "BRIDGE_LOG_LEVEL": "WARNING",
+        }
         writer = subprocess.Popen([sys.executable, "-m", "writer"], env=env, cwd=work)
         writer_s = await wait_rows(pg.url(), args.rows, timeout_s=3600)
         rss_after = rss_mb(writer.pid)
 
         conn = await asyncpg.connect(pg.url())
         await conn.execute("ALTER TABLE portfolio_greeks ADD COLUMN inserted_at timestamptz")
-        await conn.execute("ALTER TABLE portfolio_greeks ALTER COLUMN inserted_at "
-                           "SET DEFAULT clock_timestamp()")
+        await conn.execute(
+            "ALTER TABLE portfolio_greeks ALTER COLUMN inserted_at SET DEFAULT clock_timestamp()"
+        )
         await conn.close()
         for _ in range(args.latency_rows):
             await redis.xadd(keys.greeks, entry(0, ts=datetime.now(UTC)))  # type: ignore[arg-type]
             await asyncio.sleep(args.cadence_s)
         await wait_rows(pg.url(), args.rows + args.latency_rows, timeout_s=120)
         conn = await asyncpg.connect(pg.url())
-        lat = [r[0] * 1000 for r in await conn.fetch(
-            "SELECT extract(epoch FROM inserted_at - timestamp)::float8 FROM portfolio_greeks "
-            "WHERE inserted_at IS NOT NULL ORDER BY id")]
+        lat = [
+            r[0] * 1000
+            for r in await conn.fetch(
+                "SELECT extract(epoch FROM inserted_at - timestamp)::float8 FROM portfolio_greeks "
+                "WHERE inserted_at IS NOT NULL ORDER BY id"
+            )
+        ]
         await conn.close()
         lat.sort()
 
@@ -133,9 +154,11 @@ async def main(args: argparse.Namespace) -> None:
         print(f"writer -> PostgreSQL: {args.rows / writer_s:,.0f} rows/s ({writer_s:.1f} s)")
         print(f"ratio writer / bare: {bare_s / writer_s:.2f}")
         print(f"writer RSS after the backlog: {rss_after:.1f} MB")
-        print(f"XADD -> insert latency at {args.cadence_s * 1000:.0f} ms cadence over "
-              f"{len(lat)} rows: p50 {statistics.median(lat):.1f} ms, "
-              f"p99 {lat[int(len(lat) * 0.99) - 1]:.1f} ms, max {lat[-1]:.1f} ms")
+        print(
+            f"XADD -> insert latency at {args.cadence_s * 1000:.0f} ms cadence over "
+            f"{len(lat)} rows: p50 {statistics.median(lat):.1f} ms, "
+            f"p99 {lat[int(len(lat) * 0.99) - 1]:.1f} ms, max {lat[-1]:.1f} ms"
+        )
     finally:
         if writer is not None:
             writer.terminate()

@@ -42,8 +42,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(label: str, values_ms: list[float]) -> str:
-    return (f"{label}: p50 {statistics.median(values_ms):.3f} ms  p99 {pct(values_ms, 0.99):.3f} ms"
-            f"  max {max(values_ms):.3f} ms  (n={len(values_ms)})")
+    return (
+        f"{label}: p50 {statistics.median(values_ms):.3f} ms  p99 {pct(values_ms, 0.99):.3f} ms"
+        f"  max {max(values_ms):.3f} ms  (n={len(values_ms)})"
+    )
 
 
 def positions(n: int, rng: random.Random, at: datetime) -> tuple[PositionData, ...]:
@@ -53,11 +55,23 @@ def positions(n: int, rng: random.Random, at: datetime) -> tuple[PositionData, .
         if i % 10 == 0:
             out.append(PositionData(1000 + i, sym, "STK", float(rng.randint(-500, 500)), 0.0))
             continue
-        out.append(PositionData(
-            1000 + i, sym, "OPT", float(rng.choice((-5, -3, -1, 1, 2, 4))), 100.0,
-            rng.uniform(-1, 1), rng.uniform(0, 0.05), rng.uniform(0, 1), rng.uniform(-1, 0),
-            at, at, None, f"{sym} option {i}",
-        ))
+        out.append(
+            PositionData(
+                1000 + i,
+                sym,
+                "OPT",
+                float(rng.choice((-5, -3, -1, 1, 2, 4))),
+                100.0,
+                rng.uniform(-1, 1),
+                rng.uniform(0, 0.05),
+                rng.uniform(0, 1),
+                rng.uniform(-1, 0),
+                at,
+                at,
+                None,
+                f"{sym} option {i}",
+            )
+        )
     return tuple(out)
 
 
@@ -71,24 +85,53 @@ def cpu_bench(n: int, repeat: int) -> None:
         snap = Snapshot(ts, "DU1", positions(n, rng, ts), prices)
         start = time.process_time()
         ev = policy.evaluate(snap, ts)
-        rows = [GreeksRow(ts, r.contract, r.delta, r.gamma, r.vega, r.theta, r.underlying_price,
-                          "DU1", "PORTAL") for r in ev.rows]
+        rows = [
+            GreeksRow(
+                ts,
+                r.contract,
+                r.delta,
+                r.gamma,
+                r.vega,
+                r.theta,
+                r.underlying_price,
+                "DU1",
+                "PORTAL",
+            )
+            for r in ev.rows
+        ]
         for row in rows:
             encode_greeks(row)
         samples.append((time.process_time() - start) * 1000)
     print(summary(f"tick CPU, {n} positions (policy + sum + {len(rows)} rows encoded)", samples))
 
     raw_rows = [
-        {"conid": 1000 + i, "position": "1,200" if i % 10 == 0 else -3.0,
-         "assetClass": "STK" if i % 10 == 0 else "OPT", "multiplier": 0.0 if i % 10 == 0
-         else 100.0, "undConid": 756733, "undSym": "SPY", "ticker": "SPY", "putOrCall": "C",
-         "contractDesc": f"SPY JAN2027 {500 + i} C [SPY   270115C00500000 100]", "mktPrice": 1.5}
+        {
+            "conid": 1000 + i,
+            "position": "1,200" if i % 10 == 0 else -3.0,
+            "assetClass": "STK" if i % 10 == 0 else "OPT",
+            "multiplier": 0.0 if i % 10 == 0 else 100.0,
+            "undConid": 756733,
+            "undSym": "SPY",
+            "ticker": "SPY",
+            "putOrCall": "C",
+            "contractDesc": f"SPY JAN2027 {500 + i} C [SPY   270115C00500000 100]",
+            "mktPrice": 1.5,
+        }
         for i in range(n)
     ]
     snap_rows = [
-        {"conid": 1000 + i, "conidEx": str(1000 + i), "31": "C12.50", "7635": "12.49",
-         "7308": "0.5123", "7309": "0.0123", "7310": "-0.0456", "7311": "0.3012",
-         "7633": "18.2%", "_updated": 1712596911593}
+        {
+            "conid": 1000 + i,
+            "conidEx": str(1000 + i),
+            "31": "C12.50",
+            "7635": "12.49",
+            "7308": "0.5123",
+            "7309": "0.0123",
+            "7310": "-0.0456",
+            "7311": "0.3012",
+            "7633": "18.2%",
+            "_updated": 1712596911593,
+        }
         for i in range(n)
     ]
     parse_samples: list[float] = []
@@ -108,17 +151,34 @@ async def jitter_bench(ticks: int, interval_s: float, extra_options: int) -> Non
     from shared.config import load_settings
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator.portal", "--port", "0", "--extra-options",
-         str(extra_options), "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "simulator.portal",
+            "--port",
+            "0",
+            "--extra-options",
+            str(extra_options),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
     )
     try:
         assert proc.stdout is not None
         line = (await asyncio.to_thread(proc.stdout.readline)).decode()
         fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
-        settings = load_settings({"IB_API_MODE": "PORTAL", "IBKR_GATEWAY_URL": fields["url"],
-                                  "IBKR_CA_FILE": fields["ca_file"],
-                                  "BRIDGE_POLL_INTERVAL_S": str(interval_s)}, dotenv=None)
+        settings = load_settings(
+            {
+                "IB_API_MODE": "PORTAL",
+                "IBKR_GATEWAY_URL": fields["url"],
+                "IBKR_CA_FILE": fields["ca_file"],
+                "BRIDGE_POLL_INTERVAL_S": str(interval_s),
+            },
+            dotenv=None,
+        )
         transport = PortalTransport(settings)
         policy = GreeksPolicy(settings.greeks_grace_s, settings.greeks_max_age_s)
         lateness: list[float] = []
@@ -142,9 +202,11 @@ async def jitter_bench(ticks: int, interval_s: float, extra_options: int) -> Non
         finally:
             await transport.disconnect()
         n_pos = extra_options + 8
-        print(f"jitter against the simulator ({n_pos} positions, {ticks} ticks of "
-              f"{interval_s:g} s; missed {ticker.missed}, overruns {ticker.overruns}, "
-              f"held {held})")
+        print(
+            f"jitter against the simulator ({n_pos} positions, {ticks} ticks of "
+            f"{interval_s:g} s; missed {ticker.missed}, overruns {ticker.overruns}, "
+            f"held {held})"
+        )
         print(summary("  tick start after its grid instant", lateness))
         print(summary("  snapshot + Greeks duration", durations))
     finally:
@@ -153,8 +215,9 @@ async def jitter_bench(ticks: int, interval_s: float, extra_options: int) -> Non
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--positions", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=300)
     ap.add_argument("--jitter", action="store_true")

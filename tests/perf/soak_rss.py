@@ -41,19 +41,26 @@ def rss_mb(pid: int) -> float:
 async def count_rows(dsn: str) -> int:
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        return int(await conn.fetchval(
-            "SELECT count(*) FROM portfolio_greeks WHERE contract = 'PORTFOLIO'"))
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM portfolio_greeks WHERE contract = 'PORTFOLIO'"
+            )
+        )
     finally:
         await conn.close()
 
 
 def main(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
-    demo = render(folder, overrides={"BRIDGE_POLL_INTERVAL_S": str(args.interval_s),
-                                     "BRIDGE_LOG_LEVEL": "WARNING"})
+    demo = render(
+        folder,
+        overrides={"BRIDGE_POLL_INTERVAL_S": str(args.interval_s), "BRIDGE_LOG_LEVEL": "WARNING"},
+    )
     sup_proc = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(demo.conf)],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     rpc = Supervisor(f"unix://{demo.socket}", timeout_s=10)
     samples: list[tuple[float, dict[str, float], int]] = []
@@ -74,19 +81,26 @@ def main(args: argparse.Namespace) -> None:
             rows = asyncio.run(count_rows(demo.database_url))
             elapsed = (time.monotonic() - started) / 60
             samples.append((elapsed, rss, rows))
-            print(f"{elapsed:6.1f} min  rows {rows:7d}  " + "  ".join(
-                f"{p.split(':')[1]} {v:6.1f} MB" for p, v in rss.items()), flush=True)
+            print(
+                f"{elapsed:6.1f} min  rows {rows:7d}  "
+                + "  ".join(f"{p.split(':')[1]} {v:6.1f} MB" for p, v in rss.items()),
+                flush=True,
+            )
             if time.monotonic() >= end:
                 break
             time.sleep(min(args.sample_s, max(end - time.monotonic(), 0)))
         first = samples[min(2, len(samples) - 1)][1]
         last = samples[-1][1]
-        print(f"\nmachine: {os.cpu_count()} cores; ticks every {args.interval_s:g} s for "
-              f"{samples[-1][0]:.0f} min; {samples[-1][2]} PORTFOLIO rows")
+        print(
+            f"\nmachine: {os.cpu_count()} cores; ticks every {args.interval_s:g} s for "
+            f"{samples[-1][0]:.0f} min; {samples[-1][2]} PORTFOLIO rows"
+        )
         for p in PROGRAMS:
             peak = max(s[1][p] for s in samples)
-            print(f"{p:18s} RSS last {last[p]:6.1f} MB  peak {peak:6.1f} MB  growth since "
-                  f"warm-up {last[p] - first[p]:+.1f} MB")
+            print(
+                f"{p:18s} RSS last {last[p]:6.1f} MB  peak {peak:6.1f} MB  growth since "
+                f"warm-up {last[p] - first[p]:+.1f} MB"
+            )
     finally:
         sup_proc.send_signal(signal.SIGTERM)
         try:

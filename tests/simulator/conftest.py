@@ -49,8 +49,9 @@ async def make_ib() -> AsyncIterator[Callable[[], IB]]:
             await close_ib(ib)
 
 
-async def wait_until(cond: Callable[[], bool], timeout_s: float = 3.0, step_s: float = 0.02
-                     ) -> bool:
+async def wait_until(
+    cond: Callable[[], bool], timeout_s: float = 3.0, step_s: float = 0.02
+) -> bool:
     """Poll `cond` until true or the bounded time is up; returns the final value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -62,8 +63,9 @@ async def wait_until(cond: Callable[[], bool], timeout_s: float = 3.0, step_s: f
 
 
 async def connect(ib: IB, port: int, client_id: int = 7, connect_timeout_s: float = 3.0) -> IB:
-    await ib.connectAsync("127.0.0.1", port, client_id, timeout=connect_timeout_s, readonly=True,
-                          account=ACCOUNT)
+    await ib.connectAsync(
+        "127.0.0.1", port, client_id, timeout=connect_timeout_s, readonly=True, account=ACCOUNT
+    )
     return ib
 
 

@@ -93,7 +93,10 @@ async def test_connect_syncs_positions_portfolio_and_accounts(
     spy_call = by_con[600000001]
     assert (spy_call.secType, spy_call.symbol, spy_call.multiplier) == ("OPT", "SPY", "100")
     assert (spy_call.strike, spy_call.right, spy_call.lastTradeDateOrContractMonth) == (
-        600.0, "C", "20261218")
+        600.0,
+        "C",
+        "20261218",
+    )
     net_liq = [v for v in ib.accountValues() if v.tag == "NetLiquidation"]
     assert net_liq and float(net_liq[0].value) > 0
     assert sim.status()["client_ids"] == [7]
@@ -126,8 +129,9 @@ async def test_greeks_move_over_time(sim: GatewaySimulator, make_ib: MakeIB) -> 
     call = tickers[600000001]
     assert await wait_until(lambda: call.modelGreeks is not None)
     seen = {call.modelGreeks.delta}
-    assert await wait_until(lambda: (seen.add(call.modelGreeks.delta), len(seen) > 2)[1],
-                            timeout_s=4)
+    assert await wait_until(
+        lambda: (seen.add(call.modelGreeks.delta), len(seen) > 2)[1], timeout_s=4
+    )
 
 
 async def test_delayed_frozen_uses_delayed_tick_types(
@@ -137,7 +141,8 @@ async def test_delayed_frozen_uses_delayed_tick_types(
     tick_types: set[int] = set()
     tickers = subscribe_all(ib, md_type=4)
     ib.pendingTickersEvent += lambda ts: tick_types.update(
-        tk.tickType for t in ts for tk in t.ticks)
+        tk.tickType for t in ts for tk in t.ticks
+    )
     call = tickers[600000001]
     assert await wait_until(lambda: call.modelGreeks is not None and call.close > 0)
     assert call.marketDataType == 4
@@ -157,8 +162,7 @@ async def test_pnl_fills_and_cancel_stops_it(sim: GatewaySimulator, make_ib: Mak
     assert await wait_until(lambda: sim.status()["clients"][0]["pnl"] == 0)
 
 
-async def test_contract_details_qualify_and_unknown(sim: GatewaySimulator, make_ib: MakeIB
-                                                   ) -> None:
+async def test_contract_details_qualify_and_unknown(sim: GatewaySimulator, make_ib: MakeIB) -> None:
     ib = await connect(make_ib(), sim.port)
     errors = errors_of(ib)
     aapl = Stock("AAPL", "SMART", "USD")
@@ -174,14 +178,20 @@ async def test_contract_details_qualify_and_unknown(sim: GatewaySimulator, make_
     assert {"NetLiquidation", "BuyingPower"} <= {v.tag for v in summary}
     bars = await ib.reqHistoricalDataAsync(
         Contract(symbol="EUR", secType="CASH", exchange="IDEALPRO", currency="USD"),
-        "", "30 S", "5 secs", "MIDPOINT", False)
+        "",
+        "30 S",
+        "5 secs",
+        "MIDPOINT",
+        False,
+    )
     assert len(bars) == 5
 
 
 async def test_reqtickers_snapshot(sim: GatewaySimulator, make_ib: MakeIB) -> None:
     ib = await connect(make_ib(), sim.port)
     (ticker,) = await asyncio.wait_for(
-        ib.reqTickersAsync(Contract(conId=600000021, exchange="SMART")), 3)
+        ib.reqTickersAsync(Contract(conId=600000021, exchange="SMART")), 3
+    )
     assert ticker.modelGreeks is not None and ticker.modelGreeks.delta > 0
     assert sim.status()["clients"][0]["subscriptions"] == []
 
@@ -191,15 +201,18 @@ async def test_position_changes_are_streamed(sim: GatewaySimulator, make_ib: Mak
     sim.set_position(600000022, 0)
     assert await wait_until(lambda: 600000022 not in {p.contract.conId for p in ib.positions()})
     assert 600000022 not in {i.contract.conId for i in ib.portfolio()}
-    sim.add_position(SimPosition(600000031, "QQQ", "OPT", 7, 320227571, "20270115", 500.0, "C",
-                                 100, 2000.0))
-    assert await wait_until(lambda: any(p.contract.conId == 600000031 and p.position == 7
-                                        for p in ib.positions()))
+    sim.add_position(
+        SimPosition(600000031, "QQQ", "OPT", 7, 320227571, "20270115", 500.0, "C", 100, 2000.0)
+    )
+    assert await wait_until(
+        lambda: any(p.contract.conId == 600000031 and p.position == 7 for p in ib.positions())
+    )
 
 
 # ---------------------------------------------------------------- faults
-async def test_client_id_in_use_gets_326_and_timeout(sim: GatewaySimulator, make_ib: MakeIB
-                                                     ) -> None:
+async def test_client_id_in_use_gets_326_and_timeout(
+    sim: GatewaySimulator, make_ib: MakeIB
+) -> None:
     sim.hold_client_id(9)
     ib = make_ib()
     errors = errors_of(ib)
@@ -240,8 +253,7 @@ async def test_refuse_then_listen_again(sim: GatewaySimulator, make_ib: MakeIB) 
     assert (await connect(ib, port)).isConnected()
 
 
-async def test_server_reset_1100_1102_keeps_socket(sim: GatewaySimulator, make_ib: MakeIB
-                                                   ) -> None:
+async def test_server_reset_1100_1102_keeps_socket(sim: GatewaySimulator, make_ib: MakeIB) -> None:
     ib = await connect(make_ib(), sim.port)
     errors = errors_of(ib)
     dropped: list[bool] = []
@@ -258,8 +270,9 @@ async def test_server_reset_1100_1102_keeps_socket(sim: GatewaySimulator, make_i
     assert await wait_until(lambda: tickers[600000001].modelGreeks is not None)
 
 
-async def test_server_reset_1101_loses_subscriptions(sim: GatewaySimulator, make_ib: MakeIB
-                                                     ) -> None:
+async def test_server_reset_1101_loses_subscriptions(
+    sim: GatewaySimulator, make_ib: MakeIB
+) -> None:
     ib = await connect(make_ib(), sim.port)
     errors = errors_of(ib)
     subscribe_all(ib)
@@ -322,13 +335,26 @@ async def test_control_port_from_another_task(sim: GatewaySimulator, make_ib: Ma
         assert await wait_until(lambda: sim.listening, timeout_s=2)
 
 
-async def test_runs_as_a_process_with_control_port_and_stops_on_sigterm(make_ib: MakeIB
-                                                                       ) -> None:
+async def test_runs_as_a_process_with_control_port_and_stops_on_sigterm(make_ib: MakeIB) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator.gateway", "--port", "0", "--control-port", "0",
-        "--account", ACCOUNT, "--step-s", "0.5", "--log-level", "WARNING",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=REPO, env=env,
+        sys.executable,
+        "-m",
+        "simulator.gateway",
+        "--port",
+        "0",
+        "--control-port",
+        "0",
+        "--account",
+        ACCOUNT,
+        "--step-s",
+        "0.5",
+        "--log-level",
+        "WARNING",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
     )
     try:
         assert proc.stdout is not None

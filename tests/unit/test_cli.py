@@ -36,8 +36,10 @@ def test_check_config_masks_secrets(
 ) -> None:
     _clean_env(monkeypatch)
     env = tmp_path / "x.env"
-    env.write_text("DATABASE_URL=postgresql://bridge:s3cret@127.0.0.1:5432/db\n"
-                   "REDIS_URL=redis://:hunter2@127.0.0.1:6379/0\n")
+    env.write_text(
+        "DATABASE_URL=postgresql://bridge:s3cret@127.0.0.1:5432/db\n"
+        "REDIS_URL=redis://:hunter2@127.0.0.1:6379/0\n"
+    )
     assert cli.main(["--env-file", str(env), "check-config"]) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out and "hunter2" not in out
@@ -107,8 +109,11 @@ def test_tail_rows_align_under_the_header() -> None:
         tail.format_row(_row(delta=-98765.4321)),
     ]
     # every column ends where its rule ends (numbers are right-aligned)
-    ends = [i + 1 for i, ch in enumerate(rule) if ch == "-" and (i + 1 == len(rule)
-                                                             or rule[i + 1] == " ")]
+    ends = [
+        i + 1
+        for i, ch in enumerate(rule)
+        if ch == "-" and (i + 1 == len(rule) or rule[i + 1] == " ")
+    ]
     for line in [head, *rows]:
         for end in ends[2:]:  # numeric columns
             assert line[end - 1] != " ", (line, end)
@@ -137,10 +142,16 @@ def _sections(text: str) -> configparser.RawConfigParser:
 
 
 def test_demo_runs_the_production_bridge_group(tmp_path: Path) -> None:
-    d = demo.render(tmp_path / "d", ports={"pg_port": 50001, "redis_port": 50002,
-                                           "gateway_port": 50003,
-                                           "gateway_control_port": 50004},
-                    python="/opt/py")
+    d = demo.render(
+        tmp_path / "d",
+        ports={
+            "pg_port": 50001,
+            "redis_port": 50002,
+            "gateway_port": 50003,
+            "gateway_control_port": 50004,
+        },
+        python="/opt/py",
+    )
     rendered = _sections(d.conf.read_text())
     prod = _sections((REPO / "deploy" / "supervisord.conf").read_text())
     for section in demo.BRIDGE_SECTIONS:
@@ -158,8 +169,11 @@ def test_demo_runs_the_production_bridge_group(tmp_path: Path) -> None:
     assert "--port 50001" in rendered.get("program:postgres", "command")
     assert "--aof" in rendered.get("program:redis", "command")
     assert "--port 50003 --control-port 50004" in rendered.get("program:gateway", "command")
-    env = dict(line.split("=", 1) for line in (d.dir / ".env").read_text().splitlines()
-               if "=" in line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1)
+        for line in (d.dir / ".env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     assert env["DATABASE_URL"] == "postgresql://postgres@127.0.0.1:50001/postgres"
     assert env["REDIS_URL"] == "redis://127.0.0.1:50002/0"
     assert env["IB_PORT"] == "50003"

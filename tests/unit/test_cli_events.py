@@ -19,8 +19,10 @@ NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 
 def _message(eventname: str, payload: str, serial: int = 1) -> bytes:
     body = payload.encode()
-    header = (f"ver:3.0 server:supervisor serial:{serial} pool:bridge_events poolserial:{serial} "
-              f"eventname:{eventname} len:{len(body)}\n")
+    header = (
+        f"ver:3.0 server:supervisor serial:{serial} pool:bridge_events poolserial:{serial} "
+        f"eventname:{eventname} len:{len(body)}\n"
+    )
     return header.encode() + body
 
 
@@ -42,9 +44,11 @@ def test_parse_event() -> None:
 
 
 def test_last_error_line_prefers_the_config_error() -> None:
-    tail = ("2026 INFO writer: starting\n"
-            "2026 ERROR writer writer: config_invalid IB_API_MODE='FIX' is invalid: allowed\n"
-            "2026 INFO writer: bye\n")
+    tail = (
+        "2026 INFO writer: starting\n"
+        "2026 ERROR writer writer: config_invalid IB_API_MODE='FIX' is invalid: allowed\n"
+        "2026 INFO writer: bye\n"
+    )
     assert "config_invalid IB_API_MODE" in ev.last_error_line(tail)
     assert ev.last_error_line("a\nb\n\n") == "b"
     assert ev.last_error_line("") == ""
@@ -127,8 +131,11 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> Path:
 
 
 def test_destination_from_a_valid_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    path = _env(monkeypatch, tmp_path, "REDIS_URL=redis://127.0.0.1:1/0\n"
-                "BRIDGE_REDIS_PREFIX=t:\nIB_API_MODE=PORTAL\n")
+    path = _env(
+        monkeypatch,
+        tmp_path,
+        "REDIS_URL=redis://127.0.0.1:1/0\nBRIDGE_REDIS_PREFIX=t:\nIB_API_MODE=PORTAL\n",
+    )
     assert ev.destination(path) == ev.Destination("redis://127.0.0.1:1/0", "t:", "PORTAL")
 
 
@@ -153,8 +160,9 @@ def _fake_redis(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
 
 def test_row_reaches_the_api_logs_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     server = _fake_redis(monkeypatch)
-    rec = ev.Recorder(None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"),
-                      clock=lambda: NOW)
+    rec = ev.Recorder(
+        None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"), clock=lambda: NOW
+    )
     e = ev.parse_event({"eventname": "PROCESS_STATE_FATAL"}, FATAL)
     assert e is not None
     rec.handle(e)
@@ -170,8 +178,9 @@ def test_rows_wait_while_redis_is_down_and_go_in_order_at_the_next_tick(
 ) -> None:
     server = _fake_redis(monkeypatch)
     server.connected = False
-    rec = ev.Recorder(None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"),
-                      clock=lambda: NOW)
+    rec = ev.Recorder(
+        None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"), clock=lambda: NOW
+    )
     fatal = ev.parse_event({"eventname": "PROCESS_STATE_FATAL"}, FATAL)
     exited = ev.parse_event({"eventname": "PROCESS_STATE_EXITED"}, EXITED)
     assert fatal is not None and exited is not None
@@ -193,11 +202,13 @@ def test_waiting_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     server = _fake_redis(monkeypatch)
     server.connected = False
     monkeypatch.setattr(ev, "MAX_WAITING", 3)
-    rec = ev.Recorder(None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"),
-                      clock=lambda: NOW)
+    rec = ev.Recorder(
+        None, where=lambda: ev.Destination("redis://x/0", "p:", "SOCKET"), clock=lambda: NOW
+    )
     for pid in range(5):
-        e = ev.parse_event({"eventname": "PROCESS_STATE_EXITED"},
-                           EXITED.replace("pid:4242", f"pid:{pid}"))
+        e = ev.parse_event(
+            {"eventname": "PROCESS_STATE_EXITED"}, EXITED.replace("pid:4242", f"pid:{pid}")
+        )
         assert e is not None
         rec.handle(e)
     assert [r.message.split("pid ")[1][0] for r in rec.waiting] == ["2", "3", "4"]

@@ -81,8 +81,10 @@ def test_down(change: dict[str, object], needle: str) -> None:
     ("change", "needle"),
     [
         ({"writer_alive": False}, "writer heartbeat missing"),
-        ({"processes": {"bridge:writer": "STOPPED", "bridge:collector": "RUNNING"}},
-         "bridge:writer is STOPPED"),
+        (
+            {"processes": {"bridge:writer": "STOPPED", "bridge:collector": "RUNNING"}},
+            "bridge:writer is STOPPED",
+        ),
         ({"breaker": "open", "breaker_reason": "PostgreSQL unreachable"}, "breaker open"),
         ({"buffer_rows": 12}, "12 rows in the buffer"),
         ({"last_row_age_s": 40.0}, "newest PORTFOLIO row is 40 s old"),
@@ -102,8 +104,13 @@ def test_degraded(change: dict[str, object], needle: str) -> None:
 
 
 def test_paused_link_is_degraded_not_down_even_without_ticks() -> None:
-    r = replace(healthy(), link="paused", link_reason="nightly reset until 00:05 ET",
-                heartbeat_age_s=None, last_tick_age_s=300.0)
+    r = replace(
+        healthy(),
+        link="paused",
+        link_reason="nightly reset until 00:05 ET",
+        heartbeat_age_s=None,
+        last_tick_age_s=300.0,
+    )
     level, reasons = classify(r)
     assert level == DEGRADED
     assert any("link paused" in x for x in reasons)
@@ -130,8 +137,7 @@ def test_down_lists_the_degraded_reasons_too() -> None:
 
 def test_json_has_the_promised_keys_and_is_serialisable() -> None:
     body = to_json(replace(healthy(), pending_by_consumer={"greeks": {"writer-1": 2}}))
-    for key in ("healthy", "mode", "link", "last_row_age_s", "pending", "buffer_rows",
-                "breaker"):
+    for key in ("healthy", "mode", "link", "last_row_age_s", "pending", "buffer_rows", "breaker"):
         assert key in body
     assert body["healthy"] is True
     assert body["pending"] == 2
@@ -154,8 +160,9 @@ def test_render_one_screen() -> None:
     assert "why:" in text
     # labels are aligned: every value starts in the same column
     body = [line for line in lines[1:] if line.startswith("  ") and not line.startswith("  -")]
-    columns = {len(line) - len(line[2:].split("  ", 1)[1].lstrip()) for line in body
-               if "  " in line[2:]}
+    columns = {
+        len(line) - len(line[2:].split("  ", 1)[1].lstrip()) for line in body if "  " in line[2:]
+    }
     assert len(columns) == 1, body
     assert len(lines) < 40
 

@@ -19,15 +19,25 @@ from shared.models import ApiLogRow, GreeksRow
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 aware = st.datetimes(
-    min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1),
+    min_value=datetime(1990, 1, 1),
+    max_value=datetime(2100, 1, 1),
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=9))]),
 )
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-               max_size=50)
+text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=50
+)
 
 
-@given(aware, st.text(min_size=1, max_size=64).filter(lambda s: "\x00" not in s),
-       finite, finite, finite, finite, st.none() | finite, text)
+@given(
+    aware,
+    st.text(min_size=1, max_size=64).filter(lambda s: "\x00" not in s),
+    finite,
+    finite,
+    finite,
+    finite,
+    st.none() | finite,
+    text,
+)
 def test_greeks_round_trip(ts, contract, d, g, v, t, und, account) -> None:  # type: ignore[no-untyped-def]
     row = GreeksRow(ts, contract, d, g, v, t, und, account, "SOCKET")
     back = decode_greeks(encode_greeks(row))
@@ -41,27 +51,58 @@ def test_api_log_round_trip(ts, status, message, mode) -> None:  # type: ignore[
 
 
 def test_wire_format_is_flat_and_readable() -> None:
-    row = GreeksRow(datetime(2026, 11, 25, 14, 30, 5, tzinfo=UTC), "PORTFOLIO",
-                    -10.0, -2.4, -220.0, 16.0, None, "DU1234567", "SOCKET")
+    row = GreeksRow(
+        datetime(2026, 11, 25, 14, 30, 5, tzinfo=UTC),
+        "PORTFOLIO",
+        -10.0,
+        -2.4,
+        -220.0,
+        16.0,
+        None,
+        "DU1234567",
+        "SOCKET",
+    )
     assert encode_greeks(row) == {
-        "v": "1", "ts": "2026-11-25T14:30:05.000000+00:00", "contract": "PORTFOLIO",
-        "delta": "-10.0", "gamma": "-2.4", "vega": "-220.0", "theta": "16.0",
-        "underlying_price": "", "account": "DU1234567", "mode": "SOCKET",
+        "v": "1",
+        "ts": "2026-11-25T14:30:05.000000+00:00",
+        "contract": "PORTFOLIO",
+        "delta": "-10.0",
+        "gamma": "-2.4",
+        "vega": "-220.0",
+        "theta": "16.0",
+        "underlying_price": "",
+        "account": "DU1234567",
+        "mode": "SOCKET",
     }
 
 
 def test_independent_producer_bytes_decode() -> None:
-    fields = {b"v": b"1", b"ts": b"2026-11-25T09:30:05-05:00", b"contract": b"PORTFOLIO",
-              b"delta": b"1e2", b"gamma": b"0", b"vega": b"3.5", b"theta": b"-1",
-              b"underlying_price": b"600.25"}
+    fields = {
+        b"v": b"1",
+        b"ts": b"2026-11-25T09:30:05-05:00",
+        b"contract": b"PORTFOLIO",
+        b"delta": b"1e2",
+        b"gamma": b"0",
+        b"vega": b"3.5",
+        b"theta": b"-1",
+        b"underlying_price": b"600.25",
+    }
     row = decode_greeks(fields)
     assert isinstance(row, GreeksRow)
     assert row.ts == datetime(2026, 11, 25, 14, 30, 5, tzinfo=UTC)
     assert row.delta == 100.0 and row.underlying_price == 600.25
 
 
-BASE = {"v": "1", "ts": "2026-11-25T14:30:05+00:00", "contract": "PORTFOLIO", "delta": "1",
-        "gamma": "1", "vega": "1", "theta": "1", "underlying_price": ""}
+BASE = {
+    "v": "1",
+    "ts": "2026-11-25T14:30:05+00:00",
+    "contract": "PORTFOLIO",
+    "delta": "1",
+    "gamma": "1",
+    "vega": "1",
+    "theta": "1",
+    "underlying_price": "",
+}
 
 
 def test_rejections_say_why() -> None:
@@ -81,8 +122,9 @@ def test_rejections_say_why() -> None:
         assert isinstance(result, Rejected), reason
         assert reason in result.reason
     assert isinstance(decode_greeks({b"v": b"\xff\xfe"}), Rejected)
-    bad_status = decode_api_log({"v": "1", "ts": BASE["ts"], "api_mode": "SOCKET",
-                                 "status": "DEBUG", "message": "x"})
+    bad_status = decode_api_log(
+        {"v": "1", "ts": BASE["ts"], "api_mode": "SOCKET", "status": "DEBUG", "message": "x"}
+    )
     assert isinstance(bad_status, Rejected) and "status" in bad_status.reason
 
 
@@ -97,8 +139,9 @@ def test_decoder_never_raises_on_arbitrary_bytes(fields: dict[bytes, bytes]) -> 
 def test_decoder_on_mutated_entries(mutation: dict[str, str]) -> None:
     result = decode_greeks({**BASE, **mutation})
     if isinstance(result, GreeksRow):
-        assert all(math.isfinite(x) for x in (result.delta, result.gamma, result.vega,
-                                              result.theta))
+        assert all(
+            math.isfinite(x) for x in (result.delta, result.gamma, result.vega, result.theta)
+        )
         assert result.ts.tzinfo is not None
     else:
         assert isinstance(result, Rejected) and result.reason

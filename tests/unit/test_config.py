@@ -107,8 +107,13 @@ BAD = {
 def test_every_variable_has_good_and_bad_cases() -> None:
     names = {v.name for v in VARIABLES}
     assert set(GOOD) == names
-    no_bad_value = {"IBKR_CA_FILE", "BRIDGE_BUFFER_PATH", "BRIDGE_SPOOL_PATH",
-                    "BRIDGE_UNDERLYING", "BRIDGE_TICK_LEDGER"}  # any text is a valid path/symbol
+    no_bad_value = {
+        "IBKR_CA_FILE",
+        "BRIDGE_BUFFER_PATH",
+        "BRIDGE_SPOOL_PATH",
+        "BRIDGE_UNDERLYING",
+        "BRIDGE_TICK_LEDGER",
+    }  # any text is a valid path/symbol
     assert set(BAD) == names - no_bad_value
 
 
@@ -127,8 +132,10 @@ def test_bad_value_names_the_variable(name: str) -> None:
 
 
 def test_secrets_masked_in_repr_and_errors() -> None:
-    s = load(DATABASE_URL="postgresql://bridge:hunter2@db:5432/desk",
-             REDIS_URL="redis://:s3cret@127.0.0.1:6379/0")
+    s = load(
+        DATABASE_URL="postgresql://bridge:hunter2@db:5432/desk",
+        REDIS_URL="redis://:s3cret@127.0.0.1:6379/0",
+    )
     text = repr(s) + str(s.masked())
     assert "hunter2" not in text and "s3cret" not in text
     assert "postgresql://bridge:***@db:5432/desk" in text
@@ -164,14 +171,22 @@ def test_env_example_lists_every_variable_with_default() -> None:
 @pytest.mark.parametrize("module", ["writer", "watchdog"])
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("IB_API_MODE", "BOGUS"), ("IB_PORT", "abc"),
-     ("DATABASE_URL", "postgresql://u:topsecret@h:notaport/db")],
+    [
+        ("IB_API_MODE", "BOGUS"),
+        ("IB_PORT", "abc"),
+        ("DATABASE_URL", "postgresql://u:topsecret@h:notaport/db"),
+    ],
 )
 def test_process_exits_2_with_one_line(module: str, var: str, value: str, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", var: value}
     proc = subprocess.run(
-        [sys.executable, "-m", module], env=env, cwd=tmp_path, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-m", module],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

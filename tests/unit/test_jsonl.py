@@ -53,8 +53,9 @@ def test_torn_last_line_set_aside_and_complete_lines_kept(tmp_path: Path) -> Non
     with open(buf.path, "ab") as fh:
         fh.write(b'{"i": 3, "tor')
     bad: list[tuple[int, str]] = []
-    records = [r for c in buf.iter_chunks(10, on_bad=lambda n, w: bad.append((n, w)))
-               for r in c.records]
+    records = [
+        r for c in buf.iter_chunks(10, on_bad=lambda n, w: bad.append((n, w))) for r in c.records
+    ]
     assert [r["i"] for r in records] == [1, 2]
     assert bad and bad[0][1] == "torn last line"
     assert b'{"i": 3, "tor' in buf.bad_path.read_bytes()
@@ -74,8 +75,9 @@ def test_corrupt_middle_line_moved_and_rest_drains(tmp_path: Path) -> None:
     buf = JsonlFile(tmp_path / "buf.jsonl")
     buf.path.write_bytes(b'{"i":1}\nGARBAGE \xff\n[1,2]\n{"i":2}\n')
     reasons: list[str] = []
-    records = [r for c in buf.iter_chunks(10, on_bad=lambda n, w: reasons.append(w))
-               for r in c.records]
+    records = [
+        r for c in buf.iter_chunks(10, on_bad=lambda n, w: reasons.append(w)) for r in c.records
+    ]
     assert [r["i"] for r in records] == [1, 2]
     assert reasons == ["corrupt line"]
     assert buf.bad_path.read_bytes().count(b"\n") == 2
@@ -104,8 +106,9 @@ def test_unwritable_path_raises_and_leaves_nothing(tmp_path: Path) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 records = st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=20)
@@ -119,7 +122,7 @@ def test_reader_never_raises_never_drops_a_valid_line(tmp_path_factory, rows, ta
     buf = JsonlFile(path)
     got = [r for c in buf.iter_chunks(7) for r in c.records]
     assert got[: len(rows)] == rows
-    for extra in got[len(rows):]:
+    for extra in got[len(rows) :]:
         assert isinstance(extra, dict)
 
 
@@ -129,9 +132,16 @@ def _is_subsequence(needles: list[object], haystack: list[object]) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.dictionaries(st.text(max_size=8), json_values, max_size=4),
-                          st.binary(max_size=40)), max_size=15),
-       st.binary(max_size=200), st.integers(1, 5))
+@given(
+    st.lists(
+        st.tuples(
+            st.dictionaries(st.text(max_size=8), json_values, max_size=4), st.binary(max_size=40)
+        ),
+        max_size=15,
+    ),
+    st.binary(max_size=200),
+    st.integers(1, 5),
+)
 def test_garbage_between_lines_never_hides_a_valid_line(  # type: ignore[no-untyped-def]
     tmp_path_factory, pairs, tail, chunk
 ) -> None:
@@ -148,8 +158,10 @@ def test_garbage_between_lines_never_hides_a_valid_line(  # type: ignore[no-unty
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=12),
-       st.binary(max_size=60))
+@given(
+    st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=12),
+    st.binary(max_size=60),
+)
 def test_append_after_any_tail_keeps_every_line(tmp_path_factory, rows, tail) -> None:  # type: ignore[no-untyped-def]
     """A crash left any bytes at the end: the next append neither glues onto them nor loses a
     complete line, and what it appends drains after them."""
@@ -190,9 +202,16 @@ def test_missing_parent_folder_is_empty_not_an_error(tmp_path: Path) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.dictionaries(st.text(max_size=8), json_values, max_size=4),
-                          st.binary(max_size=300)), max_size=12),
-       st.binary(max_size=300), st.integers(1, 64))
+@given(
+    st.lists(
+        st.tuples(
+            st.dictionaries(st.text(max_size=8), json_values, max_size=4), st.binary(max_size=300)
+        ),
+        max_size=12,
+    ),
+    st.binary(max_size=300),
+    st.integers(1, 64),
+)
 def test_tiny_blocks_and_oversized_garbage_never_hide_a_valid_line(  # type: ignore[no-untyped-def]
     tmp_path_factory, pairs, tail, block
 ) -> None:
@@ -200,8 +219,10 @@ def test_tiny_blocks_and_oversized_garbage_never_hide_a_valid_line(  # type: ign
     line: runs of garbage longer than the limit are set aside in pieces (flat memory)."""
     path = tmp_path_factory.mktemp("o") / "buf.jsonl"
     lines = [orjson.dumps(r) for r, _ in pairs]
-    path.write_bytes(b"".join(line + b"\n" + junk + b"\n"
-                              for line, (_, junk) in zip(lines, pairs, strict=True)) + tail)
+    path.write_bytes(
+        b"".join(line + b"\n" + junk + b"\n" for line, (_, junk) in zip(lines, pairs, strict=True))
+        + tail
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(jsonl, "READ_BLOCK", block)
         longest = max(len(x) for x in [*lines, orjson.dumps({"after": True})])
@@ -211,7 +232,8 @@ def test_tiny_blocks_and_oversized_garbage_never_hide_a_valid_line(  # type: ign
         assert _is_subsequence([r for r, _ in pairs], got)
         buf.append([{"after": True}])  # after any tail, with the same limits
         assert [r for c in JsonlFile(path).iter_chunks(50) for r in c.records][-1:] == [
-            {"after": True}]
+            {"after": True}
+        ]
 
 
 def test_oversized_run_without_newline_is_set_aside_in_pieces(tmp_path: Path) -> None:
@@ -222,8 +244,9 @@ def test_oversized_run_without_newline_is_set_aside_in_pieces(tmp_path: Path) ->
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(jsonl, "READ_BLOCK", 256)
         mp.setattr(jsonl, "MAX_LINE_BYTES", 1000)
-        got = [r for c in buf.iter_chunks(10, on_bad=lambda n, w: reasons.append(w))
-               for r in c.records]
+        got = [
+            r for c in buf.iter_chunks(10, on_bad=lambda n, w: reasons.append(w)) for r in c.records
+        ]
         assert got == [{"i": 1}, {"i": 2}]
         assert any(w.startswith("oversized line") for w in reasons)
         assert len(buf.bad_path.read_bytes()) < 5000 + 3000  # pieces, not everything in memory

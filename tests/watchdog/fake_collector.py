@@ -53,8 +53,10 @@ class FakeCollector:
     async def start(self) -> None:
         await self.publish_link()
         await self.beat()
-        self._tasks = [asyncio.create_task(self._beat_loop(), name="fake-beat"),
-                       asyncio.create_task(self._control_loop(), name="fake-control")]
+        self._tasks = [
+            asyncio.create_task(self._beat_loop(), name="fake-beat"),
+            asyncio.create_task(self._control_loop(), name="fake-control"),
+        ]
 
     async def stop(self) -> None:
         # its loops watch the flag (a cancelled redis-py call can hang: do not rely on cancel)
@@ -71,28 +73,47 @@ class FakeCollector:
         return [r for r in self.received if cmd is None or r.cmd == cmd]
 
     async def publish_link(self, reason: str = "") -> None:
-        fields: dict[Any, Any] = {"state": self.state, "since": self.clock().isoformat(),
-                                  "reason": reason, "mode": self.mode,
-                                  "updated": self.clock().isoformat()}
+        fields: dict[Any, Any] = {
+            "state": self.state,
+            "since": self.clock().isoformat(),
+            "reason": reason,
+            "mode": self.mode,
+            "updated": self.clock().isoformat(),
+        }
         if self.mode == "PORTAL":
-            fields.update({"authenticated": str(self.state == "connected").lower(),
-                           "competing": "false", "keepalive_age_s": "5"})
+            fields.update(
+                {
+                    "authenticated": str(self.state == "connected").lower(),
+                    "competing": "false",
+                    "keepalive_age_s": "5",
+                }
+            )
         await self.client.hset(self.keys.link, mapping=fields)
 
     async def event(self, state: str, reason: str, cmd_id: str = "", code: str = "") -> None:
         self.state = state
         await self.publish_link(reason)
-        await self.client.xadd(self.keys.link_events, {
-            "state": state, "since": self.clock().isoformat(), "reason": reason,
-            "mode": self.mode, "code": code, "cmd_id": cmd_id})
+        await self.client.xadd(
+            self.keys.link_events,
+            {
+                "state": state,
+                "since": self.clock().isoformat(),
+                "reason": reason,
+                "mode": self.mode,
+                "code": code,
+                "cmd_id": cmd_id,
+            },
+        )
 
-    async def drop(self, reason: str = "peer closed connection", state: str = "disconnected"
-                   ) -> None:
+    async def drop(
+        self, reason: str = "peer closed connection", state: str = "disconnected"
+    ) -> None:
         await self.event(state, reason, code="1100")
 
     async def beat(self) -> None:
-        await self.client.set(self.keys.heartbeat, self.clock().isoformat(),
-                              px=int(self.heartbeat_ttl_s * 1000))
+        await self.client.set(
+            self.keys.heartbeat, self.clock().isoformat(), px=int(self.heartbeat_ttl_s * 1000)
+        )
 
     async def _beat_loop(self) -> None:
         while not self._stopping:

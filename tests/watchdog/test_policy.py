@@ -30,11 +30,22 @@ def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, s, tzinfo=EASTERN)
 
 
-def obs(state: str | None, now: datetime, *, beat_age_s: float | None = 1.0,
-        pause_until: datetime | None = None, reason: str = "peer closed") -> Observation:
+def obs(
+    state: str | None,
+    now: datetime,
+    *,
+    beat_age_s: float | None = 1.0,
+    pause_until: datetime | None = None,
+    reason: str = "peer closed",
+) -> Observation:
     beat = None if beat_age_s is None else now - timedelta(seconds=beat_age_s)
-    return Observation(state=state, heartbeat_at=beat, pause_until=pause_until, reason=reason,
-                       heartbeat_present=beat_age_s is not None)
+    return Observation(
+        state=state,
+        heartbeat_at=beat,
+        pause_until=pause_until,
+        reason=reason,
+        heartbeat_present=beat_age_s is not None,
+    )
 
 
 def mem(now: datetime, **kw: object) -> Memory:
@@ -66,8 +77,7 @@ def test_down_outside_window_reconnects_at_once(state: str) -> None:
         ((0, 5, 0), Action.RECONNECT),
     ],
 )
-def test_window_edges_without_a_pause_in_force(wall: tuple[int, int, int],
-                                                action: Action) -> None:
+def test_window_edges_without_a_pause_in_force(wall: tuple[int, int, int], action: Action) -> None:
     now = et(2026, 11, 25, *wall)
     assert decide(obs("disconnected", now), now, mem(now), SOCKET).action == action
 
@@ -95,8 +105,11 @@ def test_pause_spanning_midnight_on_dst_days(start: datetime, until: datetime) -
     assert first.action == Action.PAUSE
     assert first.until == until
     memory = mem(start, pause_until=first.until)
-    for probe in (start + timedelta(minutes=5), until - timedelta(minutes=5),
-                  until - timedelta(seconds=1)):
+    for probe in (
+        start + timedelta(minutes=5),
+        until - timedelta(minutes=5),
+        until - timedelta(seconds=1),
+    ):
         d = decide(obs("paused", probe), probe, memory, SOCKET)
         assert d.action == Action.WAIT, probe
         assert d.until == until
@@ -133,21 +146,26 @@ def test_spent_round_waits_for_the_next_check_not_the_next_event() -> None:
     d = decide(obs("disconnected", NOON), NOON, memory, SOCKET, Trigger.EVENT)
     assert d.action == Action.WAIT
     assert "next periodic check" in d.reason
-    assert decide(obs("disconnected", NOON), NOON, memory, SOCKET,
-                  Trigger.CHECK).action == Action.RECONNECT
+    assert (
+        decide(obs("disconnected", NOON), NOON, memory, SOCKET, Trigger.CHECK).action
+        == Action.RECONNECT
+    )
 
 
 def test_spent_round_in_window_still_pauses() -> None:
     now = et(2026, 11, 25, 23, 41)
     memory = mem(now, exhausted=True)
-    assert decide(obs("disconnected", now), now, memory, SOCKET,
-                  Trigger.EVENT).action == Action.PAUSE
+    assert (
+        decide(obs("disconnected", now), now, memory, SOCKET, Trigger.EVENT).action == Action.PAUSE
+    )
 
 
 def test_retry_that_crosses_into_the_window_turns_into_a_pause() -> None:
     now = et(2026, 11, 25, 23, 40, 3)  # the round started at 23:39:58
-    assert decide(obs("disconnected", now), now, mem(now), SOCKET,
-                  Trigger.RETRY).action == Action.PAUSE
+    assert (
+        decide(obs("disconnected", now), now, mem(now), SOCKET, Trigger.RETRY).action
+        == Action.PAUSE
+    )
 
 
 @pytest.mark.parametrize("state", ["connected", "disconnected", "paused", None])
@@ -178,22 +196,26 @@ def test_stale_heartbeat_takes_priority_over_the_window() -> None:
 
 
 def test_no_restart_within_grace_after_start_or_restart() -> None:
-    just_started = Memory(started_at=NOON - timedelta(seconds=10),
-                          beat_absent_since=NOON - timedelta(seconds=10))
+    just_started = Memory(
+        started_at=NOON - timedelta(seconds=10), beat_absent_since=NOON - timedelta(seconds=10)
+    )
     d = decide(obs(None, NOON, beat_age_s=None), NOON, just_started, SOCKET)
     assert d == Decision(Action.WAIT, d.reason)
     assert "grace" in d.reason
     restarted = mem(NOON, restarted_at=NOON - timedelta(seconds=39))
-    assert decide(obs(None, NOON, beat_age_s=None), NOON, restarted,
-                  SOCKET).action == Action.WAIT
+    assert decide(obs(None, NOON, beat_age_s=None), NOON, restarted, SOCKET).action == Action.WAIT
     restarted = mem(NOON, restarted_at=NOON - timedelta(seconds=41))
-    assert decide(obs(None, NOON, beat_age_s=None), NOON, restarted,
-                  SOCKET).action == Action.RESTART
+    assert (
+        decide(obs(None, NOON, beat_age_s=None), NOON, restarted, SOCKET).action == Action.RESTART
+    )
 
 
 def test_grace_does_not_apply_once_a_beat_was_seen() -> None:
-    just_started = Memory(started_at=NOON - timedelta(seconds=10), beat_seen=True,
-                          beat_absent_since=NOON - timedelta(seconds=3))
+    just_started = Memory(
+        started_at=NOON - timedelta(seconds=10),
+        beat_seen=True,
+        beat_absent_since=NOON - timedelta(seconds=3),
+    )
     d = decide(obs("connected", NOON, beat_age_s=None), NOON, just_started, SOCKET)
     assert d.action == Action.RESTART
 
@@ -211,8 +233,7 @@ def test_portal_unauthenticated_reauths() -> None:
 
 def test_portal_disconnected_reconnects_and_socket_unauthenticated_reconnects() -> None:
     assert decide(obs("disconnected", NOON), NOON, mem(NOON), PORTAL).action == Action.RECONNECT
-    assert decide(obs("unauthenticated", NOON), NOON, mem(NOON),
-                  SOCKET).action == Action.RECONNECT
+    assert decide(obs("unauthenticated", NOON), NOON, mem(NOON), SOCKET).action == Action.RECONNECT
 
 
 def test_portal_reauth_follows_the_round_rules() -> None:
@@ -224,13 +245,20 @@ def test_portal_reauth_follows_the_round_rules() -> None:
 
 def test_portal_warnings() -> None:
     quiet = Observation.from_redis(
-        {"state": "connected", "authenticated": "true", "competing": "false",
-         "keepalive_age_s": "30"}, NOON.isoformat(), None)
+        {
+            "state": "connected",
+            "authenticated": "true",
+            "competing": "false",
+            "keepalive_age_s": "30",
+        },
+        NOON.isoformat(),
+        None,
+    )
     assert portal_warnings(quiet) == []
     assert quiet.authenticated is True
     bad = Observation.from_redis(
-        {b"state": b"connected", b"competing": b"true", b"keepalive_age_s": b"400"},
-        None, None)
+        {b"state": b"connected", b"competing": b"true", b"keepalive_age_s": b"400"}, None, None
+    )
     warnings = portal_warnings(bad)
     assert len(warnings) == 2
     assert "competing" in warnings[0]
@@ -238,8 +266,9 @@ def test_portal_warnings() -> None:
 
 
 def test_observation_from_redis_tolerates_garbage() -> None:
-    o = Observation.from_redis({b"state": b"disconnected", b"since": b"not a time"},
-                               b"2026-11-25T12:00:00", b"garbage")  # naive heartbeat
+    o = Observation.from_redis(
+        {b"state": b"disconnected", b"since": b"not a time"}, b"2026-11-25T12:00:00", b"garbage"
+    )  # naive heartbeat
     assert o.state == "disconnected"
     assert o.heartbeat_at is None
     assert o.pause_until is None
@@ -290,5 +319,4 @@ def test_absence_is_confirmed_before_a_restart() -> None:
     noticed = NOON - timedelta(seconds=1.9)
     assert decide(o, NOON, mem(NOON, beat_absent_since=noticed), SOCKET).action == Action.WAIT
     noticed = NOON - timedelta(seconds=2.0)
-    assert decide(o, NOON, mem(NOON, beat_absent_since=noticed),
-                  SOCKET).action == Action.RESTART
+    assert decide(o, NOON, mem(NOON, beat_absent_since=noticed), SOCKET).action == Action.RESTART

@@ -43,8 +43,7 @@ def test_clock_hook_unset_is_no_shift() -> None:
 
 def test_clock_hook_fake_now_and_offset() -> None:
     fake = "2026-11-25T23:45:00-05:00"
-    assert REAL + clock_offset({"BRIDGE_TEST_FAKE_NOW": fake}, REAL) == datetime.fromisoformat(
-        fake)
+    assert REAL + clock_offset({"BRIDGE_TEST_FAKE_NOW": fake}, REAL) == datetime.fromisoformat(fake)
     assert clock_offset({"BRIDGE_TEST_CLOCK_OFFSET_S": "-90.5"}, REAL) == timedelta(seconds=-90.5)
     shifted = make_clock(timedelta(hours=3))
     assert abs((shifted() - datetime.now(UTC)).total_seconds() - 3 * 3600) < 1
@@ -66,10 +65,12 @@ def test_clock_hook_bad_values(env: dict[str, str]) -> None:
 
 
 @pytest.mark.integration
-async def test_sigterm_exits_0_quickly(spawn: Spawn, redis: aioredis.Redis, redis_url: str,
-                                       prefix: str) -> None:
-    env = bridge_env(REDIS_URL=redis_url, BRIDGE_REDIS_PREFIX=prefix,
-                     BRIDGE_WATCHDOG_INTERVAL_S="30")
+async def test_sigterm_exits_0_quickly(
+    spawn: Spawn, redis: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    env = bridge_env(
+        REDIS_URL=redis_url, BRIDGE_REDIS_PREFIX=prefix, BRIDGE_WATCHDOG_INTERVAL_S="30"
+    )
     proc = spawn("watchdog", env)
 
     async def published() -> bool:
@@ -148,8 +149,7 @@ async def test_supervisor_client_errors(supervisord: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.e2e
-async def test_supervisor_client_leaves_an_operator_stopped_process_alone(supervisord: str
-                                                                          ) -> None:
+async def test_supervisor_client_leaves_an_operator_stopped_process_alone(supervisord: str) -> None:
     client = SupervisorClient(supervisord, "bridge:collector")
     await running_pid(client)
     await asyncio.to_thread(Supervisor(supervisord).stop, "bridge:collector")

@@ -17,8 +17,7 @@ from watchdog.schedule import (
 )
 
 
-def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0,
-       us: int = 0) -> datetime:
+def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0, us: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, s, us, tzinfo=EASTERN)
 
 
@@ -35,10 +34,10 @@ def et(y: int, mo: int, d: int, h: int, mi: int, s: int = 0,
         ((12, 0, 0), False),
     ],
 )
-@pytest.mark.parametrize("day", [(2026, 11, 25), (2026, 3, 8), (2026, 11, 1), (2026, 3, 7),
-                                 (2026, 10, 31), (2026, 7, 1)])
-def test_window_edges(day: tuple[int, int, int], wall: tuple[int, int, int],
-                      inside: bool) -> None:
+@pytest.mark.parametrize(
+    "day", [(2026, 11, 25), (2026, 3, 8), (2026, 11, 1), (2026, 3, 7), (2026, 10, 31), (2026, 7, 1)]
+)
+def test_window_edges(day: tuple[int, int, int], wall: tuple[int, int, int], inside: bool) -> None:
     assert in_reset_window(et(*day, *wall)) is inside
 
 
@@ -131,8 +130,7 @@ def test_backoff_without_jitter_doubles_from_base() -> None:
 
 
 def test_backoff_cap() -> None:
-    assert [backoff_delay_s(n, 2.0, 5.0, lambda: 0.0) for n in (1, 2, 3, 4)] == [
-        2.0, 4.0, 5.0, 5.0]
+    assert [backoff_delay_s(n, 2.0, 5.0, lambda: 0.0) for n in (1, 2, 3, 4)] == [2.0, 4.0, 5.0, 5.0]
     assert backoff_delay_s(200, 2.0, 30.0, lambda: 0.0) == 30.0  # no overflow
     assert backoff_delay_s(3, 2.0, 5.0, lambda: 1.0) == pytest.approx(5.0 * (1 + JITTER_FRACTION))
 

@@ -68,8 +68,12 @@ def make_settings(redis_url: str, prefix: str, **env: str) -> Settings:
 
 
 class StubSupervisor:
-    def __init__(self, url: str = "unix:///nonexistent/supervisor.sock",
-                 available: bool = True, not_running: str = "") -> None:
+    def __init__(
+        self,
+        url: str = "unix:///nonexistent/supervisor.sock",
+        available: bool = True,
+        not_running: str = "",
+    ) -> None:
         self.url = url
         self.available = available
         self.not_running = not_running
@@ -130,20 +134,35 @@ async def rig(redis_url: str, prefix: str) -> AsyncIterator[RigFactory]:
         clients.append(c)
         return c
 
-    async def make(start: datetime = NOON, outcomes: list[str] | None = None,
-                   supervisor: StubSupervisor | None = None, mode: str = "SOCKET",
-                   answer_timeout_s: float | None = None, **env: str) -> Rig:
+    async def make(
+        start: datetime = NOON,
+        outcomes: list[str] | None = None,
+        supervisor: StubSupervisor | None = None,
+        mode: str = "SOCKET",
+        answer_timeout_s: float | None = None,
+        **env: str,
+    ) -> Rig:
         settings = make_settings(redis_url, prefix, IB_API_MODE=mode, **env)
         keys = Keys(prefix)
         clock = FakeClock(start)
         redis = client()
-        collector = FakeCollector(client(), keys, clock, mode=mode,
-                                  heartbeat_ttl_s=settings.heartbeat_ttl_s,
-                                  outcomes=list(outcomes or []))
+        collector = FakeCollector(
+            client(),
+            keys,
+            clock,
+            mode=mode,
+            heartbeat_ttl_s=settings.heartbeat_ttl_s,
+            outcomes=list(outcomes or []),
+        )
         await collector.start()
-        watchdog = Watchdog(settings, client(), clock=clock, rand=lambda: 0.0,
-                            supervisor=supervisor or StubSupervisor(url=""),  # type: ignore[arg-type]
-                            answer_timeout_s=answer_timeout_s)
+        watchdog = Watchdog(
+            settings,
+            client(),
+            clock=clock,
+            rand=lambda: 0.0,
+            supervisor=supervisor or StubSupervisor(url=""),  # type: ignore[arg-type]
+            answer_timeout_s=answer_timeout_s,
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(watchdog.run(stop), name="watchdog")
         r = Rig(redis, keys, clock, collector, watchdog, task, stop)
@@ -182,10 +201,14 @@ async def test_drop_outside_window_reconnects_within_a_second(rig: RigFactory) -
 
     await wait_for(healthy, 3, "the watchdog back to healthy")
     messages = await r.messages()
-    assert any(m.startswith("INFO link disconnected: peer closed connection: reconnect round 1 "
-                            "starts now") for m in messages), messages
-    assert any(re.match(r"INFO reconnect attempt 1/4 of round 1 \(at once\) succeeded", m)
-               for m in messages), messages
+    assert any(
+        m.startswith("INFO link disconnected: peer closed connection: reconnect round 1 starts now")
+        for m in messages
+    ), messages
+    assert any(
+        re.match(r"INFO reconnect attempt 1/4 of round 1 \(at once\) succeeded", m)
+        for m in messages
+    ), messages
     assert all(row["api_mode"] == "SOCKET" for row in await r.api_logs())
     assert len(r.collector.commands("reconnect")) == 1
     assert r.collector.commands("pause") == []
@@ -194,11 +217,14 @@ async def test_drop_outside_window_reconnects_within_a_second(rig: RigFactory) -
 async def test_three_failed_retries_then_error_then_a_new_round_at_the_next_check(
     rig: RigFactory,
 ) -> None:
-    r: Rig = await rig(outcomes=["refused 1", "refused 2", "refused 3", "refused 4", "ok"],
-                       BRIDGE_BACKOFF_BASE_S="0.2")
+    r: Rig = await rig(
+        outcomes=["refused 1", "refused 2", "refused 3", "refused 4", "ok"],
+        BRIDGE_BACKOFF_BASE_S="0.2",
+    )
     await r.collector.drop()
-    await wait_for(lambda: len(r.collector.commands("reconnect")) >= 5, 10,
-                   "five reconnect commands")
+    await wait_for(
+        lambda: len(r.collector.commands("reconnect")) >= 5, 10, "five reconnect commands"
+    )
     sent = [c.at for c in r.collector.commands("reconnect")]
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     print("gaps between attempts (s):", [f"{g:.3f}" for g in gaps])
@@ -217,11 +243,14 @@ async def test_three_failed_retries_then_error_then_a_new_round_at_the_next_chec
     assert attempts[0].startswith("WARN reconnect attempt 1/4 of round 1 (at once) failed")
     assert "refused 1" in attempts[0]
     assert attempts[1].startswith(
-        "WARN reconnect attempt 2/4 (retry 1 of 3) of round 1 (after 0.20 s back-off) failed")
+        "WARN reconnect attempt 2/4 (retry 1 of 3) of round 1 (after 0.20 s back-off) failed"
+    )
     assert attempts[2].startswith(
-        "WARN reconnect attempt 3/4 (retry 2 of 3) of round 1 (after 0.40 s back-off) failed")
+        "WARN reconnect attempt 3/4 (retry 2 of 3) of round 1 (after 0.40 s back-off) failed"
+    )
     assert attempts[3].startswith(
-        "WARN reconnect attempt 4/4 (retry 3 of 3) of round 1 (after 0.80 s back-off) failed")
+        "WARN reconnect attempt 4/4 (retry 3 of 3) of round 1 (after 0.80 s back-off) failed"
+    )
     assert "refused 4" in attempts[3]
     errors = [m for m in messages if m.startswith("ERROR")]
     assert len(errors) == 1
@@ -235,8 +264,9 @@ async def test_three_failed_retries_then_error_then_a_new_round_at_the_next_chec
 
 
 async def test_rounds_never_stop_and_never_spin(rig: RigFactory) -> None:
-    r: Rig = await rig(outcomes=["refused"] * 100, BRIDGE_RECONNECT_RETRIES="1",
-                       BRIDGE_BACKOFF_BASE_S="0.05")
+    r: Rig = await rig(
+        outcomes=["refused"] * 100, BRIDGE_RECONNECT_RETRIES="1", BRIDGE_BACKOFF_BASE_S="0.05"
+    )
     await r.collector.drop()
     await asyncio.sleep(2.6)
     count = len(r.collector.commands("reconnect"))
@@ -269,7 +299,10 @@ async def test_unanswered_command_times_out_as_a_failed_attempt(rig: RigFactory)
     ],
 )
 async def test_drop_in_the_reset_window_pauses_until_0005_then_reconnects(
-    rig: RigFactory, start: datetime, until_text: str, until: datetime,
+    rig: RigFactory,
+    start: datetime,
+    until_text: str,
+    until: datetime,
 ) -> None:
     r: Rig = await rig(start=start)
     await r.collector.drop("peer closed connection (gateway restart)")
@@ -302,16 +335,16 @@ async def test_drop_in_the_reset_window_pauses_until_0005_then_reconnects(
     assert len(r.collector.commands("pause")) == 1
 
     async def succeeded() -> bool:
-        return any("attempt 1/4 of round 1" in m and "succeeded" in m
-                   for m in await r.messages())
+        return any("attempt 1/4 of round 1" in m and "succeeded" in m for m in await r.messages())
 
     await wait_for(succeeded, 3, "the reconnect's success row")
     assert any("pause ended" in m for m in await r.messages())
 
 
 async def test_retry_crossing_into_the_window_becomes_a_pause(rig: RigFactory) -> None:
-    r: Rig = await rig(start=et(2026, 11, 25, 23, 39, 50), outcomes=["refused"] * 5,
-                       BRIDGE_BACKOFF_BASE_S="1.5")
+    r: Rig = await rig(
+        start=et(2026, 11, 25, 23, 39, 50), outcomes=["refused"] * 5, BRIDGE_BACKOFF_BASE_S="1.5"
+    )
     r.clock.set(et(2026, 11, 25, 23, 39, 59))
     await r.collector.drop()
     await wait_for(lambda: r.collector.commands("pause"), 5, "a pause during the round")
@@ -322,7 +355,9 @@ async def test_retry_crossing_into_the_window_becomes_a_pause(rig: RigFactory) -
 
 
 async def test_watchdog_started_during_a_pause_honours_pause_until(
-    redis: aioredis.Redis, rig: RigFactory, prefix: str,
+    redis: aioredis.Redis,
+    rig: RigFactory,
+    prefix: str,
 ) -> None:
     until = et(2026, 11, 26, 0, 5)
     await redis.set(f"{prefix}pause_until", until.isoformat(), px=60_000)
@@ -340,10 +375,17 @@ async def test_stale_heartbeat_restarts_through_supervisord(rig: RigFactory) -> 
     r.collector.beating = False  # hung: the key expires after its 1 s TTL
     await wait_for(lambda: sup.restarts == 1, 10, "a restart")
     messages = await r.messages()
-    assert any(m.startswith("WARN collector heartbeat stale") and "restarting bridge:collector"
-               in m for m in messages), messages
-    assert any(m.startswith("INFO collector bridge:collector restarted through supervisord "
-                            "(pid 101 -> 201, RUNNING)") for m in messages), messages
+    assert any(
+        m.startswith("WARN collector heartbeat stale") and "restarting bridge:collector" in m
+        for m in messages
+    ), messages
+    assert any(
+        m.startswith(
+            "INFO collector bridge:collector restarted through supervisord "
+            "(pid 101 -> 201, RUNNING)"
+        )
+        for m in messages
+    ), messages
     await asyncio.sleep(1.0)
     assert sup.restarts == 1  # a start-up grace after a restart: no restart loop
     r.collector.beating = True
@@ -434,8 +476,9 @@ async def test_redis_outage_is_survived(private_redis: RedisServer, prefix: str)
     client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     helper = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     clock = FakeClock(NOON)
-    watchdog = Watchdog(settings, client, clock=clock, rand=lambda: 0.0,
-                        supervisor=StubSupervisor(url=""))  # type: ignore[arg-type]
+    watchdog = Watchdog(
+        settings, client, clock=clock, rand=lambda: 0.0, supervisor=StubSupervisor(url="")
+    )  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(watchdog.run(stop), name="watchdog")
     collector: FakeCollector | None = None
@@ -451,8 +494,11 @@ async def test_redis_outage_is_survived(private_redis: RedisServer, prefix: str)
         await collector.start()
         await asyncio.sleep(1.0)  # the watchdog is back on Redis and has seen a beat
         await collector.drop()
-        await wait_for(lambda: collector is not None and collector.commands("reconnect"), 10,
-                       "a reconnect after the outage")
+        await wait_for(
+            lambda: collector is not None and collector.commands("reconnect"),
+            10,
+            "a reconnect after the outage",
+        )
         assert not task.done()
     finally:
         stop.set()
