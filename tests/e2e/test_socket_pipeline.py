@@ -95,8 +95,8 @@ async def portfolio_rows(pg_url: str) -> list[asyncpg.Record]:
     try:
         return list(
             await conn.fetch(
-                "SELECT timestamp, delta, gamma, vega, theta, underlying_price FROM portfolio_greeks"
-                " WHERE contract = 'PORTFOLIO' ORDER BY timestamp"
+                "SELECT timestamp, delta, gamma, vega, theta, underlying_price"
+                " FROM portfolio_greeks WHERE contract = 'PORTFOLIO' ORDER BY timestamp"
             )
         )
     except asyncpg.UndefinedTableError:
