@@ -54,6 +54,17 @@ SELECT id, timestamp, contract, side, quantity, price, commission, order_ref
 FROM trades WHERE timestamp >= $1 ORDER BY timestamp, id
 """
 
+# ---- read-only queries of the operator's commands (database/reads.py)
+NEWEST_ROWS = """
+SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
+FROM portfolio_greeks ORDER BY id DESC LIMIT $1
+"""
+ROWS_AFTER = """
+SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
+FROM portfolio_greeks WHERE id > $1 ORDER BY id LIMIT $2
+"""
+MAX_ID = "SELECT coalesce(max(id), 0) FROM portfolio_greeks"
+
 NEWEST_PORTFOLIO_ROW = """
 SELECT timestamp, delta, gamma, vega, theta, underlying_price
 FROM portfolio_greeks WHERE contract = $1 ORDER BY timestamp DESC LIMIT 1

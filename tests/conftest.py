@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from shared.embedded import PostgresServer, RedisServer
+from ops.embedded import PostgresServer, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -30,8 +30,8 @@ import asyncpg
 import pytest
 import redis
 
-from shared.demo import Demo, render
-from shared.embedded import RedisServer
+from ops.demo import Demo, render
+from ops.embedded import RedisServer
 from shared.jsonl import JsonlFile
 from shared.names import WRITER_GROUP, Keys
 from simulator.gateway.control import send_command_sync

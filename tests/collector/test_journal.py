@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from collector.journal import CheckedStreams, RecentJournal
-from shared.embedded import RedisServer
+from ops.embedded import RedisServer
 
 
 def entry(i: int, stream: str = "greeks") -> dict[str, object]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.embedded import RedisServer
+from ops.embedded import RedisServer
 from simulator.portal.server import PortalSimulator
 from simulator.portfolio import default_portfolio
 from tests.helpers import bridge_env, wait_for

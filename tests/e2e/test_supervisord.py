@@ -30,7 +30,7 @@ import asyncpg
 import pytest
 import redis
 
-from shared.demo import Demo, render
+from ops.demo import Demo, render
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
 from tests.helpers import bridge_env
 

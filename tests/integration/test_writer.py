@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
+from ops.embedded import RedisServer
 from shared.codec import encode_greeks
-from shared.embedded import RedisServer
 from shared.models import GreeksRow
 from shared.names import WRITER_GROUP, Keys
 from tests.helpers import bridge_env, wait_for

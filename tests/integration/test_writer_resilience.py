@@ -23,7 +23,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from shared.embedded import PostgresServer
+from ops.embedded import PostgresServer
 from shared.names import WRITER_GROUP, Keys
 from tests.helpers import bridge_env, wait_for
 

@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
 
-    from shared.embedded import PostgresServer
+    from ops.embedded import PostgresServer
 
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmp:
         os.chmod(tmp, 0o755)

@@ -34,7 +34,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from ib_async import IB
 
-from shared.embedded import PostgresServer, RedisServer, free_port
+from ops.embedded import PostgresServer, RedisServer, free_port
 from shared.names import Keys
 
 PREFIX = "freeze:"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.demo import render
+from ops.demo import render
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
 from simulator.gateway.control import send_command_sync
 

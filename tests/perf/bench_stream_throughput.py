@@ -30,8 +30,8 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
+from ops.embedded import PostgresServer, RedisServer
 from shared.codec import encode_greeks
-from shared.embedded import PostgresServer, RedisServer
 from shared.models import GreeksRow
 from shared.names import Keys
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.demo import render
+from ops.demo import render
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
 
 PROGRAMS = ("bridge:collector", "bridge:writer", "bridge:watchdog")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import cli, demo, tail, waitfor
+from ops import cli, demo, tail, waitfor
 from shared.config import env_example
 
 REPO = Path(__file__).resolve().parents[2]

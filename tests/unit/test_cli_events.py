@@ -10,7 +10,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from shared import supervisor_events as ev
+from ops import supervisor_events as ev
 from shared.codec import decode_api_log
 from shared.models import ApiLogRow
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.status import (
+from ops.status import (
     BACKLOG_LIMIT,
     DEGRADED,
     DOWN,

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from ops.embedded import RedisServer
 from shared.clock import EASTERN
 from shared.config import Settings, load_settings
-from shared.embedded import RedisServer
 from shared.names import Keys
 from tests.helpers import wait_for
 from tests.watchdog.fake_collector import FakeCollector, text

@@ -1,4 +1,4 @@
-"""`python -m shared.waitfor HOST:PORT [HOST:PORT ...] [--timeout S] -- COMMAND ...`
+"""`python -m ops.waitfor HOST:PORT [HOST:PORT ...] [--timeout S] -- COMMAND ...`
 
 Wait (bounded) until every TCP port accepts a connection, then exec COMMAND in this process
 (same PID, so supervisord's signals reach it). The demo profile starts the bridge this way, so
@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
         print(
-            "usage: python -m shared.waitfor HOST:PORT ... [--timeout S] -- COMMAND ...",
+            "usage: python -m ops.waitfor HOST:PORT ... [--timeout S] -- COMMAND ...",
             file=sys.stderr,
         )
         return 2
     cut = argv.index("--")
-    ap = argparse.ArgumentParser(prog="python -m shared.waitfor")
+    ap = argparse.ArgumentParser(prog="python -m ops.waitfor")
     ap.add_argument("targets", nargs="+", type=parse_target)
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args(argv[:cut])

@@ -7,8 +7,8 @@ tests need. As root, PostgreSQL runs as an unprivileged system user (`pgserver`,
 absent), because postgres refuses to run as root.
 
 Command line (used by deploy/ for supervised, foreground servers):
-    python -m shared.embedded postgres --data DIR --port N
-    python -m shared.embedded redis --data DIR --port N [--aof]
+    python -m ops.embedded postgres --data DIR --port N
+    python -m ops.embedded redis --data DIR --port N [--aof]
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ class RedisServer:
     @staticmethod
     def server_pid(data_dir: Path) -> int | None:
         """PID of the redis-server of `data_dir` (its pidfile), e.g. to kill -9 the server
-        itself when it runs under the `python -m shared.embedded` wrapper."""
+        itself when it runs under the `python -m ops.embedded` wrapper."""
         try:
             return int((Path(data_dir) / "redis-server.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -379,7 +379,7 @@ def _run_foreground(server: PostgresServer | RedisServer) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.embedded")
+    parser = argparse.ArgumentParser(prog="python -m ops.embedded")
     parser.add_argument("kind", choices=["postgres", "redis"])
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--port", required=True, type=int)

@@ -1,7 +1,7 @@
 """supervisord event listener: FATAL and unexpected exits -> `api_logs` rows.
 
     [eventlistener:bridge_events]
-    command=.venv/bin/python -m shared.supervisor_events
+    command=.venv/bin/python -m ops.supervisor_events
     events=PROCESS_STATE_FATAL,PROCESS_STATE_EXITED,TICK_5
 
 For each PROCESS_STATE_FATAL, and each PROCESS_STATE_EXITED with `expected:0`, one row is XADDed

@@ -67,7 +67,7 @@ def supervisor_url(settings: Settings) -> str:
 
 # ---- commands ----------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from shared.status import EXIT_CODES, classify, gather, render, to_json
+    from ops.status import EXIT_CODES, classify, gather, render, to_json
 
     try:
         settings = _settings(args)
@@ -150,7 +150,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    from shared.drain import drain_now
+    from ops.drain import drain_now
 
     try:
         settings = _settings(args)
@@ -161,7 +161,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from shared.tail import tail
+    from ops.tail import tail
 
     try:
         dsn = _settings(args).require_database()
@@ -180,7 +180,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shared.demo import run_demo
+    from ops.demo import run_demo
 
     return run_demo(Path(args.dir), render_only=args.render_only)
 

@@ -29,9 +29,7 @@ from pathlib import Path
 from string import Template
 from types import FrameType
 
-import asyncpg
-
-from database import queries
+from database.reads import READ_ERRORS, Reader
 from shared.names import PORTFOLIO_CONTRACT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,10 +170,10 @@ def render(
     # the demo's bridge waits (bounded) for its services, so a first initdb costs no retry
     sections = sections.replace(
         f"command={python} -m writer",
-        f"command={python} -m shared.waitfor {waits} -- {python} -m writer",
+        f"command={python} -m ops.waitfor {waits} -- {python} -m writer",
     ).replace(
         f"command={python} -m collector",
-        f"command={python} -m shared.waitfor {waits} 127.0.0.1:{ports['gateway_port']} -- "
+        f"command={python} -m ops.waitfor {waits} 127.0.0.1:{ports['gateway_port']} -- "
         f"{python} -m collector",
     )
     demo = Demo(demo_dir, ports, env)
@@ -204,12 +202,10 @@ async def wait_first_row(
     """Seconds until a PORTFOLIO row exists (None: timed out or supervisord ended)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s and alive.poll() is None:
-        with contextlib.suppress(
-            OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
-        ):
-            conn = await asyncpg.connect(dsn, timeout=2.0)
+        with contextlib.suppress(*READ_ERRORS):
+            conn = await Reader.connect(dsn, timeout_s=2.0)
             try:
-                found = await conn.fetchval(queries.NEWEST_PORTFOLIO_ROW, PORTFOLIO_CONTRACT)
+                found = await conn.newest_portfolio_row(PORTFOLIO_CONTRACT)
             finally:
                 await conn.close()
             if found:

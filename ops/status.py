@@ -34,11 +34,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from database import queries
+from database.reads import READ_ERRORS, Reader
 from shared.clock import age_s, utcnow
 from shared.config import Settings, mask_url
 from shared.jsonl import JsonlFile
@@ -317,19 +316,17 @@ async def _group_state(client: aioredis.Redis, stream: str) -> tuple[dict[str, i
 
 async def _gather_db(r: Report, settings: Settings) -> None:
     try:
-        conn = await asyncpg.connect(settings.require_database(), timeout=TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        conn = await Reader.connect(settings.require_database(), timeout_s=TIMEOUT_S)
+    except READ_ERRORS as exc:
         r.db_error = _short(exc)
         return
     try:
-        row = await conn.fetchrow(
-            queries.NEWEST_PORTFOLIO_ROW, PORTFOLIO_CONTRACT, timeout=TIMEOUT_S
-        )
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        row = await conn.newest_portfolio_row(PORTFOLIO_CONTRACT)
+    except READ_ERRORS as exc:
         r.db_error = _short(exc)
         return
     finally:
-        await conn.close(timeout=TIMEOUT_S)
+        await conn.close()
     if row is not None:
         ts: datetime = row["timestamp"]
         r.last_row_ts = ts.isoformat()

@@ -16,16 +16,7 @@ from typing import Any, TextIO
 
 import asyncpg
 
-# Read-only queries of the operator's CLI (the writer's SQL is in database/queries.py).
-NEWEST_ROWS = """
-SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
-FROM portfolio_greeks ORDER BY id DESC LIMIT $1
-"""
-ROWS_AFTER = """
-SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
-FROM portfolio_greeks WHERE id > $1 ORDER BY id LIMIT $2
-"""
-MAX_ID = "SELECT coalesce(max(id), 0) FROM portfolio_greeks"
+from database.reads import READ_ERRORS, Reader
 
 PAGE_ROWS = 500
 
@@ -103,12 +94,12 @@ async def tail(
 ) -> int:
     """Print rows until `count` rows were shown (None: until cancelled); returns rows shown."""
     shown = 0
-    conn = await asyncpg.connect(dsn, timeout=5.0)
+    conn = await Reader.connect(dsn, timeout_s=5.0)
     try:
         out.write(header() + "\n")
         out.flush()
-        newest = list(reversed(await conn.fetch(NEWEST_ROWS, last))) if last > 0 else []
-        after = int(await conn.fetchval(MAX_ID)) if not newest else int(newest[-1]["id"])
+        newest = await conn.newest_rows(last) if last > 0 else []
+        after = await conn.max_id() if not newest else int(newest[-1]["id"])
         for row in newest:
             if count is not None and shown >= count:
                 return shown
@@ -120,10 +111,10 @@ async def tail(
         while count is None or shown < count:
             try:
                 if conn.is_closed():
-                    conn = await asyncpg.connect(dsn, timeout=5.0)
-                rows = await conn.fetch(ROWS_AFTER, after, PAGE_ROWS, timeout=10.0)
+                    conn = await Reader.connect(dsn, timeout_s=5.0)
+                rows = await conn.rows_after(after, PAGE_ROWS)
                 failing_since = None
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except READ_ERRORS as exc:
                 now = loop.time()
                 failing_since = failing_since or now
                 if now - failing_since > give_up_s:
@@ -142,6 +133,5 @@ async def tail(
                 break
             await sleep(interval_s)
     finally:
-        if not conn.is_closed():
-            await conn.close(timeout=5.0)
+        await conn.close()
     return shown
