@@ -36,7 +36,7 @@ def wait_ports(targets: list[tuple[str, int]], timeout_s: float) -> list[tuple[s
 
 def parse_target(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return host or "127.0.0.1", int(port)
 

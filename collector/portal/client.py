@@ -168,7 +168,7 @@ class PortalClient:
             raise AuthProblem(f"HTTP 401{': ' + text if text else ''}", status)
         if status == 429:
             wait = None
-            if retry_after and retry_after.strip().isdigit():
+            if retry_after and retry_after.strip().isascii() and retry_after.strip().isdigit():
                 wait = float(retry_after.strip())
             delay = self.pacer.throttled(wait)
             log.warning("portal_rate_limited %s: 429, backing off %.1f s", path, delay)

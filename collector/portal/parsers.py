@@ -116,7 +116,12 @@ def parse_int(raw: object) -> int | None:
         return raw
     if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) < 20:
+    if (
+        isinstance(raw, str)
+        and raw.strip().isascii()
+        and raw.strip().isdigit()
+        and len(raw.strip()) < 20
+    ):
         return int(raw.strip())
     return None
 
