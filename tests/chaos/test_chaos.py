@@ -2,7 +2,7 @@
 the proof that every tick the collector produced landed in PostgreSQL exactly once.
 
     make test                                       # the short run: every fault kind once
-    .venv/bin/pytest tests/chaos -m chaos -s        # the long run (CHAOS_ROUNDS=5, CHAOS_SEED)
+    .venv/bin/pytest tests/chaos -m long -s        # the long run (CHAOS_ROUNDS=5, CHAOS_SEED)
 
 The pipeline is the demo profile (deploy/demo.conf.in) in a temporary folder: a private
 PostgreSQL, a private Redis with AOF `everysec`, the IB Gateway simulator, and the collector,
@@ -339,7 +339,6 @@ def check(p: Pipeline) -> None:
         raise AssertionError(missing()) from None
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_chaos_short(pipeline: Pipeline) -> None:
     """Every fault kind once (what CI runs)."""
@@ -347,7 +346,7 @@ def test_chaos_short(pipeline: Pipeline) -> None:
     check(pipeline)
 
 
-@pytest.mark.chaos
+@pytest.mark.long
 @pytest.mark.timeout(3600)
 def test_chaos_long(pipeline: Pipeline) -> None:
     run_schedule(

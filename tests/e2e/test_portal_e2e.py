@@ -23,8 +23,6 @@ from simulator.portal.server import PortalSimulator
 from simulator.portfolio import default_portfolio
 from tests.helpers import bridge_env, wait_for
 
-pytestmark = pytest.mark.e2e
-
 Spawn = Callable[..., subprocess.Popen[bytes]]
 FROZEN = 1_795_600_000.0
 INTERVAL_S = 0.5

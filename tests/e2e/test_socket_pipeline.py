@@ -19,8 +19,6 @@ from simulator.portfolio import SimPortfolio, default_portfolio
 from tests.e2e.conftest import Gateway
 from tests.helpers import bridge_env, wait_for
 
-pytestmark = pytest.mark.e2e
-
 ACCOUNT = "DU1234567"
 Spawn = Callable[..., subprocess.Popen[bytes]]
 

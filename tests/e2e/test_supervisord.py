@@ -34,8 +34,6 @@ from ops.demo import Demo, render
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
 from tests.helpers import bridge_env
 
-pytestmark = pytest.mark.e2e
-
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 POLL_S = 0.5

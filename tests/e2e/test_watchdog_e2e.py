@@ -29,8 +29,6 @@ from tests.e2e.conftest import Gateway
 from tests.helpers import bridge_env, supervisord_with_collector, wait_for
 from watchdog.supervisor import SupervisorClient
 
-pytestmark = pytest.mark.e2e
-
 ACCOUNT = "DU1234567"
 Spawn = Callable[..., subprocess.Popen[bytes]]
 BIN = Path(sys.executable).parent

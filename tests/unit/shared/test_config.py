@@ -10,7 +10,7 @@ import pytest
 
 from shared.config import VARIABLES, ConfigError, env_example, load_settings, mask_url
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def load(**env: str):  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
 """Throughput and latency of the writer, against a bare consumer, in one run.
 
-    .venv/bin/python tests/perf/bench_stream_throughput.py [--rows 1000000] [--latency-rows 200]
+    .venv/bin/python benchmarks/bench_stream_throughput.py [--rows 1000000] [--latency-rows 200]
 
 1. A backlog of N entries in `bridge:greeks` (private Redis) consumed into a private PostgreSQL
    by the real writer process (`python -m writer`): rows/s.

@@ -1,6 +1,6 @@
 """Time from the IB Gateway coming back after a drop to the first new PORTFOLIO row in PostgreSQL.
 
-    .venv/bin/python tests/perf/bench_reconnect.py [--trials 5] [--refuse-s 3] [--interval-s 5]
+    .venv/bin/python benchmarks/bench_reconnect.py [--trials 5] [--refuse-s 3] [--interval-s 5]
 
 The demo profile under supervisord (private PostgreSQL and Redis, the IB Gateway simulator,
 collector, writer and watchdog with their production settings except the tick interval). Each

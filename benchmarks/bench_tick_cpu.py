@@ -1,7 +1,7 @@
 """CPU time of one tick's Greeks computation, and tick jitter against the portal simulator.
 
-    .venv/bin/python tests/perf/bench_tick_cpu.py [--positions 2000] [--repeat 300]
-    .venv/bin/python tests/perf/bench_tick_cpu.py --jitter [--ticks 720] [--interval-s 0.25]
+    .venv/bin/python benchmarks/bench_tick_cpu.py [--positions 2000] [--repeat 300]
+    .venv/bin/python benchmarks/bench_tick_cpu.py --jitter [--ticks 720] [--interval-s 0.25]
 
 1. CPU time (process time) of one tick for N positions: the Greeks policy and sum
    (`GreeksPolicy.evaluate`, per-underlying rows on) plus building and encoding the rows; and,

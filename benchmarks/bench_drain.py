@@ -1,6 +1,6 @@
 """Drain throughput of the writer's buffer against a raw COPY of the same rows, in one run.
 
-    .venv/bin/python tests/perf/bench_drain.py [--rows 1000000]
+    .venv/bin/python benchmarks/bench_drain.py [--rows 1000000]
 
 1. A buffer file of N rows, written in the writer's own line format (`writer.outbox.encode_line`).
 2. The drain: a separate process (`bench_drain.py drain ...`, the real `Outbox.flush()` path:
@@ -31,7 +31,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -1,6 +1,6 @@
 """Soak: the whole demo pipeline under supervisord for an hour; RSS of each process over time.
 
-    .venv/bin/python tests/perf/soak_rss.py [--minutes 60] [--interval-s 1] [--sample-s 60]
+    .venv/bin/python benchmarks/soak_rss.py [--minutes 60] [--interval-s 1] [--sample-s 60]
 
 Runs the demo profile (private PostgreSQL and Redis, IB Gateway simulator, collector, writer,
 watchdog) in a temporary folder with ticks every `--interval-s` (1 s = five times the

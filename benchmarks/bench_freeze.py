@@ -1,6 +1,6 @@
 """The non-blocking figure: tick jitter while PostgreSQL is frozen, ours against the obvious loop.
 
-    .venv/bin/python tests/perf/bench_freeze.py [--freeze-s 30] [--interval-s 1]
+    .venv/bin/python benchmarks/bench_freeze.py [--freeze-s 30] [--interval-s 1]
 
 One run, one IB Gateway simulator, one private PostgreSQL, one private Redis:
 - ours: `python -m collector` (SOCKET) -> Redis -> `python -m writer` -> PostgreSQL;

@@ -17,9 +17,9 @@ from simulator.gateway import GatewaySimulator, protocol, send_command
 from simulator.gateway.catalog import Catalog
 from simulator.gateway.control import send_command_sync
 from simulator.portfolio import SimPosition, default_portfolio
-from tests.simulator.conftest import ACCOUNT, connect, wait_until
+from tests.integration.simulator.conftest import ACCOUNT, connect, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MakeIB = Callable[[], IB]
 
 

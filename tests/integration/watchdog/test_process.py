@@ -64,7 +64,6 @@ def test_clock_hook_bad_values(env: dict[str, str]) -> None:
         clock_offset(env, REAL)
 
 
-@pytest.mark.integration
 async def test_sigterm_exits_0_quickly(
     spawn: Spawn, redis: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:
@@ -90,7 +89,6 @@ async def test_sigterm_exits_0_quickly(
     assert "watchdog_stopped" in log
 
 
-@pytest.mark.integration
 def test_bad_clock_hook_exits_2_with_one_line(spawn: Spawn, redis_url: str) -> None:
     env = bridge_env(REDIS_URL=redis_url, BRIDGE_TEST_FAKE_NOW="tonight")
     proc = spawn("watchdog", env)
@@ -121,7 +119,6 @@ async def running_pid(client: SupervisorClient) -> int:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.e2e
 async def test_supervisor_client_restarts_a_frozen_process(supervisord: str) -> None:
     client = SupervisorClient(supervisord, "bridge:collector")
     pid = await running_pid(client)
@@ -136,7 +133,6 @@ async def test_supervisor_client_restarts_a_frozen_process(supervisord: str) -> 
     assert result.state_after == "RUNNING"
 
 
-@pytest.mark.e2e
 async def test_supervisor_client_errors(supervisord: str, tmp_path: Path) -> None:
     with pytest.raises(RestartFailed, match="no process named"):
         await SupervisorClient(supervisord, "bridge:nothing").restart()
@@ -148,7 +144,6 @@ async def test_supervisor_client_errors(supervisord: str, tmp_path: Path) -> Non
         await SupervisorClient("http://u:secret@127.0.0.1:1", "bridge:collector").restart()
 
 
-@pytest.mark.e2e
 async def test_supervisor_client_leaves_an_operator_stopped_process_alone(supervisord: str) -> None:
     client = SupervisorClient(supervisord, "bridge:collector")
     await running_pid(client)

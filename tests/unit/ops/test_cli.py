@@ -12,7 +12,7 @@ import pytest
 from ops import cli, demo, tail, waitfor
 from shared.config import env_example
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,11 +23,9 @@ from shared.clock import EASTERN
 from shared.config import Settings, load_settings
 from shared.names import Keys
 from tests.helpers import wait_for
-from tests.watchdog.fake_collector import FakeCollector, text
+from tests.integration.watchdog.fake_collector import FakeCollector, text
 from watchdog.app import Watchdog
 from watchdog.supervisor import NotRestarted, RestartResult, SupervisorUnavailable
-
-pytestmark = pytest.mark.integration
 
 
 class FakeClock:
