@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,8 +34,6 @@ from writer.outbox import BufferUnavailable, Outbox
 
 log = logging.getLogger(__name__)
 
-# Test hook (never set in production): SIGKILL this process after the N-th COMMIT, before XACK.
-KILL_AFTER_COMMITS_ENV = "BRIDGE_TEST_KILL_AFTER_COMMITS"
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 T = TypeVar("T")
 
@@ -143,7 +139,6 @@ class Writer:
             claim_idle_ms=int(settings.claim_idle_s * 1000),
         )
         self.commits = 0
-        self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS_ENV, "0") or 0)
 
     @classmethod
     def buffered(
@@ -215,9 +210,6 @@ class Writer:
         warns = await self.dead_letter(batch.rejected)
         await self._store_until_done(batch.greeks, [*batch.logs, *warns], batch)
         self.commits += 1
-        if self._kill_after and self.commits >= self._kill_after:
-            log.warning("test_hook SIGKILL after commit %d, before XACK", self.commits)
-            os.kill(os.getpid(), signal.SIGKILL)
         await self._with_redis(lambda: self.consumer.ack(entries))
 
     async def _store_until_done(

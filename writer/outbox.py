@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -50,8 +48,6 @@ from writer.lines import (
 log = logging.getLogger(__name__)
 
 # Test hooks (never set in production).
-KILL_AFTER_DRAIN_CHUNKS_ENV = "BRIDGE_TEST_KILL_AFTER_DRAIN_CHUNKS"  # SIGKILL after that COMMIT
-DRAIN_CHUNK_ROWS_ENV = "BRIDGE_TEST_DRAIN_CHUNK_ROWS"
 DRAIN_CHUNK_ROWS = 10_000
 BUFFER_ERROR_LOG_EVERY_S = 60.0
 
@@ -92,10 +88,7 @@ class Outbox:
         self.stop = stop or asyncio.Event()
         self.clock = clock
         self.monotonic = monotonic
-        env_rows = int(os.environ.get(DRAIN_CHUNK_ROWS_ENV, "0") or 0)
-        self.drain_chunk_rows = drain_chunk_rows or env_rows or DRAIN_CHUNK_ROWS
-        self._kill_after_chunks = int(os.environ.get(KILL_AFTER_DRAIN_CHUNKS_ENV, "0") or 0)
-        self._drained_chunks = 0
+        self.drain_chunk_rows = drain_chunk_rows or DRAIN_CHUNK_ROWS
         self._schema_ok = False
         self._audit: list[ApiLogRow] = []  # audit rows waiting for the next write
         self._rows = 0  # rows in the buffer not yet drained (an estimate between drains)
@@ -440,13 +433,6 @@ class Outbox:
                 ahead = asyncio.ensure_future(asyncio.to_thread(read_ahead))
                 warns = [self._bad_lines_warn(n, why) for n, why in chunk.bad]
                 await self._write_prepared(chunk, warns)
-                self._drained_chunks += 1
-                if self._kill_after_chunks and self._drained_chunks >= self._kill_after_chunks:
-                    log.warning(
-                        "test_hook SIGKILL after drain chunk %d, before its checkpoint",
-                        self._drained_chunks,
-                    )
-                    os.kill(os.getpid(), signal.SIGKILL)
                 self.buffer.commit(chunk.end_offset)
                 total += len(chunk.records)
                 self._rows = max(self._rows - len(chunk.records), 0)
