@@ -22,15 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.config import (
-    MARKET_DATA_TYPES,
-    VARIABLES,
-    ConfigError,
-    Settings,
-    env_example,
-    load_settings,
-    read_dotenv,
-)
+from ops.config_docs import env_example
+from shared.config import VARIABLES, ConfigError, Settings, load_settings, read_dotenv
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 DEMO_ENV = Path(".demo") / ".env"
@@ -104,23 +97,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def config_lines(settings: Settings, path: Path | None) -> list[str]:
     """`VARIABLE  value  (source)` per variable, secrets masked; source: env, .env or default."""
     dotenv = read_dotenv(path) if path is not None else {}
-    shown = settings.masked()
-    codes = {code: name for name, code in MARKET_DATA_TYPES.items()}
+    shown = settings.as_env()
     width = max(len(v.name) for v in VARIABLES)
     lines = [f"# configuration: the environment over {path or 'no .env file'}"]
     for var in VARIABLES:
-        field = var.name.lower().removeprefix("bridge_")
-        value = shown.get(field, "")
-        if var.name == "IB_MARKET_DATA_TYPE":
-            value = codes.get(int(value), value)
         if os.environ.get(var.name, "").strip():
             source = "env"
         elif dotenv.get(var.name, "").strip():
             source = ".env"
         else:
             source = "default"
-        text = "" if value is None else str(value)
-        lines.append(f"{var.name.ljust(width)}  {text}  ({source})")
+        lines.append(f"{var.name.ljust(width)}  {shown[var.name]}  ({source})")
     return lines
 
 

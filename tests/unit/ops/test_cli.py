@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ops import cli, demo, tail, waitfor
-from shared.config import env_example
+from ops import cli, config_docs, demo, tail, waitfor
+from ops.config_docs import env_example
+from shared.config import VARIABLES
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -46,11 +47,11 @@ def test_check_config_masks_secrets(
     assert "postgresql://bridge:***@127.0.0.1:5432/db" in out
     assert "s3cret" not in out and "hunter2" not in out
     lines = {line.split()[0]: line for line in out.splitlines() if not line.startswith("#")}
-    from shared.config import VARIABLES
-
     assert set(lines) == {v.name for v in VARIABLES}
     assert lines["IB_API_MODE"].split() == ["IB_API_MODE", "SOCKET", "(default)"]
     assert lines["IB_MARKET_DATA_TYPE"].split()[1] == "FROZEN"
+    assert lines["IBKR_TLS_VERIFY"].split()[1:] == ["1", "(default)"]
+    assert lines["BRIDGE_POLL_INTERVAL_S"].split()[1] == "5"
     assert lines["REDIS_URL"].endswith("(.env)")
 
 
@@ -217,12 +218,24 @@ def test_waitfor_needs_a_command() -> None:
 
 
 # ---- README ------------------------------------------------------------------------------------
-def test_readme_documents_every_variable_with_its_default() -> None:
-    from shared.config import VARIABLES
-
+def test_readme_table_and_env_example_are_generated_from_the_declaration() -> None:
     text = (REPO / "README.md").read_text()
+    assert config_docs.with_table(text) == text, "regenerate: python -m ops.config_docs"
+    assert config_docs.markdown_table() in text
+    assert config_docs.main(["--check"]) == 0
     for v in VARIABLES:
         default = f"`{v.default}`" if v.default else "(empty)"
-        assert f"| `{v.name}` | {default} |" in text, v.name
+        assert f"| `{v.name}` | {default} | {v.allowed} |" in text, v.name
+        assert f"\n{v.name}={v.default}\n" in env_example()
     for command in ("make demo", "make test", "bridge status", "XPENDING", "XINFO GROUPS"):
         assert command in text
+
+
+def test_readme_table_is_replaced_between_its_markers() -> None:
+    stale = f"intro\n{config_docs.TABLE_START}\n| old |\n{config_docs.TABLE_END}\noutro\n"
+    fresh = config_docs.with_table(stale)
+    assert fresh.startswith("intro\n") and fresh.endswith("\noutro\n")
+    assert "| old |" not in fresh and config_docs.markdown_table() in fresh
+    assert config_docs.with_table(fresh) == fresh
+    with pytest.raises(ValueError, match="markers"):
+        config_docs.with_table("no markers")

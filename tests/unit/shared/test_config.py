@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
 
-from shared.config import VARIABLES, ConfigError, env_example, load_settings, mask_url
-
-REPO = Path(__file__).resolve().parents[3]
+from shared.config import VARIABLES, ConfigError, Settings, load_settings, mask, mask_url
 
 
 def load(**env: str):  # type: ignore[no-untyped-def]
@@ -160,12 +159,57 @@ def test_dotenv_read_and_environment_wins(tmp_path: Path) -> None:
     assert s.underlying == "QQQ"
 
 
-def test_env_example_lists_every_variable_with_default() -> None:
-    text = env_example()
+def test_declarations_are_complete_and_distinct() -> None:
+    assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+    assert len({v.field for v in VARIABLES}) == len(VARIABLES)
     for v in VARIABLES:
-        assert f"\n{v.name}={v.default}\n" in text
-    committed = (REPO / "deploy" / ".env.example").read_text()
-    assert committed.strip() == text.strip(), "regenerate: bridge check-config --example"
+        assert getattr(Settings, v.field) is v
+        assert v.help and v.allowed, v.name
+        assert v.name == v.name.upper().strip(), v.name
+
+
+def test_good_values_survive_the_round_trip_through_their_env_text() -> None:
+    env = {name: raw for name, (raw, _, _) in GOOD.items()}
+    env["DATABASE_URL"] = "postgresql://u@h:5432/d"  # without a password, masking changes nothing
+    s = load(**env)
+    again = load(**s.as_env())
+    assert again == s and hash(again) == hash(s)
+    assert s.as_env()["IB_MARKET_DATA_TYPE"] == "DELAYED_FROZEN"
+    assert s.as_env()["IBKR_TLS_VERIFY"] == "0"
+    assert load() != s
+
+
+def test_settings_are_frozen_and_complete() -> None:
+    s = load()
+    with pytest.raises(FrozenInstanceError):
+        s.ib_port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Settings({"ib_port": 1})
+
+
+def test_secret_masking() -> None:
+    assert mask("") == ""
+    assert mask("token-abc") == "***"
+    assert mask("unix:///run/s.sock") == "unix:///run/s.sock"
+    s = load(BRIDGE_SUPERVISOR_URL="http://user:pw123@127.0.0.1:9001")
+    assert "pw123" not in repr(s) and "pw123" not in str(s.as_env())
+    with pytest.raises(ConfigError) as info:
+        load(REDIS_URL="redis://:pw123@h:notaport/0")
+    assert info.value.variable == "REDIS_URL" and "pw123" not in str(info.value)
+
+
+def test_error_lines_say_what_is_allowed() -> None:
+    cases = {
+        "IB_API_MODE": "allowed: SOCKET, PORTAL",
+        "IB_PORT": "an integer from 1 to 65535",
+        "IB_CONNECT_TIMEOUT_S": "a number of seconds from 0.1 to 300",
+        "IBKR_TLS_VERIFY": "allowed: 1/0, true/false, yes/no, on/off",
+        "DATABASE_URL": "a URL with scheme postgresql or postgres",
+    }
+    for name, allowed in cases.items():
+        with pytest.raises(ConfigError) as info:
+            load(**{name: BAD[name]})
+        assert info.value.allowed == allowed
 
 
 @pytest.mark.parametrize("module", ["writer", "watchdog"])
