@@ -22,6 +22,21 @@ class DatabaseSetupError(RuntimeError):
     no permission): never a reason to dead-letter rows."""
 
 
+# The database says the configuration is wrong (bad user or password, no such database, no right
+# to create the tables): retrying cannot help, the operator must fix DATABASE_URL or the grants.
+CONFIG_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28000, 28P01 bad password
+    asyncpg.exceptions.InvalidCatalogNameError,  # 3D000: no such database
+    asyncpg.exceptions.InsufficientPrivilegeError,  # 42501
+)
+
+
+def is_config_error(exc: BaseException) -> bool:
+    """The failure (or the failure under a DatabaseSetupError) is a misconfiguration."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseSetupError) else exc
+    return isinstance(cause, CONFIG_ERRORS)
+
+
 def is_outage(exc: BaseException) -> bool:
     return is_connection_error(exc) or isinstance(exc, TRANSIENT_SERVER_ERRORS)
 
