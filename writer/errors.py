@@ -1,6 +1,6 @@
 """How the writer reads a database failure: an outage (open the breaker, buffer the rows), a bad
-row (bisect, dead-letter it), or neither (a bug or a misconfiguration: the process exits and
-supervisord restarts it; the unacked entries wait in Redis)."""
+row (bisect, dead-letter it), a misconfiguration (exit code 2, not restarted in a loop), or
+a bug (the process exits and supervisord restarts it). The unacked entries wait in Redis."""
 
 from __future__ import annotations
 
