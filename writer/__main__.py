@@ -1,4 +1,9 @@
-"""`python -m writer`: the only process that writes PostgreSQL."""
+"""`python -m writer`: the only process that writes PostgreSQL.
+
+At start it connects and checks the schema before it reads any entry. PostgreSQL down: it starts
+anyway with the breaker open (rows go to the buffer). PostgreSQL refusing the writer (bad
+password, no such database): one ERROR line and exit code 2, which supervisord does not loop on.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,21 @@ import logging
 import redis.asyncio as aioredis
 
 from database.db_manager import DBManager
-from shared.config import Settings
-from shared.process import install_stop_signals, run_main, supervise
+from shared.config import Settings, mask_url
+from shared.process import EXIT_CONFIG, TaskDied, install_stop_signals, run_main, supervise
 from writer.app import Writer
+from writer.errors import DatabaseSetupError, is_config_error
 
 log = logging.getLogger("writer")
+
+
+def _refused(dsn: str, exc: DatabaseSetupError) -> int:
+    log.error(
+        "db_config_invalid %s (DATABASE_URL=%s): fix the configuration; not retried",
+        exc,
+        mask_url(dsn),
+    )
+    return EXIT_CONFIG
 
 
 async def main(settings: Settings) -> int:
@@ -20,14 +35,24 @@ async def main(settings: Settings) -> int:
     redis_url = settings.require_redis()
     stop = asyncio.Event()
     install_stop_signals(stop)
-    # PostgreSQL may be down at start: the outbox connects (one attempt per try) when it needs
-    # the database, and buffers behind the circuit breaker meanwhile.
-    db = DBManager(dsn, min_size=0, connect_attempts=1)  # min_size=0: no connect in create_pool
+    # min_size=0: no connection in create_pool; one attempt per try, the breaker does the rest
+    db = DBManager(dsn, min_size=0, connect_attempts=1)
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     writer, outbox = Writer.buffered(settings, redis, db, stop=stop)
     try:
+        await outbox.check_database()
         outbox.open_buffer()
         await supervise({"consume": writer.run()}, stop, grace_s=settings.stop_grace_s)
+    except DatabaseSetupError as exc:
+        if not is_config_error(exc):
+            raise
+        return _refused(dsn, exc)
+    except TaskDied as exc:
+        # the credentials changed while it ran (met at a reconnect): the same exit code 2
+        cause = exc.__cause__
+        if isinstance(cause, DatabaseSetupError) and is_config_error(cause):
+            return _refused(dsn, cause)
+        raise
     finally:
         outbox.close()
         await redis.aclose()

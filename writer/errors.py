@@ -1,6 +1,6 @@
 """How the writer reads a database failure: an outage (open the breaker, buffer the rows), a bad
-row (bisect, dead-letter it), or neither (a bug or a misconfiguration: the process exits and
-supervisord restarts it; the unacked entries wait in Redis)."""
+row (bisect, dead-letter it), a misconfiguration (exit code 2, not restarted in a loop), or
+a bug (the process exits and supervisord restarts it). The unacked entries wait in Redis."""
 
 from __future__ import annotations
 
@@ -20,6 +20,21 @@ TRANSIENT_SERVER_ERRORS: tuple[type[BaseException], ...] = (
 class DatabaseSetupError(RuntimeError):
     """Connecting or the schema check failed for a reason that is no outage (bad password,
     no permission): never a reason to dead-letter rows."""
+
+
+# The database says the configuration is wrong (bad user or password, no such database, no right
+# to create the tables): retrying cannot help, the operator must fix DATABASE_URL or the grants.
+CONFIG_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28000, 28P01 bad password
+    asyncpg.exceptions.InvalidCatalogNameError,  # 3D000: no such database
+    asyncpg.exceptions.InsufficientPrivilegeError,  # 42501
+)
+
+
+def is_config_error(exc: BaseException) -> bool:
+    """The failure (or the failure under a DatabaseSetupError) is a misconfiguration."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseSetupError) else exc
+    return isinstance(cause, CONFIG_ERRORS)
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -47,7 +47,7 @@ from writer.lines import (
 
 log = logging.getLogger(__name__)
 
-# Test hooks (never set in production).
+# Rows per drain transaction (one COPY, one COMMIT, then the checkpoint).
 DRAIN_CHUNK_ROWS = 10_000
 BUFFER_ERROR_LOG_EVERY_S = 60.0
 
@@ -127,6 +127,17 @@ class Outbox:
                 f"writer started with {self._rows} rows ({self._bytes} "
                 f"bytes) in its buffer {self.buffer.path}: drained first",
             )
+
+    async def check_database(self) -> None:
+        """At start, before any entry is read: connect and check the schema. PostgreSQL down:
+        the breaker opens (rows go to the buffer; the schema is checked when it is back).
+        Raises DatabaseSetupError when PostgreSQL refuses the writer (bad password...)."""
+        try:
+            await self._ensure_db()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            await self._open(exc)
 
     def _lock_buffer(self) -> None:
         try:

@@ -1,8 +1,9 @@
 """End to end with real processes: IB Gateway simulator <- collector (SOCKET, ib_async) <-
 watchdog, through a real Redis; the last test runs the collector under a real supervisord.
 
-The watchdog's clock is placed with its test hook (`BRIDGE_TEST_FAKE_NOW`, which only shifts the
-real clock): at noon ET for the drops outside the reset window, at 23:45 ET for the nightly one.
+The watchdog's system clock is placed with libfaketime (the whole process's wall clock starts at
+the chosen time and runs on): at noon ET for the drops outside the reset window, at 23:45 ET for
+the nightly one, at 00:04:57 ET for the end of the pause.
 Rows are observed on the `greeks` stream (no writer needed), decisions on `api_logs`.
 """
 
@@ -26,6 +27,7 @@ import redis.asyncio as aioredis
 from shared.clock import EASTERN, utcnow
 from shared.names import Keys
 from tests.e2e.conftest import Gateway
+from tests.faketime import clock_at, requires_libfaketime
 from tests.helpers import bridge_env, supervisord_with_collector, wait_for
 from watchdog.supervisor import SupervisorClient
 
@@ -120,7 +122,7 @@ async def start_bridge(
     await wait_for(lambda: bridge.rows_after(1), 30, "the first rows")
     wd_env = dict(wd_env or env)
     if fake_now is not None:
-        wd_env["BRIDGE_TEST_FAKE_NOW"] = fake_now.isoformat()
+        wd_env.update(clock_at(fake_now))
     watchdog = spawn("watchdog", wd_env)
 
     async def watching() -> bool:
@@ -136,6 +138,7 @@ def stopped_cleanly(proc: subprocess.Popen[bytes], within_s: float = 5.0) -> int
     return proc.wait(within_s)
 
 
+@requires_libfaketime
 async def test_drop_outside_the_window_is_reconnected_within_2_s_and_rows_resume(
     spawn: Spawn,
     gateway: Gateway,
@@ -168,6 +171,7 @@ async def test_drop_outside_the_window_is_reconnected_within_2_s_and_rows_resume
     assert stopped_cleanly(watchdog) == 0
 
 
+@requires_libfaketime
 async def test_refused_connections_three_retries_with_growing_delays_then_success(
     spawn: Spawn,
     gateway: Gateway,
@@ -195,6 +199,7 @@ async def test_refused_connections_three_retries_with_growing_delays_then_succes
     await wait_for(lambda: bridge.rows_after(n + 2), 20, "rows resume")
 
 
+@requires_libfaketime
 async def test_drop_while_the_clock_reads_2345_et_waits_until_0005(
     spawn: Spawn,
     gateway: Gateway,
@@ -215,7 +220,7 @@ async def test_drop_while_the_clock_reads_2345_et_waits_until_0005(
     row = next(m for m in await bridge.messages() if "waiting until 00:05 ET" in m)
     print(row)
     until = fake + timedelta(minutes=20)
-    assert row.startswith("INFO link disconnected at ")
+    assert row.startswith(f"INFO link disconnected at {fake:%Y-%m-%d} 23:45:")
     assert until.strftime("%Y-%m-%d 00:05:00 %Z") in row
     pause = await bridge.commands("pause")
     assert len(pause) == 1
@@ -260,6 +265,7 @@ async def collector_pid(sv: Supervisord) -> int:
     return int(info.get("pid") or 0)
 
 
+@requires_libfaketime
 async def test_frozen_collector_under_supervisord_is_restarted(
     spawn: Spawn,
     supervisord_collector: Supervisord,
@@ -279,7 +285,7 @@ async def test_frozen_collector_under_supervisord_is_restarted(
     )
     await wait_for(lambda: bridge.state_is("connected"), 30, "the collector connected")
     await wait_for(lambda: bridge.rows_after(1), 30, "the first rows")
-    spawn("watchdog", dict(env, BRIDGE_TEST_FAKE_NOW=eastern_today_at(12, 0).isoformat()))
+    spawn("watchdog", dict(env, **clock_at(eastern_today_at(12, 0))))
 
     async def watching() -> bool:
         raw: Any = await redis.hget(bridge.keys.watchdog_state, "decision")
@@ -311,6 +317,7 @@ async def test_frozen_collector_under_supervisord_is_restarted(
     await wait_for(lambda: bridge.rows_after(n + 2), 30, "rows resume")
 
 
+@requires_libfaketime
 async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     spawn: Spawn,
     gateway: Gateway,
@@ -334,7 +341,7 @@ async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     n = await bridge.rows()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    spawn("watchdog", dict(env, BRIDGE_TEST_FAKE_NOW=(until - timedelta(seconds=3)).isoformat()))
+    spawn("watchdog", dict(env, **clock_at(until - timedelta(seconds=3))))
     await wait_for(lambda: bridge.commands("reconnect"), 15, "the reconnect at 00:05 ET")
     waited = loop.time() - started
     print(f"reconnect sent {waited:.2f} s after the watchdog started at 00:04:57 ET")
@@ -346,53 +353,3 @@ async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     assert any(
         m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded") for m in messages
     ), messages
-
-
-LIBFAKETIME = next(
-    (
-        p
-        for p in (
-            Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
-            Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
-            Path("/usr/lib/faketime/libfaketime.so.1"),
-            Path("/usr/local/lib/faketime/libfaketime.so.1"),
-        )
-        if p.exists()
-    ),
-    None,
-)
-
-
-@pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime (apt: faketime) not installed")
-async def test_system_clock_at_2345_et_without_the_test_hook(
-    spawn: Spawn,
-    gateway: Gateway,
-    redis: aioredis.Redis,
-    redis_url: str,
-    prefix: str,
-) -> None:
-    """The production clock path: the watchdog's *system* clock reads 23:45 US/Eastern
-    (libfaketime), no test hook set."""
-    bridge = Bridge(redis, prefix)
-    env = bridge_envs(redis_url, prefix, gateway.port)
-    wd_env = dict(
-        env,
-        LD_PRELOAD=str(LIBFAKETIME),
-        TZ="America/New_York",
-        FAKETIME="@" + eastern_today_at(23, 45).strftime("%Y-%m-%d %H:%M:%S"),
-        FAKETIME_DONT_FAKE_MONOTONIC="1",
-        FAKETIME_NO_CACHE="1",
-    )
-    await start_bridge(spawn, env, bridge, None, wd_env)
-    await gateway.cmd("drop")
-    await wait_for(
-        lambda: bridge.has_message("waiting until 00:05 ET"),
-        5,
-        "the row saying it waits until 00:05 ET",
-    )
-    row = next(m for m in await bridge.messages() if "waiting until 00:05 ET" in m)
-    print(row)
-    assert row.startswith(f"INFO link disconnected at {eastern_today_at(23, 45):%Y-%m-%d} 23:45:")
-    await asyncio.sleep(2.0)
-    assert await bridge.commands("reconnect") == []
-    assert await bridge.link_state() == "paused"

@@ -1,5 +1,5 @@
-"""`python -m watchdog` as a process (SIGTERM, config errors, the test clock hook) and the
-supervisord client against a real supervisord."""
+"""`python -m watchdog` as a process (SIGTERM, config errors, its system clock shifted by
+libfaketime) and the supervisord client against a real supervisord."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from shared.config import ConfigError
+from shared.clock import EASTERN
 from shared.names import Keys
 from shared.supervisor_rpc import Supervisor
+from tests.faketime import clock_at, requires_libfaketime
 from tests.helpers import bridge_env, supervisord_with_collector, wait_for
-from watchdog.__main__ import clock_offset, make_clock
 from watchdog.supervisor import (
     NotRestarted,
     RestartFailed,
@@ -32,36 +32,6 @@ from watchdog.supervisor import (
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
 BIN = Path(sys.executable).parent
-REAL = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
-
-
-def test_clock_hook_unset_is_no_shift() -> None:
-    assert clock_offset({}, REAL) == timedelta(0)
-    clock = make_clock(timedelta(0))
-    assert abs((clock() - datetime.now(UTC)).total_seconds()) < 1
-
-
-def test_clock_hook_fake_now_and_offset() -> None:
-    fake = "2026-11-25T23:45:00-05:00"
-    assert REAL + clock_offset({"BRIDGE_TEST_FAKE_NOW": fake}, REAL) == datetime.fromisoformat(fake)
-    assert clock_offset({"BRIDGE_TEST_CLOCK_OFFSET_S": "-90.5"}, REAL) == timedelta(seconds=-90.5)
-    shifted = make_clock(timedelta(hours=3))
-    assert abs((shifted() - datetime.now(UTC)).total_seconds() - 3 * 3600) < 1
-
-
-@pytest.mark.parametrize(
-    "env",
-    [
-        {"BRIDGE_TEST_FAKE_NOW": "2026-11-25T23:45:00"},  # naive
-        {"BRIDGE_TEST_FAKE_NOW": "tonight"},
-        {"BRIDGE_TEST_CLOCK_OFFSET_S": "nan"},
-        {"BRIDGE_TEST_CLOCK_OFFSET_S": "1e12"},
-        {"BRIDGE_TEST_CLOCK_OFFSET_S": "1", "BRIDGE_TEST_FAKE_NOW": "2026-11-25T23:45:00Z"},
-    ],
-)
-def test_clock_hook_bad_values(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError):
-        clock_offset(env, REAL)
 
 
 async def test_sigterm_exits_0_quickly(
@@ -89,12 +59,40 @@ async def test_sigterm_exits_0_quickly(
     assert "watchdog_stopped" in log
 
 
-def test_bad_clock_hook_exits_2_with_one_line(spawn: Spawn, redis_url: str) -> None:
-    env = bridge_env(REDIS_URL=redis_url, BRIDGE_TEST_FAKE_NOW="tonight")
+def test_bad_setting_exits_2_with_one_line(spawn: Spawn, redis_url: str) -> None:
+    env = bridge_env(REDIS_URL=redis_url, BRIDGE_WATCHDOG_INTERVAL_S="soon")
     proc = spawn("watchdog", env)
     assert proc.wait(20) == 2
     log = proc.log_path.read_text()  # type: ignore[attr-defined]
-    assert "config_invalid BRIDGE_TEST_FAKE_NOW='tonight'" in log
+    assert "config_invalid BRIDGE_WATCHDOG_INTERVAL_S='soon'" in log
+    assert len([line for line in log.splitlines() if " ERROR " in line]) == 1, log
+
+
+@requires_libfaketime
+async def test_system_clock_shifted_by_libfaketime(
+    spawn: Spawn, redis: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    """The watchdog has no clock of its own: its system clock, shifted for the whole process,
+    is what it reads (here 23:45 US/Eastern on a day in November)."""
+    at = datetime(2026, 11, 25, 23, 45, tzinfo=EASTERN)
+    env = bridge_env(
+        REDIS_URL=redis_url,
+        BRIDGE_REDIS_PREFIX=prefix,
+        BRIDGE_WATCHDOG_INTERVAL_S="0.2",
+        **clock_at(at),
+    )
+    spawn("watchdog", env)
+
+    async def updated() -> str:
+        raw: Any = await redis.hget(Keys(prefix).watchdog_state, "updated")
+        return raw.decode() if raw else ""
+
+    await wait_for(updated, 20, "the watchdog's state")
+    first = datetime.fromisoformat(await updated())
+    assert at <= first < at + timedelta(seconds=30), first
+    await asyncio.sleep(1.0)
+    later = datetime.fromisoformat(await updated())
+    assert later > first  # the shifted clock runs on
 
 
 @pytest.fixture

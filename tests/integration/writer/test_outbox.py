@@ -307,8 +307,9 @@ async def test_a_database_that_refuses_the_writer_dead_letters_nothing(
     *,
     tmp_path: Path,
 ) -> None:
-    """Not an outage and not a bad row (here: no such database): the process exits non-zero for
-    supervisord to restart it; no row is dead-lettered, every entry stays unacknowledged."""
+    """Not an outage and not a bad row (here: no such database): a configuration error, met at
+    start before any entry is read; exit code 2 (supervisord ends it FATAL, no loop); no row is
+    dead-lettered, every entry stays in the stream, unread."""
     keys = Keys(prefix)
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(30):
@@ -317,8 +318,8 @@ async def test_a_database_that_refuses_the_writer_dead_letters_nothing(
     missing = pg_url.rsplit("/", 1)[0] + "/no_such_database"
     proc = spawn("writer", _env(missing, redis_url, prefix, tmp_path / "buffer.jsonl"))
     await wait_for(lambda: proc.poll() is not None, 30, "the writer to exit")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert await redis.xlen(keys.dead) == 0
-    info = await redis.xpending(keys.greeks, "writers")
-    assert info["pending"] > 0
+    assert await redis.xlen(keys.greeks) == 30
+    assert await redis.xinfo_groups(keys.greeks) == [], "nothing was read"
     assert "PostgreSQL refused the writer" in proc.log_path.read_text()  # type: ignore[attr-defined]

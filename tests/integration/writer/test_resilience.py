@@ -1,8 +1,9 @@
 """Writer resilience against real faults: a private PostgreSQL stopped and started, the writer
-killed with SIGKILL (during the outage and in mid-drain), a hand-made buffer with a torn last
-line and a garbage middle line, an unwritable buffer path and a full disk.
+killed with SIGKILL (during the outage, and in mid-drain while a lock of the test holds the
+drain in its second transaction), a hand-made buffer with a torn last line and a garbage middle
+line, an unwritable buffer path and a full disk.
 
-The producer is independent of the bridge's codec: it writes DESIGN.md's field format by hand.
+The producer is independent of the bridge's codec: it writes the streams' field format by hand.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from tests.helpers import bridge_env, wait_for
 T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
 Spawn = Callable[..., subprocess.Popen[bytes]]
 RETRY_S = "1"
+DRAIN_CHUNK = 10_000  # rows per drain transaction (the writer's default)
+DRAIN_ROWS = 25_000  # buffered during an outage: three drain transactions
 
 
 def tick(i: int) -> dict[str, str]:
-    """Row i as any producer following DESIGN.md writes it (not through shared.codec)."""
+    """Row i as any producer following the stream contract writes it (not through shared.codec)."""
     return {
         "v": "1",
         "ts": (T0 + timedelta(seconds=5 * i)).isoformat(timespec="microseconds"),
@@ -217,6 +220,34 @@ async def test_outage_1000_rows_exactly_once_in_order(
     assert "breaker_open" in log and "breaker_closed" in log
 
 
+HOLD_KEY = 7_406_517  # the advisory lock the test holds to stop the drain at one row
+
+
+async def drain_waiting_on_the_test(url: str) -> bool:
+    """The writer's COPY waits for the test's advisory lock."""
+    waiting = await fetchval(
+        url,
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event = 'advisory'
+             AND query LIKE 'COPY%'""",
+    )
+    return waiting > 0
+
+
+async def hold_at_row(url: str, ts: datetime) -> None:
+    """A trigger of the test: inserting the row at `ts` waits for the advisory lock HOLD_KEY."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"""
+            CREATE FUNCTION test_hold_row() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_advisory_xact_lock({HOLD_KEY}); RETURN NEW; END $$;
+            CREATE TRIGGER test_hold BEFORE INSERT ON portfolio_greeks FOR EACH ROW
+            WHEN (NEW.timestamp = '{ts.isoformat()}'::timestamptz) EXECUTE FUNCTION test_hold_row();
+            """)
+    finally:
+        await conn.close()
+
+
 async def test_sigkill_during_outage_and_in_mid_drain(
     spawn: Spawn,
     pg: PostgresServer,
@@ -229,44 +260,64 @@ async def test_sigkill_during_outage_and_in_mid_drain(
     keys = Keys(prefix)
     url = pg.url()
     buffer = tmp_path / "buffer.jsonl"
-    first = spawn("writer", env(url, redis_url, prefix, buffer))
+    checkpoint = buffer.with_name(buffer.name + ".offset")
+    total = 100 + DRAIN_ROWS
+    writer_env = env(url, redis_url, prefix, buffer, BRIDGE_WRITER_BATCH="500")
+    first = spawn("writer", writer_env)
     await produce(redis, keys.greeks, 0, 100, per_step=50, step_s=0.05)
     await wait_for(lambda: _eq(rows_in(url), 100), 30, "the first 100 rows")
+    # the drain will stop at a row in the middle of its second chunk while the test holds a lock
+    await hold_at_row(url, T0 + timedelta(seconds=5 * (100 + DRAIN_CHUNK + DRAIN_CHUNK // 2)))
     await asyncio.to_thread(pg.stop)
-    producer = asyncio.create_task(produce(redis, keys.greeks, 100, 1000, per_step=25, step_s=0.1))
+    producer = asyncio.create_task(
+        produce(redis, keys.greeks, 100, total, per_step=500, step_s=0.05)
+    )
     await wait_for(lambda: buffer_lines(buffer) > 200, 30, "rows in the buffer")
     first.send_signal(signal.SIGKILL)  # during the outage
     first.wait(10)
-    # restarted while PostgreSQL is still down; it drains in chunks of 100 and is killed after
-    # the second chunk's COMMIT, before its checkpoint
-    second = spawn(
-        "writer",
-        env(
-            url,
-            redis_url,
-            prefix,
-            buffer,
-            BRIDGE_TEST_DRAIN_CHUNK_ROWS="100",
-            BRIDGE_TEST_KILL_AFTER_DRAIN_CHUNKS="2",
-        ),
-    )
+    second = spawn("writer", writer_env)  # restarted while PostgreSQL is still down
     await producer
-    await wait_for(lambda: all_acked(redis, keys.greeks), 30, "all entries buffered")
-    assert buffer_lines(buffer) >= 900
-    await asyncio.to_thread(pg.start)
-    await wait_for(lambda: second.poll() is not None, 30, "the mid-drain SIGKILL")
-    assert second.returncode == -signal.SIGKILL
-    partial = await rows_in(url)
-    assert 100 < partial < 1000, partial
-    spawn("writer", env(url, redis_url, prefix, buffer))
-    await wait_for(lambda: _eq(rows_in(url), 1000), 60, "1,000 rows")
+    await wait_for(lambda: all_acked(redis, keys.greeks), 60, "all entries buffered")
+    assert buffer_lines(buffer) >= DRAIN_ROWS
+    assert not checkpoint.exists(), "nothing drained yet"
+    # the writer is frozen until the test holds its lock, so that it cannot drain past the row
+    os.kill(second.pid, signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(pg.start)
+        holder = await asyncpg.connect(url)
+        await holder.execute(f"SELECT pg_advisory_lock({HOLD_KEY})")
+    finally:
+        os.kill(second.pid, signal.SIGCONT)
+    try:
+        await wait_for(lambda: drain_waiting_on_the_test(url), 60, "the drain's second chunk")
+        partial = await rows_in(url)
+        assert 100 < partial < total, partial  # the first chunk committed, not the second
+        assert checkpoint.exists(), "the first chunk's checkpoint"
+        second.send_signal(signal.SIGKILL)  # in mid-drain
+        second.wait(10)
+        assert second.returncode == -signal.SIGKILL
+    finally:
+        await holder.close()  # releases the lock: the dead writer's transaction rolls back
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DROP TRIGGER test_hold ON portfolio_greeks")
+    finally:
+        await conn.close()
+    # A crash between a chunk's COMMIT and its checkpoint (e.g. power lost before the checkpoint's
+    # rename reached the disk) leaves the previous checkpoint: here, none. The next writer then
+    # replays the committed first chunk, which must not duplicate a row.
+    checkpoint.unlink()
+    assert await rows_in(url) == partial
+    third = spawn("writer", writer_env)
+    await wait_for(lambda: _eq(rows_in(url), total), 60, f"{total} rows")
     await wait_for(lambda: _state_is(redis, keys, "closed"), 20, "the breaker closed")
     await wait_for(lambda: buffer_empty(buffer), 20, "an empty buffer")
     await wait_for(lambda: _eq(pending(redis, keys.greeks), 0), 20, "nothing pending")
-    await assert_all_landed(url, 1000)
+    await assert_all_landed(url, total)
     await wait_for(lambda: _gt(event_count(url, "%circuit breaker closed%"), 0), 20, "close row")
     assert await event_count(url, "%circuit breaker opened: PostgreSQL unreachable%") >= 1
     assert await event_count(url, "%writer started with % rows %in its buffer%") >= 1
+    assert "replay_skipped" in third.log_path.read_text()  # type: ignore[attr-defined]
 
 
 async def test_torn_last_line_and_garbage_middle_line(

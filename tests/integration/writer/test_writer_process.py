@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import tempfile
@@ -101,23 +102,62 @@ async def test_10000_rows_exactly_once_and_replay_is_idempotent(
     assert ordered == 0, "id order differs from timestamp order"
 
 
-async def test_killed_after_commit_before_ack_then_restarted(
-    spawn: Spawn, pg_url: str, redis_url: str, redis: aioredis.Redis, prefix: str
-) -> None:
-    keys = Keys(prefix)
-    await xadd_all(redis, keys.greeks, rows(3_000))
-    crashing = spawn(
-        "writer", writer_env(pg_url, redis_url, prefix, BRIDGE_TEST_KILL_AFTER_COMMITS="2")
+async def writer_waiting_on_a_lock(pg_url: str) -> bool:
+    return (
+        await count(
+            pg_url,
+            """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+           AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO portfolio_greeks%'""",
+        )
+        > 0
     )
-    await wait_for(lambda: crashing.poll() is not None, 60, "the test hook's SIGKILL")
-    assert crashing.returncode == -signal.SIGKILL
-    committed = await count(pg_url)
-    assert committed >= 500
-    assert await pending(redis, keys.greeks) > 0, "the last batch must still be unacked"
-    spawn("writer", writer_env(pg_url, redis_url, prefix))
-    await wait_for(lambda: _eq(count(pg_url), 3_000), 60, "3,000 rows")
-    await wait_for(lambda: _zero(pending(redis, keys.greeks)), 30, "no pending entries")
-    assert await count(pg_url) == 3_000
+
+
+async def test_killed_after_commit_before_ack_then_restarted(
+    spawn: Spawn, pg_url: str, private_redis: RedisServer, prefix: str
+) -> None:
+    """The writer dies between its COMMIT and its XACK: Redis stops taking writes (CLIENT PAUSE
+    WRITE, on a Redis of this test alone) while the writer's INSERT is held by a lock of the
+    test, so the XACK that follows the COMMIT blocks; then kill -9."""
+    keys = Keys(prefix)
+    url = private_redis.url()
+    redis = aioredis.Redis.from_url(url)
+    try:
+        crashing = spawn("writer", writer_env(pg_url, url, prefix))
+        await wait_for(lambda: redis.exists(keys.writer_heartbeat), 30, "the writer's start")
+        blocker = await asyncpg.connect(pg_url)
+        hold = blocker.transaction()
+        await hold.start()
+        await blocker.execute("LOCK TABLE portfolio_greeks IN SHARE ROW EXCLUSIVE MODE")
+        try:
+            await xadd_all(redis, keys.greeks, rows(3_000))
+            await wait_for(lambda: writer_waiting_on_a_lock(pg_url), 30, "the first INSERT held")
+            # the batch was delivered (XREADGROUP is a write: it had to happen before the pause)
+            held = await pending(redis, keys.greeks)
+            assert held > 0
+            await redis.client_pause(120_000, all=False)
+        finally:
+            await hold.rollback()  # the INSERT goes on and commits; the XACK waits
+            await blocker.close()
+        try:
+            await wait_for(lambda: _eq(count(pg_url), held), 30, "the first batch committed")
+            await asyncio.sleep(0.5)  # the XACK, were it not paused, would be done by now
+            assert await pending(redis, keys.greeks) == held, "the batch must still be unacked"
+            crashing.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(crashing.wait, 10)
+        finally:
+            await redis.client_unpause()
+        assert crashing.returncode == -signal.SIGKILL
+        assert await count(pg_url) == held
+        assert await pending(redis, keys.greeks) == held
+        spawn("writer", writer_env(pg_url, url, prefix))
+        await wait_for(lambda: _eq(count(pg_url), 3_000), 60, "3,000 rows")
+        await wait_for(lambda: _zero(pending(redis, keys.greeks)), 30, "no pending entries")
+        assert await count(pg_url) == 3_000
+        distinct = "SELECT count(DISTINCT timestamp) FROM portfolio_greeks"
+        assert await count(pg_url, distinct) == 3_000
+    finally:
+        await redis.aclose()
 
 
 async def test_kill_9_in_mid_flow_loses_and_duplicates_nothing(
