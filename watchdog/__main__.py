@@ -1,4 +1,4 @@
-"""`python -m watchdog`: keeps the collector's broker link alive (issue 7, docs/CONTRACTS.md).
+"""`python -m watchdog`: keeps the collector's broker link alive (docs/CONTRACTS.md).
 
 Its clock is the system clock (`shared.clock.utcnow`); tests shift it for the whole process
 with libfaketime.

@@ -1,6 +1,6 @@
 """Request pacing below the Client Portal gateway's limits, and back-off after a 429.
 
-Limits (../shared/reference/client-portal.md §3): 10 requests/s overall through the CP gateway;
+Limits (IBKR's Client Portal API pacing rules): 10 requests/s overall through the CP gateway;
 /portfolio/accounts 1 per 5 s; /tickle 1 per s; /iserver/marketdata/snapshot 10 per s. We keep a
 margin under each (sliding windows measured when a request is sent). A 429 puts every request
 behind a capped exponential back-off with jitter (the gateway may keep a violator in a penalty
