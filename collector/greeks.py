@@ -38,10 +38,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from collector.transport import PositionData, Snapshot
-from shared.names import PORTFOLIO_CONTRACT
+from shared.names import OPTION_TYPES, PORTFOLIO_CONTRACT, STOCK_TYPES
 
-OPTION_TYPES = frozenset({"OPT", "FOP"})
-STOCK_TYPES = frozenset({"STK"})
 DEFAULT_OPTION_MULTIPLIER = 100.0
 MAX_ABS_GREEK = 1e6
 MAX_ABS_DELTA = 1.0 + 1e-9

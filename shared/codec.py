@@ -25,6 +25,13 @@ class Rejected:
     reason: str
 
 
+def as_text(value: object) -> str:
+    """A Redis reply value as text: None is empty, bytes are decoded (bad UTF-8 replaced)."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def format_ts(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
