@@ -208,23 +208,17 @@ class DBManager:
         """
         rows = payload.count(b"\n")
 
-        async def fast(conn: Any) -> None:
+        async def copy(conn: Any, table: str, columns: Sequence[str]) -> None:
             # a memoryview: asyncpg would take `bytes` for a file name
-            await conn.copy_to_table(
-                TABLE_GREEKS,
-                source=memoryview(payload),
-                columns=queries.GREEKS_COLUMNS,
-                format="text",
-            )
+            source = memoryview(payload)
+            await conn.copy_to_table(table, source=source, columns=columns, format="text")
+
+        async def fast(conn: Any) -> None:
+            await copy(conn, TABLE_GREEKS, queries.GREEKS_COLUMNS)
 
         async def staged(conn: Any) -> int:
             await conn.execute(queries.STAGE_TEXT_TABLE)
-            await conn.copy_to_table(
-                queries.STAGE_TEXT_TABLE_NAME,
-                source=memoryview(payload),
-                columns=queries.STAGE_TEXT_COLUMNS,
-                format="text",
-            )
+            await copy(conn, queries.STAGE_TEXT_TABLE_NAME, queries.STAGE_TEXT_COLUMNS)
             return _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_TEXT_STAGE))
 
         return await self._fast_or_staged(rows, logs, fast, staged)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -29,6 +30,16 @@ class Entry:
     stream: str
     id: str
     fields: dict[bytes, bytes]
+
+
+def dead_fields(entry: Entry, reason: str) -> dict[Any, Any]:
+    """The dead-letter stream's entry for `entry`: where it came from, why, and its fields
+    prefixed `f.` (a key that is not UTF-8 is kept readable)."""
+    fields: dict[Any, Any] = {"stream": entry.stream, "id": entry.id, "reason": reason}
+    for k, v in entry.fields.items():
+        key = k.decode(errors="backslashreplace") if isinstance(k, bytes) else str(k)
+        fields[f"f.{key}"] = v
+    return fields
 
 
 def _is_nogroup(exc: ResponseError) -> bool:
