@@ -25,11 +25,10 @@ import redis.asyncio as aioredis
 
 from shared.clock import EASTERN, utcnow
 from shared.names import Keys
-from tests.e2e.conftest import Gateway
+from tests.fixtures import ACCOUNT, Gateway
 from tests.helpers import bridge_env, supervisord_with_collector, wait_for
 from watchdog.supervisor import SupervisorClient
 
-ACCOUNT = "DU1234567"
 Spawn = Callable[..., subprocess.Popen[bytes]]
 BIN = Path(sys.executable).parent
 
