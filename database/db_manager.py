@@ -61,6 +61,11 @@ def is_data_error(exc: BaseException) -> bool:
     return isinstance(exc, ROW_ERRORS) and not is_connection_error(exc)
 
 
+# the row fields in the order of the parameters of queries.INSERT_GREEKS / INSERT_API_LOGS
+GREEKS_FIELDS = ("ts", "contract", "delta", "gamma", "vega", "theta", "underlying_price")
+API_LOG_FIELDS = ("ts", "api_mode", "status", "message")
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     greeks_inserted: int
@@ -257,28 +262,11 @@ class DBManager:
 
     @staticmethod
     async def _insert_greeks(conn: Any, rows: Sequence[GreeksRow]) -> int:
-        status = await conn.execute(
-            queries.INSERT_GREEKS,
-            [r.ts for r in rows],
-            [r.contract for r in rows],
-            [r.delta for r in rows],
-            [r.gamma for r in rows],
-            [r.vega for r in rows],
-            [r.theta for r in rows],
-            [r.underlying_price for r in rows],
-        )
-        return _inserted(status)
+        return await _insert_columns(conn, queries.INSERT_GREEKS, rows, GREEKS_FIELDS)
 
     @staticmethod
     async def _insert_logs(conn: Any, rows: Sequence[ApiLogRow]) -> int:
-        status = await conn.execute(
-            queries.INSERT_API_LOGS,
-            [r.ts for r in rows],
-            [r.api_mode for r in rows],
-            [r.status for r in rows],
-            [r.message for r in rows],
-        )
-        return _inserted(status)
+        return await _insert_columns(conn, queries.INSERT_API_LOGS, rows, API_LOG_FIELDS)
 
     async def newest_portfolio_row(self, contract: str = "PORTFOLIO") -> asyncpg.Record | None:
         async with self.pool.acquire() as conn:
@@ -298,18 +286,13 @@ class DBManager:
         underlying_price: float | None = None,
         timestamp: datetime,
     ) -> int:
+        values = (timestamp, contract, delta, gamma, vega, theta, implied_vol, underlying_price)
+        return await self._new_id(queries.INSERT_GREEK_SNAPSHOT, *values)
+
+    async def _new_id(self, sql: str, *args: object) -> int:
+        """Run an INSERT ... RETURNING id."""
         async with self.pool.acquire() as conn:
-            new_id: int = await conn.fetchval(
-                queries.INSERT_GREEK_SNAPSHOT,
-                timestamp,
-                contract,
-                delta,
-                gamma,
-                vega,
-                theta,
-                implied_vol,
-                underlying_price,
-            )
+            new_id: int = await conn.fetchval(sql, *args)
             return new_id
 
     async def greek_snapshots(self, contract: str, limit: int = 100) -> list[asyncpg.Record]:
@@ -332,18 +315,8 @@ class DBManager:
     ) -> int:
         if side not in ("BUY", "SELL"):
             raise ValueError(f"side must be BUY or SELL, not {side!r}")
-        async with self.pool.acquire() as conn:
-            new_id: int = await conn.fetchval(
-                queries.INSERT_TRADE,
-                timestamp,
-                contract,
-                side,
-                quantity,
-                price,
-                commission,
-                order_ref,
-            )
-            return new_id
+        values = (timestamp, contract, side, quantity, price, commission, order_ref)
+        return await self._new_id(queries.INSERT_TRADE, *values)
 
     async def trades_since(self, since: datetime) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn:
@@ -357,6 +330,12 @@ def _inserted(status: str) -> int:
         return int(status.rsplit(" ", 1)[-1])
     except (ValueError, AttributeError):
         return 0
+
+
+async def _insert_columns(conn: Any, sql: str, rows: Sequence[Any], fields: Sequence[str]) -> int:
+    """Run an INSERT ... SELECT FROM unnest(...) with one array a field, in `fields` order."""
+    status = await conn.execute(sql, *([getattr(r, name) for r in rows] for name in fields))
+    return _inserted(status)
 
 
 def _record(r: GreeksRow) -> tuple[Any, ...]:

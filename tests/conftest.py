@@ -68,24 +68,26 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-@pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    given = os.environ.get("DATABASE_URL")
+def _given_or_started(
+    variable: str, running: contextlib.AbstractContextManager[PostgresServer | RedisServer]
+) -> Iterator[str]:
+    """The server named by `variable` when set, else the URL of the one `running` starts."""
+    given = os.environ.get(variable)
     if given:
         yield given
         return
-    with running_pg() as server:
+    with running as server:
         yield server.url()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    yield from _given_or_started("DATABASE_URL", running_pg())
 
 
 @pytest.fixture(scope="session")
 def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    given = os.environ.get("REDIS_URL")
-    if given:
-        yield given
-        return
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server.url()
+    yield from _given_or_started("REDIS_URL", running_redis(tmp_path_factory.mktemp("redis")))
 
 
 async def _create_database(server_url: str) -> tuple[str, str]:
