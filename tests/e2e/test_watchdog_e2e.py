@@ -24,6 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.clock import EASTERN, utcnow
+from shared.codec import as_text as text
 from shared.names import Keys
 from tests.fixtures import ACCOUNT, Gateway
 from tests.helpers import bridge_env, supervisord_with_collector, wait_for
@@ -31,12 +32,6 @@ from watchdog.supervisor import SupervisorClient
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
 BIN = Path(sys.executable).parent
-
-
-def text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def eastern_today_at(hour: int, minute: int) -> datetime:
