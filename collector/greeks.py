@@ -38,10 +38,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from collector.transport import PositionData, Snapshot
-from shared.names import PORTFOLIO_CONTRACT
+from shared.names import OPTION_TYPES, PORTFOLIO_CONTRACT, STOCK_TYPES
 
-OPTION_TYPES = frozenset({"OPT", "FOP"})
-STOCK_TYPES = frozenset({"STK"})
 DEFAULT_OPTION_MULTIPLIER = 100.0
 MAX_ABS_GREEK = 1e6
 MAX_ABS_DELTA = 1.0 + 1e-9
@@ -321,16 +319,15 @@ class GreeksPolicy:
         self._holding = holding
         new_excluded = frozenset(excluded)
         if new_excluded != self._excluded:
-            if new_excluded:
-                reports.append(
-                    Report(
-                        "WARN",
-                        f"Greeks incomplete: {len(new_excluded)} position(s) excluded from the net "
-                        f"Greeks (no Greeks within {self.max_age_s:g} s): {_names(new_excluded)}",
-                    )
+            reports.append(
+                Report(
+                    "WARN",
+                    f"Greeks incomplete: {len(new_excluded)} position(s) excluded from the net "
+                    f"Greeks (no Greeks within {self.max_age_s:g} s): {_names(new_excluded)}",
                 )
-            else:
-                reports.append(Report("INFO", "Greeks complete again: no position excluded"))
+                if new_excluded
+                else Report("INFO", "Greeks complete again: no position excluded")
+            )
             self._excluded = new_excluded
         all_out = needing > 0 and len(excluded) >= needing and not pending
         if all_out and not self._all_out:
@@ -341,14 +338,13 @@ class GreeksPolicy:
             )
         self._all_out = all_out
         new_assumed = frozenset(assumed)
-        if new_assumed != self._assumed:
-            if new_assumed:
-                reports.append(
-                    Report(
-                        "WARN",
-                        f"Multiplier unknown for {len(new_assumed)} option position(s); assumed "
-                        f"{DEFAULT_OPTION_MULTIPLIER:g}: {_names(new_assumed)}",
-                    )
+        if new_assumed and new_assumed != self._assumed:
+            reports.append(
+                Report(
+                    "WARN",
+                    f"Multiplier unknown for {len(new_assumed)} option position(s); assumed "
+                    f"{DEFAULT_OPTION_MULTIPLIER:g}: {_names(new_assumed)}",
                 )
-            self._assumed = new_assumed
+            )
+        self._assumed = new_assumed
         return reports

@@ -33,6 +33,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from shared.codec import as_text
+
 log = logging.getLogger(__name__)
 
 Entry = dict[str, Any]  # {"stream": "greeks" | "api_logs", "fields": {...}}
@@ -183,7 +185,7 @@ class CheckedStreams:
         """(ids of the added entries, "") or ([], the marker Redis holds) on a refusal."""
         keys = [self.marker_key, *(self.stream_key[str(e["stream"])] for e in entries)]
         reply = await self._script(keys=keys, args=script_args(entries, expected))
-        decoded = [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
+        decoded = [as_text(r) for r in reply]
         if int(decoded[0]) == 1:
             return decoded[1:], ""
         return [], decoded[1]

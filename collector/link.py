@@ -16,6 +16,8 @@ from typing import Any
 
 from collector.sink import REDIS_DOWN, RedisClient
 from collector.transport import LinkEvent, LinkState
+from shared.clock import parse_time
+from shared.codec import as_text as _text
 from shared.names import Keys
 
 log = logging.getLogger(__name__)
@@ -23,20 +25,6 @@ log = logging.getLogger(__name__)
 EVENTS_MAXLEN = 10_000
 CONTROL_BLOCK_MS = 1000
 COMMANDS = ("reconnect", "pause", "reauth")
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def parse_time(text: str) -> datetime | None:
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return ts if ts.tzinfo is not None else None
 
 
 @dataclass(frozen=True, slots=True)

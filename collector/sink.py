@@ -22,13 +22,11 @@ from collector.journal import CheckedStreams, RecentJournal
 from shared.codec import encode_api_log, encode_greeks
 from shared.jsonl import JsonlFile
 from shared.models import ApiLogRow, GreeksRow
-from shared.names import Keys
+from shared.names import STREAM_API_LOGS, STREAM_GREEKS, Keys
 
 log = logging.getLogger(__name__)
 
 REPLAY_CHUNK_ROWS = 500
-STREAM_GREEKS = "greeks"
-STREAM_API_LOGS = "api_logs"
 
 RedisClient = aioredis.Redis
 REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)

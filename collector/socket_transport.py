@@ -38,11 +38,10 @@ from collector import ib_errors, ib_values
 from collector.transport import LinkEvent, LinkState, PositionData, Snapshot, TransportError
 from shared import clock
 from shared.config import Settings
+from shared.names import OPTION_TYPES, STOCK_TYPES
 
 log = logging.getLogger(__name__)
 
-OPTION_TYPES = frozenset({"OPT", "FOP"})
-STOCK_TYPES = frozenset({"STK"})
 CLOSE_WAIT_S = 0.5  # bound on waiting for our own socket to finish closing
 
 

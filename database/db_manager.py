@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ import asyncpg
 from database import queries
 from shared.config import mask_url
 from shared.models import ApiLogRow, GreeksRow
+from shared.names import TABLE_GREEKS
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,11 @@ ROW_ERRORS: tuple[type[BaseException], ...] = (
 def is_data_error(exc: BaseException) -> bool:
     """The database (or the client library, encoding a value) refused the rows themselves."""
     return isinstance(exc, ROW_ERRORS) and not is_connection_error(exc)
+
+
+# the row fields in the order of the parameters of queries.INSERT_GREEKS / INSERT_API_LOGS
+GREEKS_FIELDS = ("ts", "contract", "delta", "gamma", "vega", "theta", "underlying_price")
+API_LOG_FIELDS = ("ts", "api_mode", "status", "message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,55 +185,23 @@ class DBManager:
         whole and the batch goes through session temp tables instead: COPY into the staging
         table, then INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING.
         """
-        async with self.pool.acquire() as conn:
-            if greeks:
-                try:
-                    async with conn.transaction():
-                        await conn.copy_records_to_table(
-                            queries.TABLE_GREEKS,
-                            records=[
-                                (
-                                    r.ts,
-                                    r.contract,
-                                    r.delta,
-                                    r.gamma,
-                                    r.vega,
-                                    r.theta,
-                                    r.underlying_price,
-                                )
-                                for r in greeks
-                            ],
-                            columns=queries.GREEKS_COLUMNS,
-                        )
-                        n = await self._insert_logs(conn, logs) if logs else 0
-                    return WriteResult(len(greeks), 0, n, len(logs) - n)
-                except asyncpg.UniqueViolationError:
-                    pass  # some rows are stored already: the conflict-tolerant path below
-            async with conn.transaction():
-                g = n = 0
-                if greeks:
-                    await conn.execute(queries.STAGE_TABLES)
-                    await conn.copy_records_to_table(
-                        queries.STAGE_GREEKS_TABLE,
-                        records=[
-                            (
-                                i,
-                                r.ts,
-                                r.contract,
-                                r.delta,
-                                r.gamma,
-                                r.vega,
-                                r.theta,
-                                r.underlying_price,
-                            )
-                            for i, r in enumerate(greeks)
-                        ],
-                        columns=queries.STAGE_GREEKS_COLUMNS,
-                    )
-                    g = _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_STAGE))
-                if logs:
-                    n = await self._insert_logs(conn, logs)
-        return WriteResult(g, len(greeks) - g, n, len(logs) - n)
+        records = [_record(r) for r in greeks]
+
+        async def fast(conn: Any) -> None:
+            await conn.copy_records_to_table(
+                TABLE_GREEKS, records=records, columns=queries.GREEKS_COLUMNS
+            )
+
+        async def staged(conn: Any) -> int:
+            await conn.execute(queries.STAGE_TABLES)
+            await conn.copy_records_to_table(
+                queries.STAGE_GREEKS_TABLE,
+                records=[(i, *rec) for i, rec in enumerate(records)],
+                columns=queries.STAGE_GREEKS_COLUMNS,
+            )
+            return _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_STAGE))
+
+        return await self._fast_or_staged(len(records), logs, fast, staged)
 
     async def copy_greeks_text(self, payload: bytes, logs: Sequence[ApiLogRow] = ()) -> WriteResult:
         """Greeks rows given as COPY text lines (`ts contract delta gamma vega theta und`,
@@ -238,35 +212,48 @@ class DBManager:
         INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING instead.
         """
         rows = payload.count(b"\n")
-        # a memoryview: asyncpg would take `bytes` for a file name
+
+        async def copy(conn: Any, table: str, columns: Sequence[str]) -> None:
+            # a memoryview: asyncpg would take `bytes` for a file name
+            source = memoryview(payload)
+            await conn.copy_to_table(table, source=source, columns=columns, format="text")
+
+        async def fast(conn: Any) -> None:
+            await copy(conn, TABLE_GREEKS, queries.GREEKS_COLUMNS)
+
+        async def staged(conn: Any) -> int:
+            await conn.execute(queries.STAGE_TEXT_TABLE)
+            await copy(conn, queries.STAGE_TEXT_TABLE_NAME, queries.STAGE_TEXT_COLUMNS)
+            return _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_TEXT_STAGE))
+
+        return await self._fast_or_staged(rows, logs, fast, staged)
+
+    async def _fast_or_staged(
+        self,
+        count: int,
+        logs: Sequence[ApiLogRow],
+        fast: Callable[[Any], Awaitable[None]],
+        staged: Callable[[Any], Awaitable[int]],
+    ) -> WriteResult:
+        """`count` greeks rows by `fast` (a COPY straight into the table, which fails as a whole
+        on a row already stored) or else by `staged` (returns the rows inserted), with `logs`, in
+        one transaction."""
         async with self.pool.acquire() as conn:
-            if rows:
+            if count:
                 try:
                     async with conn.transaction():
-                        await conn.copy_to_table(
-                            queries.TABLE_GREEKS,
-                            source=memoryview(payload),
-                            columns=queries.GREEKS_COLUMNS,
-                            format="text",
-                        )
+                        await fast(conn)
                         n = await self._insert_logs(conn, logs) if logs else 0
-                    return WriteResult(rows, 0, n, len(logs) - n)
+                    return WriteResult(count, 0, n, len(logs) - n)
                 except asyncpg.UniqueViolationError:
                     pass  # some rows are stored already: the conflict-tolerant path below
             async with conn.transaction():
                 g = n = 0
-                if rows:
-                    await conn.execute(queries.STAGE_TEXT_TABLE)
-                    await conn.copy_to_table(
-                        queries.STAGE_TEXT_TABLE_NAME,
-                        source=memoryview(payload),
-                        columns=queries.STAGE_TEXT_COLUMNS,
-                        format="text",
-                    )
-                    g = _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_TEXT_STAGE))
+                if count:
+                    g = await staged(conn)
                 if logs:
                     n = await self._insert_logs(conn, logs)
-        return WriteResult(g, rows - g, n, len(logs) - n)
+        return WriteResult(g, count - g, n, len(logs) - n)
 
     async def expire_connections(self) -> None:
         """After an outage: replace the pool's connections on their next use (no I/O)."""
@@ -275,28 +262,11 @@ class DBManager:
 
     @staticmethod
     async def _insert_greeks(conn: Any, rows: Sequence[GreeksRow]) -> int:
-        status = await conn.execute(
-            queries.INSERT_GREEKS,
-            [r.ts for r in rows],
-            [r.contract for r in rows],
-            [r.delta for r in rows],
-            [r.gamma for r in rows],
-            [r.vega for r in rows],
-            [r.theta for r in rows],
-            [r.underlying_price for r in rows],
-        )
-        return _inserted(status)
+        return await _insert_columns(conn, queries.INSERT_GREEKS, rows, GREEKS_FIELDS)
 
     @staticmethod
     async def _insert_logs(conn: Any, rows: Sequence[ApiLogRow]) -> int:
-        status = await conn.execute(
-            queries.INSERT_API_LOGS,
-            [r.ts for r in rows],
-            [r.api_mode for r in rows],
-            [r.status for r in rows],
-            [r.message for r in rows],
-        )
-        return _inserted(status)
+        return await _insert_columns(conn, queries.INSERT_API_LOGS, rows, API_LOG_FIELDS)
 
     async def newest_portfolio_row(self, contract: str = "PORTFOLIO") -> asyncpg.Record | None:
         async with self.pool.acquire() as conn:
@@ -316,18 +286,13 @@ class DBManager:
         underlying_price: float | None = None,
         timestamp: datetime,
     ) -> int:
+        values = (timestamp, contract, delta, gamma, vega, theta, implied_vol, underlying_price)
+        return await self._new_id(queries.INSERT_GREEK_SNAPSHOT, *values)
+
+    async def _new_id(self, sql: str, *args: object) -> int:
+        """Run an INSERT ... RETURNING id."""
         async with self.pool.acquire() as conn:
-            new_id: int = await conn.fetchval(
-                queries.INSERT_GREEK_SNAPSHOT,
-                timestamp,
-                contract,
-                delta,
-                gamma,
-                vega,
-                theta,
-                implied_vol,
-                underlying_price,
-            )
+            new_id: int = await conn.fetchval(sql, *args)
             return new_id
 
     async def greek_snapshots(self, contract: str, limit: int = 100) -> list[asyncpg.Record]:
@@ -350,18 +315,8 @@ class DBManager:
     ) -> int:
         if side not in ("BUY", "SELL"):
             raise ValueError(f"side must be BUY or SELL, not {side!r}")
-        async with self.pool.acquire() as conn:
-            new_id: int = await conn.fetchval(
-                queries.INSERT_TRADE,
-                timestamp,
-                contract,
-                side,
-                quantity,
-                price,
-                commission,
-                order_ref,
-            )
-            return new_id
+        values = (timestamp, contract, side, quantity, price, commission, order_ref)
+        return await self._new_id(queries.INSERT_TRADE, *values)
 
     async def trades_since(self, since: datetime) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn:
@@ -375,3 +330,14 @@ def _inserted(status: str) -> int:
         return int(status.rsplit(" ", 1)[-1])
     except (ValueError, AttributeError):
         return 0
+
+
+async def _insert_columns(conn: Any, sql: str, rows: Sequence[Any], fields: Sequence[str]) -> int:
+    """Run an INSERT ... SELECT FROM unnest(...) with one array a field, in `fields` order."""
+    status = await conn.execute(sql, *([getattr(r, name) for r in rows] for name in fields))
+    return _inserted(status)
+
+
+def _record(r: GreeksRow) -> tuple[Any, ...]:
+    """A greeks row as COPY values, in the order of `queries.GREEKS_COLUMNS`."""
+    return (r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta, r.underlying_price)

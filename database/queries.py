@@ -73,7 +73,6 @@ FROM portfolio_greeks WHERE contract = $1 ORDER BY timestamp DESC LIMIT 1
 # ---- the writer's bulk path (buffer drain). Fast path: COPY straight into the table (fails as a
 # whole on a row already stored). Replay path: COPY into a session temp table, then one INSERT ...
 # SELECT in input order. ON COMMIT DELETE ROWS empties the staging table at every COMMIT/ROLLBACK.
-TABLE_GREEKS = "portfolio_greeks"
 GREEKS_COLUMNS = ("timestamp", "contract", "delta", "gamma", "vega", "theta", "underlying_price")
 STAGE_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS bridge_greeks_in (

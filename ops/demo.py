@@ -30,6 +30,7 @@ from string import Template
 from types import FrameType
 
 from database.reads import READ_ERRORS, Reader
+from ops.embedded import free_port
 from shared.names import PORTFOLIO_CONTRACT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,9 +77,7 @@ def _port_free(port: int) -> bool:
 
 def _free_port(taken: set[int]) -> int:
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()
         if port not in taken and port not in (5432, 6379, 4001, 4002):
             return port
     raise RuntimeError("no free loopback port found")

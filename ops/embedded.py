@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PG_USER_AS_ROOT = "pgserver"
@@ -35,6 +36,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _stop(
+    proc: subprocess.Popen[bytes] | None,
+    sig: int,
+    timeout_s: float,
+    thaw: Callable[[], None],
+    kill: Callable[[], None],
+) -> None:
+    """Ask a running server to stop with `sig` (thawed first: a frozen one would not act on
+    it); `kill` it when it has not ended within `timeout_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    thaw()
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        kill()
 
 
 def _wait_port(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | None) -> None:
@@ -230,14 +250,7 @@ class PostgresServer:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Fast shutdown (SIGINT to the postmaster), as `pg_ctl stop -m fast`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.thaw()
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        _stop(self.proc, signal.SIGINT, timeout_s, self.thaw, self.kill)
 
     def kill(self) -> None:
         """kill -9 the postmaster and its children (its process group)."""
@@ -332,14 +345,7 @@ class RedisServer:
         _wait_port(self.port, wait_s, self.proc)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.thaw()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        _stop(self.proc, signal.SIGTERM, timeout_s, self.thaw, self.kill)
 
     def kill(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -38,7 +38,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from database.reads import READ_ERRORS, Reader
-from shared.clock import age_s, utcnow
+from shared.clock import age_s, parse_time, utcnow
+from shared.codec import as_text as _text
 from shared.config import Settings, mask_url
 from shared.jsonl import JsonlFile
 from shared.names import PORTFOLIO_CONTRACT, WRITER_GROUP, Keys
@@ -232,25 +233,12 @@ def render(r: Report) -> str:
 
 
 # ---- gathering -----------------------------------------------------------------------------
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _texts(mapping: dict[Any, Any]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in mapping.items()}
 
 
-def _parse_time(text: object) -> datetime | None:
-    text = _text(text)
-    if not text:
-        return None
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return ts if ts.tzinfo is not None else None
+def _parse_time(value: object) -> datetime | None:
+    return parse_time(_text(value))
 
 
 def _short(exc: BaseException) -> str:

@@ -26,6 +26,15 @@ def grid_floor(now: datetime, interval_s: float) -> datetime:
     return datetime.fromtimestamp(k * interval_s, UTC)
 
 
+def parse_time(text: str) -> datetime | None:
+    """An ISO-8601 time with a UTC offset, or None (empty, malformed or naive)."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None and ts.utcoffset() is not None else None
+
+
 def age_s(then: datetime | None, now: datetime) -> float | None:
     if then is None:
         return None

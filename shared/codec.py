@@ -25,6 +25,13 @@ class Rejected:
     reason: str
 
 
+def as_text(value: object) -> str:
+    """A Redis reply value as text: None is empty, bytes are decoded (bad UTF-8 replaced)."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def format_ts(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
@@ -108,19 +115,30 @@ def _check_version(f: dict[str, str]) -> Rejected | None:
     return None
 
 
-def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
+def _fields_and_ts(
+    fields: Fields, required: tuple[str, ...]
+) -> tuple[dict[str, str], datetime] | Rejected:
+    """The fields as text and the parsed `ts`, once the version and `required` are checked."""
     f = _text_fields(fields)
     if isinstance(f, Rejected):
         return f
     bad = _check_version(f)
     if bad:
         return bad
-    for name in ("ts", "contract", *GREEK_FIELDS):
+    for name in ("ts", *required):
         if name not in f:
             return Rejected(f"missing field {name}")
     ts = _parse_ts(f["ts"])
     if isinstance(ts, Rejected):
         return ts
+    return f, ts
+
+
+def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
+    checked = _fields_and_ts(fields, ("contract", *GREEK_FIELDS))
+    if isinstance(checked, Rejected):
+        return checked
+    f, ts = checked
     contract = f["contract"]
     if not contract or len(contract) > 64:
         return Rejected("contract must be 1-64 characters")
@@ -152,18 +170,10 @@ def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
 
 
 def decode_api_log(fields: Fields) -> ApiLogRow | Rejected:
-    f = _text_fields(fields)
-    if isinstance(f, Rejected):
-        return f
-    bad = _check_version(f)
-    if bad:
-        return bad
-    for name in ("ts", "api_mode", "status", "message"):
-        if name not in f:
-            return Rejected(f"missing field {name}")
-    ts = _parse_ts(f["ts"])
-    if isinstance(ts, Rejected):
-        return ts
+    checked = _fields_and_ts(fields, ("api_mode", "status", "message"))
+    if isinstance(checked, Rejected):
+        return checked
+    f, ts = checked
     if f["status"] not in STATUSES:
         return Rejected(f"status {f['status'][:16]!r} is not one of {', '.join(STATUSES)}")
     source = f.get("source", "")

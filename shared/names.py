@@ -11,6 +11,14 @@ CODEC_VERSION = "1"
 TABLE_GREEKS = "portfolio_greeks"
 TABLE_API_LOGS = "api_logs"
 
+# The two data streams by their short name (the key adds the prefix; buffer lines carry it).
+STREAM_GREEKS = "greeks"
+STREAM_API_LOGS = "api_logs"
+
+# IB security types: the ones whose greeks count, and the underlyings (delta 1 a share).
+OPTION_TYPES = frozenset({"OPT", "FOP"})
+STOCK_TYPES = frozenset({"STK"})
+
 SOURCES = ("collector", "writer", "watchdog", "supervisor")
 STATUSES = ("INFO", "WARN", "ERROR")
 
@@ -23,11 +31,11 @@ class Keys:
 
     @property
     def greeks(self) -> str:
-        return f"{self.prefix}greeks"
+        return f"{self.prefix}{STREAM_GREEKS}"
 
     @property
     def api_logs(self) -> str:
-        return f"{self.prefix}api_logs"
+        return f"{self.prefix}{STREAM_API_LOGS}"
 
     @property
     def dead(self) -> str:

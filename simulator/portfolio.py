@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date
+from zoneinfo import ZoneInfo
 
 RISK_FREE = 0.04
+EASTERN = ZoneInfo("America/New_York")  # the exchanges' clock: market hours, IB's time stamps
 
 
 @dataclass(frozen=True)

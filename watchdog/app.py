@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from shared import clock as shared_clock
+from shared.codec import as_text as _text
 from shared.codec import encode_api_log
 from shared.config import Settings
 from shared.models import ApiLogRow
@@ -61,12 +62,6 @@ ANSWER_MARGIN_S = 10.0  # the collector bounds a connect at connect timeout + 5 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 REDIS_BACKOFF_CAP_S = 5.0
 TRIGGER_STATES = (DISCONNECTED, UNAUTHENTICATED)
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _system_clock() -> datetime:

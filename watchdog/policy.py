@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared.clock import parse_time
+from shared.codec import as_text as _text
 from watchdog.schedule import eastern_text, in_reset_window, resume_time
 
 CONNECTED = "connected"
@@ -51,23 +53,6 @@ class Trigger(enum.StrEnum):
     CHECK = "check"  # the periodic check (or the start)
     EVENT = "event"  # a link-down event from the collector
     RETRY = "retry"  # inside a round, before a retry
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def parse_time(text: str) -> datetime | None:
-    """An ISO-8601 time with an offset, or None (absent, malformed or naive)."""
-    if not text:
-        return None
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return ts if ts.tzinfo is not None and ts.utcoffset() is not None else None
 
 
 def _flag(text: str) -> bool | None:

@@ -27,7 +27,7 @@ from shared.codec import Rejected, decode_api_log, decode_greeks
 from shared.config import Settings
 from shared.models import ApiLogRow, GreeksRow
 from shared.names import Keys
-from writer.consumer import Entry, StreamConsumer
+from writer.consumer import Entry, StreamConsumer, dead_fields
 from writer.errors import is_outage, is_row_error
 from writer.isolate import Row, find_refused
 from writer.outbox import BufferUnavailable, Outbox
@@ -99,22 +99,21 @@ def decode_batch(keys: Keys, entries: list[Entry]) -> Batch:
     batch = Batch(entries)
     for e in entries:
         if e.stream == keys.greeks:
-            g = decode_greeks(e.fields)
-            if isinstance(g, Rejected):
-                batch.rejected.append((e, g.reason))
-            else:
-                batch.greeks.append(g)
-                batch.greeks_entries.append(e)
+            _sort(batch, e, decode_greeks(e.fields), batch.greeks, batch.greeks_entries)
         elif e.stream == keys.api_logs:
-            a = decode_api_log(e.fields)
-            if isinstance(a, Rejected):
-                batch.rejected.append((e, a.reason))
-            else:
-                batch.logs.append(a)
-                batch.logs_entries.append(e)
+            _sort(batch, e, decode_api_log(e.fields), batch.logs, batch.logs_entries)
         else:
             batch.rejected.append((e, f"unexpected stream {e.stream}"))
     return batch
+
+
+def _sort(batch: Batch, e: Entry, row: T | Rejected, rows: list[T], kept: list[Entry]) -> None:
+    """A decoded entry joins `rows` (and its entry `kept`), a rejected one `batch.rejected`."""
+    if isinstance(row, Rejected):
+        batch.rejected.append((e, row.reason))
+    else:
+        rows.append(row)
+        kept.append(e)
 
 
 class Writer:
@@ -259,17 +258,7 @@ class Writer:
     async def dead_letter(self, rejected: list[tuple[Entry, str]]) -> list[ApiLogRow]:
         warns: list[ApiLogRow] = []
         for entry, reason in rejected:
-            fields: dict[
-                bytes | bytearray | memoryview | str | int | float,
-                bytes | bytearray | memoryview | str | int | float,
-            ] = {
-                "stream": entry.stream,
-                "id": entry.id,
-                "reason": reason,
-            }
-            for k, v in entry.fields.items():
-                key = k.decode(errors="backslashreplace") if isinstance(k, bytes) else str(k)
-                fields[f"f.{key}"] = v
+            fields = dead_fields(entry, reason)
             await self._with_redis(partial(self.redis.xadd, self.keys.dead, fields))
             log.warning("dead_letter %s %s: %s", entry.stream, entry.id, reason)
             warns.append(

@@ -12,10 +12,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from shared.codec import as_text
 from shared.names import WRITER_GROUP
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,16 @@ class Entry:
     stream: str
     id: str
     fields: dict[bytes, bytes]
+
+
+def dead_fields(entry: Entry, reason: str) -> dict[Any, Any]:
+    """The dead-letter stream's entry for `entry`: where it came from, why, and its fields
+    prefixed `f.` (a key that is not UTF-8 is kept readable)."""
+    fields: dict[Any, Any] = {"stream": entry.stream, "id": entry.id, "reason": reason}
+    for k, v in entry.fields.items():
+        key = k.decode(errors="backslashreplace") if isinstance(k, bytes) else str(k)
+        fields[f"f.{key}"] = v
+    return fields
 
 
 def _is_nogroup(exc: ResponseError) -> bool:
@@ -120,9 +132,9 @@ class StreamConsumer:
     def _entries(reply: object) -> list[Entry]:
         out: list[Entry] = []
         for stream_name, items in reply or []:  # type: ignore[attr-defined]
-            stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+            stream = as_text(stream_name)
             for entry_id, fields in items:
-                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                eid = as_text(entry_id)
                 out.append(Entry(stream, eid, dict(fields or {})))
         return out
 
@@ -190,11 +202,11 @@ class StreamConsumer:
             return None
         floor: tuple[int, int] | None = None
         for group in groups:
-            g = {(k.decode() if isinstance(k, bytes) else k): v for k, v in group.items()}
+            g = {as_text(k): v for k, v in group.items()}
             last = g.get("last-delivered-id")
             if last is None:
                 return None
-            last_s = last.decode() if isinstance(last, bytes) else str(last)
+            last_s = as_text(last)
             ms, seq = _id_key(last_s)
             candidate = (ms, seq + 1)
             name = g.get("name")
@@ -203,7 +215,7 @@ class StreamConsumer:
             summary = await self.redis.xpending(stream, name)
             lowest = summary.get("min") if isinstance(summary, dict) else None
             if lowest:
-                low_s = lowest.decode() if isinstance(lowest, bytes) else str(lowest)
+                low_s = as_text(lowest)
                 candidate = min(candidate, _id_key(low_s))
             floor = candidate if floor is None else min(floor, candidate)
         return floor

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -21,7 +20,7 @@ from shared.config import Settings
 from shared.jsonl import JsonlFile
 from shared.models import ApiLogRow
 from shared.names import Keys
-from writer.consumer import Entry
+from writer.consumer import Entry, dead_fields
 from writer.outbox import Outbox
 
 log = logging.getLogger("drain")
@@ -54,9 +53,7 @@ async def drain_buffer(
     async def dead_letter(rejected: list[tuple[Entry, str]]) -> list[ApiLogRow]:
         warns: list[ApiLogRow] = []
         for entry, reason in rejected:
-            fields: dict[Any, Any] = {"stream": entry.stream, "id": entry.id, "reason": reason}
-            for k, v in entry.fields.items():
-                fields[f"f.{k.decode(errors='backslashreplace')}"] = v
+            fields = dead_fields(entry, reason)
             where = "not recorded (Redis unavailable)"
             if redis is not None:
                 try:

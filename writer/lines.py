@@ -24,11 +24,10 @@ from shared.codec import Rejected, decode_api_log, decode_greeks, encode_api_log
 from shared.jsonl import Record
 from shared.models import ApiLogRow, GreeksRow
 from shared.names import CODEC_VERSION
+from shared.names import STREAM_API_LOGS as API_LOGS
+from shared.names import STREAM_GREEKS as GREEKS
 from writer.consumer import Entry
 from writer.isolate import Row
-
-GREEKS = "greeks"
-API_LOGS = "api_logs"
 
 _fromiso = datetime.fromisoformat
 _isfinite = math.isfinite

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from shared.names import OPTION_TYPES, STOCK_TYPES
+
 FIELD_LAST = "31"
 FIELD_MARK = "7635"
 FIELD_DELTA = "7308"
@@ -32,7 +34,6 @@ SNAPSHOT_FIELDS = (
     FIELD_VEGA,
     FIELD_IV,
 )
-OPTION_CLASSES = frozenset({"OPT", "FOP"})
 MAX_TEXT = 64
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9}
@@ -175,7 +176,7 @@ def parse_position(row: object) -> PortalPosition | Unreadable:
     if not sec_type and _str(row.get("putOrCall")).upper() in ("P", "C"):
         sec_type = "OPT"
     desc = _str(row.get("contractDesc")) or _str(row.get("fullName")) or f"conid {con_id}"
-    is_option = sec_type in OPTION_CLASSES
+    is_option = sec_type in OPTION_TYPES
     multiplier: float | None = None
     mult = parse_number(row.get("multiplier"))
     if mult.value is not None and mult.value > 0:
@@ -188,7 +189,7 @@ def parse_position(row: object) -> PortalPosition | Unreadable:
         )
     und = parse_int(row.get("undConid"))
     und_con_id = und if und else None
-    if sec_type == "STK":
+    if sec_type in STOCK_TYPES:
         und_con_id = con_id
     symbol = _str(row.get("undSym")) if is_option else ""
     symbol = symbol or _str(row.get("ticker"))

@@ -52,6 +52,7 @@ from collector.portal.parsers import (
 from collector.transport import LinkEvent, LinkState, PositionData, Snapshot, TransportError
 from shared.clock import age_s, utcnow
 from shared.config import Settings
+from shared.names import OPTION_TYPES, STOCK_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +516,7 @@ class PortalTransport:
         for pos in self._positions:
             if pos.quantity == 0:
                 continue
-            if pos.sec_type in ("OPT", "FOP"):
+            if pos.sec_type in OPTION_TYPES:
                 conids[pos.con_id] = None
             if pos.und_con_id:
                 conids[pos.und_con_id] = None
@@ -566,7 +567,7 @@ class PortalTransport:
                 p.con_id
                 for p in self._positions
                 if p.quantity != 0
-                and p.sec_type in ("OPT", "FOP")
+                and p.sec_type in OPTION_TYPES
                 and len(self._fields.get(p.con_id, {})) < 4
                 and (age_s(self._subscribed.get(p.con_id), now) or 0.0)
                 < self.settings.greeks_grace_s
@@ -602,7 +603,7 @@ class PortalTransport:
             if pos.und_con_id and pos.und_con_id in self._prices and pos.symbol:
                 prices.setdefault(pos.symbol, self._prices[pos.und_con_id])
         for pos in self._positions:  # fallback: the stock position's own market price
-            if pos.sec_type == "STK" and pos.symbol and pos.mkt_price and pos.mkt_price > 0:
+            if pos.sec_type in STOCK_TYPES and pos.symbol and pos.mkt_price and pos.mkt_price > 0:
                 prices.setdefault(pos.symbol, pos.mkt_price)
         out: list[PositionData] = []
         for pos in self._positions:

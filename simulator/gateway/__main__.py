@@ -8,15 +8,14 @@ Runs the IB Gateway simulator on 127.0.0.1 until SIGTERM or SIGINT. Prints one l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 
 from simulator.gateway import control as control_mod
 from simulator.gateway.control import ControlServer
 from simulator.gateway.server import LOOPBACK, GatewaySimulator
 from simulator.portfolio import default_portfolio
+from simulator.program import add_common_args, run_program, stop_on_signals
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,20 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=control_mod.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--host", default="127.0.0.1", choices=LOOPBACK, help="loopback only")
-    ap.add_argument("--port", type=int, default=4001, help="TWS API port (0: any free port)")
+    add_common_args(ap, loopback=LOOPBACK, port=4001, port_help="TWS API port")
     ap.add_argument(
         "--control-port",
         type=int,
         default=None,
         help="line-based control port on the same host (0: any free port)",
-    )
-    ap.add_argument("--account", default="DU1234567")
-    ap.add_argument(
-        "--step-s",
-        type=float,
-        default=1.0,
-        help="prices and Greeks change once per step; 0 freezes them",
     )
     ap.add_argument(
         "--push-interval-s",
@@ -48,15 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how often market data and P&L are pushed to subscribers",
     )
     ap.add_argument("--extra-options", type=int, default=0, help="more SPY option positions")
-    ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return ap.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     portfolio = default_portfolio(args.account, args.extra_options, args.step_s)
     sim = GatewaySimulator(
         portfolio, host=args.host, port=args.port, push_interval_s=args.push_interval_s
@@ -83,13 +70,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s gateway-sim %(name)s: %(message)s",
-    )
-    asyncio.run(run(args))
-    return 0
+    return run_program("gateway-sim", args.log_level, run(args))
 
 
 if __name__ == "__main__":

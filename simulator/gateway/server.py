@@ -17,16 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from simulator.gateway import protocol as p
 from simulator.gateway.catalog import GREEKS_MODES, Catalog, Instrument
-from simulator.portfolio import SimPortfolio, SimPosition, default_portfolio
+from simulator.portfolio import EASTERN, SimPortfolio, SimPosition, default_portfolio
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "::1")  # one address: port 0 then means one port
-EASTERN = ZoneInfo("America/New_York")
 
 TEXTS = {
     200: "No security definition has been found for the request",

@@ -9,15 +9,14 @@ start) until SIGTERM or SIGINT. Prints one line once listening:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from simulator.portal.server import LOOPBACK, PortalSimulator
 from simulator.portfolio import default_portfolio
+from simulator.program import add_common_args, run_program, stop_on_signals
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,20 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--host", default="127.0.0.1", choices=LOOPBACK, help="loopback only")
-    ap.add_argument("--port", type=int, default=5000, help="HTTPS port (0: any free port)")
-    ap.add_argument("--account", default="DU1234567")
+    add_common_args(ap, loopback=LOOPBACK, port=5000, port_help="HTTPS port")
     ap.add_argument(
         "--extra-options",
         type=int,
         default=120,
         help="more SPY option positions (default 120: more than one page)",
-    )
-    ap.add_argument(
-        "--step-s",
-        type=float,
-        default=1.0,
-        help="prices and Greeks change once per step; 0 freezes them",
     )
     ap.add_argument(
         "--cert-dir",
@@ -48,15 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where to write cert.pem/key.pem (default: a temporary directory)",
     )
     ap.add_argument("--switches", default="", help='initial switches as JSON, e.g. {"quirks":true}')
-    ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return ap.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     portfolio = default_portfolio(args.account, args.extra_options, args.step_s)
     sim = PortalSimulator(portfolio, host=args.host, port=args.port, cert_dir=args.cert_dir)
     if args.switches:
@@ -75,13 +62,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s portal-sim %(name)s: %(message)s",
-    )
-    asyncio.run(run(args))
-    return 0
+    return run_program("portal-sim", args.log_level, run(args))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from datetime import time as dt_time
 from typing import Any
-from zoneinfo import ZoneInfo
 
-EASTERN = ZoneInfo("America/New_York")
+from simulator.portfolio import EASTERN
+
 LOGOUT_STYLES = ("401", "302", "no_bridge", "init_session_first")
 
 

@@ -169,28 +169,30 @@ async def test_logged_out_mid_run_rows_stop_and_resume(
 
 
 async def test_redis_stopped_for_several_ticks_loses_nothing(
-    pg_url: str, prefix: str, tmp_path: Path, *, sim: PortalSimulator, spawn: Spawn
+    pg_url: str,
+    prefix: str,
+    tmp_path: Path,
+    *,
+    sim: PortalSimulator,
+    spawn: Spawn,
+    make_redis: Callable[..., RedisServer],
 ) -> None:
-    redis_server = RedisServer(tmp_path / "redis", aof=True)  # keeps its streams over a restart
+    redis_server = make_redis(aof=True)  # keeps its streams over a restart
+    env = env_for(sim, pg_url, redis_server.url(), prefix, tmp_path)
+    spawn("writer", env)
+    collector = spawn("collector", env)
+    await wait_for(lambda: _at_least(portfolio_rows(pg_url), 3), 60, "first rows")
+    redis_server.stop()
+    await asyncio.sleep(3.0)  # six ticks with Redis down
+    assert (tmp_path / "spool.jsonl").stat().st_size > 0
     redis_server.start()
-    try:
-        env = env_for(sim, pg_url, redis_server.url(), prefix, tmp_path)
-        spawn("writer", env)
-        collector = spawn("collector", env)
-        await wait_for(lambda: _at_least(portfolio_rows(pg_url), 3), 60, "first rows")
-        redis_server.stop()
-        await asyncio.sleep(3.0)  # six ticks with Redis down
-        assert (tmp_path / "spool.jsonl").stat().st_size > 0
-        redis_server.start()
-        await asyncio.sleep(2.0)
-        assert stop_process(collector) == 0
-        await wait_for(lambda: _landed(pg_url, tmp_path), 60, "every produced row landed")
-        stamps = [r["timestamp"] for r in await portfolio_rows(pg_url)]
-        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
-        assert max(gaps) == pytest.approx(INTERVAL_S), "a tick is missing"
-        assert len(stamps) >= 12
-    finally:
-        redis_server.stop()
+    await asyncio.sleep(2.0)
+    assert stop_process(collector) == 0
+    await wait_for(lambda: _landed(pg_url, tmp_path), 60, "every produced row landed")
+    stamps = [r["timestamp"] for r in await portfolio_rows(pg_url)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    assert max(gaps) == pytest.approx(INTERVAL_S), "a tick is missing"
+    assert len(stamps) >= 12
 
 
 async def test_pacing_enforced_collector_stays_under_the_limits(

@@ -16,10 +16,9 @@ import redis.asyncio as aioredis
 
 from shared.names import Keys
 from simulator.portfolio import SimPortfolio, default_portfolio
-from tests.e2e.conftest import Gateway
+from tests.fixtures import ACCOUNT, Gateway
 from tests.helpers import bridge_env, wait_for
 
-ACCOUNT = "DU1234567"
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
 

@@ -25,21 +25,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.clock import EASTERN, utcnow
+from shared.codec import as_text as text
 from shared.names import Keys
-from tests.e2e.conftest import Gateway
 from tests.faketime import clock_at, requires_libfaketime
+from tests.fixtures import ACCOUNT, Gateway
 from tests.helpers import bridge_env, supervisord_with_collector, wait_for
 from watchdog.supervisor import SupervisorClient
 
-ACCOUNT = "DU1234567"
 Spawn = Callable[..., subprocess.Popen[bytes]]
 BIN = Path(sys.executable).parent
-
-
-def text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def eastern_today_at(hour: int, minute: int) -> datetime:

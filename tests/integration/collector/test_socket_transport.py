@@ -17,9 +17,9 @@ from collector.transport import LinkEvent, LinkState, PositionData, Snapshot, Tr
 from shared.clock import utcnow
 from shared.config import Settings, load_settings
 from simulator.gateway import GatewaySimulator
-from simulator.portfolio import SimPosition, default_portfolio
+from simulator.portfolio import SimPosition
+from tests.fixtures import ACCOUNT
 
-ACCOUNT = "DU1234567"
 N_SUBS = 9  # 8 positions + the AAPL underlying (the account holds only AAPL options)
 
 
@@ -83,13 +83,8 @@ def subs_at_server(sim: GatewaySimulator) -> list[int]:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[GatewaySimulator]:
-    gateway = GatewaySimulator(default_portfolio(ACCOUNT, step_s=0.2), push_interval_s=0.1)
-    await gateway.start()
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
+def sim(gateway_sim: GatewaySimulator) -> GatewaySimulator:
+    return gateway_sim
 
 
 @pytest.fixture

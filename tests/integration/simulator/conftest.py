@@ -9,19 +9,12 @@ import pytest
 from ib_async import IB
 
 from simulator.gateway import GatewaySimulator
-from simulator.portfolio import default_portfolio
-
-ACCOUNT = "DU1234567"
+from tests.fixtures import ACCOUNT
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[GatewaySimulator]:
-    gateway = GatewaySimulator(default_portfolio(ACCOUNT, step_s=0.2), push_interval_s=0.1)
-    await gateway.start()
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
+def sim(gateway_sim: GatewaySimulator) -> GatewaySimulator:
+    return gateway_sim
 
 
 async def close_ib(ib: IB) -> None:

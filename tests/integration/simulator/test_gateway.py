@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -17,7 +16,8 @@ from simulator.gateway import GatewaySimulator, protocol, send_command
 from simulator.gateway.catalog import Catalog
 from simulator.gateway.control import send_command_sync
 from simulator.portfolio import SimPosition, default_portfolio
-from tests.integration.simulator.conftest import ACCOUNT, connect, wait_until
+from tests.fixtures import ACCOUNT, StartGateway
+from tests.integration.simulator.conftest import connect, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 MakeIB = Callable[[], IB]
@@ -335,43 +335,17 @@ async def test_control_port_from_another_task(sim: GatewaySimulator, make_ib: Ma
         assert await wait_until(lambda: sim.listening, timeout_s=2)
 
 
-async def test_runs_as_a_process_with_control_port_and_stops_on_sigterm(make_ib: MakeIB) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "simulator.gateway",
-        "--port",
-        "0",
-        "--control-port",
-        "0",
-        "--account",
-        ACCOUNT,
-        "--step-s",
-        "0.5",
-        "--log-level",
-        "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        cwd=REPO,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
-        fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
-        port, control_port = int(fields["port"]), int(fields["control_port"])
-        ib = await connect(make_ib(), port)
-        assert len(ib.positions()) == 8
-        status = await asyncio.to_thread(send_command_sync, control_port, "status")
-        assert status["client_ids"] == [7]
-        dropped = asyncio.Event()
-        ib.disconnectedEvent += dropped.set
-        await send_command(control_port, "drop")
-        await asyncio.wait_for(dropped.wait(), 1)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+async def test_runs_as_a_process_with_control_port_and_stops_on_sigterm(
+    make_ib: MakeIB, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway(step_s=0.5, push_interval_s=0.5)
+    ib = await connect(make_ib(), gateway.port)
+    assert len(ib.positions()) == 8
+    status = await asyncio.to_thread(send_command_sync, gateway.control_port, "status")
+    assert status["client_ids"] == [7]
+    dropped = asyncio.Event()
+    ib.disconnectedEvent += dropped.set
+    await send_command(gateway.control_port, "drop")
+    await asyncio.wait_for(dropped.wait(), 1)
+    gateway.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(gateway.proc.wait(), 10) == 0

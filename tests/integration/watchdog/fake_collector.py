@@ -16,13 +16,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared.codec import as_text as text
 from shared.names import Keys
-
-
-def text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass

@@ -20,10 +20,11 @@ import redis.asyncio as aioredis
 
 from ops.embedded import RedisServer
 from shared.clock import EASTERN
+from shared.codec import as_text as text
 from shared.config import Settings, load_settings
 from shared.names import Keys
 from tests.helpers import wait_for
-from tests.integration.watchdog.fake_collector import FakeCollector, text
+from tests.integration.watchdog.fake_collector import FakeCollector
 from watchdog.app import Watchdog
 from watchdog.supervisor import NotRestarted, RestartResult, SupervisorUnavailable
 

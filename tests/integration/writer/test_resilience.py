@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import orjson
-import pytest
 import redis.asyncio as aioredis
 
 from ops.embedded import PostgresServer
@@ -149,25 +146,9 @@ async def _eq(value: object, expected: int) -> bool:
     return await value == expected  # type: ignore[misc]
 
 
-@pytest.fixture
-def pg() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test alone, which it stops and starts: `private_pg`, but with its
-    data outside /tmp/pytest-of-root, whose mode every new pytest session resets to 0700 (when
-    other pytest sessions start meanwhile, the unprivileged postgres user loses its way in)."""
-    folder = Path(tempfile.mkdtemp(prefix="bridge-writer-pg-"))
-    server = PostgresServer(folder / "pgdata")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.thaw()
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 async def test_outage_1000_rows_exactly_once_in_order(
     spawn: Spawn,
-    pg: PostgresServer,
+    private_pg: PostgresServer,
     redis_url: str,
     redis: aioredis.Redis,
     prefix: str,
@@ -175,12 +156,12 @@ async def test_outage_1000_rows_exactly_once_in_order(
     tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
-    url = pg.url()
+    url = private_pg.url()
     buffer = tmp_path / "buf" / "buffer.jsonl"
     proc = spawn("writer", env(url, redis_url, prefix, buffer))
     producer = asyncio.create_task(produce(redis, keys.greeks, 0, 1000, per_step=25, step_s=0.15))
     await wait_for(lambda: _gt(rows_in(url), 100), 30, "rows flowing into PostgreSQL")
-    await asyncio.to_thread(pg.stop)
+    await asyncio.to_thread(private_pg.stop)
     outage_started = datetime.now(UTC)
     await wait_for(lambda: _state_is(redis, keys, "open"), 20, "the breaker to open")
     await asyncio.sleep(2.5 * float(RETRY_S))  # longer than one retry period
@@ -188,7 +169,7 @@ async def test_outage_1000_rows_exactly_once_in_order(
     assert int((await state(redis, keys))["buffer_rows"]) > 0
     assert buffer.exists() and buffer.stat().st_size > 0
     assert oct(buffer.stat().st_mode & 0o777) == oct(0o600)
-    await asyncio.to_thread(pg.start)
+    await asyncio.to_thread(private_pg.start)
     await producer
     await wait_for(lambda: _eq(rows_in(url), 1000), 60, "1,000 rows")
     await wait_for(lambda: _state_is(redis, keys, "closed"), 20, "the breaker to close")
@@ -250,7 +231,7 @@ async def hold_at_row(url: str, ts: datetime) -> None:
 
 async def test_sigkill_during_outage_and_in_mid_drain(
     spawn: Spawn,
-    pg: PostgresServer,
+    private_pg: PostgresServer,
     redis_url: str,
     redis: aioredis.Redis,
     prefix: str,
@@ -258,7 +239,7 @@ async def test_sigkill_during_outage_and_in_mid_drain(
     tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
-    url = pg.url()
+    url = private_pg.url()
     buffer = tmp_path / "buffer.jsonl"
     checkpoint = buffer.with_name(buffer.name + ".offset")
     total = 100 + DRAIN_ROWS
@@ -268,7 +249,7 @@ async def test_sigkill_during_outage_and_in_mid_drain(
     await wait_for(lambda: _eq(rows_in(url), 100), 30, "the first 100 rows")
     # the drain will stop at a row in the middle of its second chunk while the test holds a lock
     await hold_at_row(url, T0 + timedelta(seconds=5 * (100 + DRAIN_CHUNK + DRAIN_CHUNK // 2)))
-    await asyncio.to_thread(pg.stop)
+    await asyncio.to_thread(private_pg.stop)
     producer = asyncio.create_task(
         produce(redis, keys.greeks, 100, total, per_step=500, step_s=0.05)
     )
@@ -283,7 +264,7 @@ async def test_sigkill_during_outage_and_in_mid_drain(
     # the writer is frozen until the test holds its lock, so that it cannot drain past the row
     os.kill(second.pid, signal.SIGSTOP)
     try:
-        await asyncio.to_thread(pg.start)
+        await asyncio.to_thread(private_pg.start)
         holder = await asyncpg.connect(url)
         await holder.execute(f"SELECT pg_advisory_lock({HOLD_KEY})")
     finally:
@@ -357,7 +338,7 @@ async def test_torn_last_line_and_garbage_middle_line(
 
 async def test_unwritable_buffer_path_acks_nothing_and_recovers(
     spawn: Spawn,
-    pg: PostgresServer,
+    private_pg: PostgresServer,
     redis_url: str,
     redis: aioredis.Redis,
     prefix: str,
@@ -365,11 +346,11 @@ async def test_unwritable_buffer_path_acks_nothing_and_recovers(
     tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
-    url = pg.url()
+    url = private_pg.url()
     blocker = tmp_path / "blocked"
     blocker.write_text("a regular file where the buffer's folder should be\n")
     buffer = blocker / "buffer.jsonl"  # root cannot create a folder where a file is
-    await asyncio.to_thread(pg.stop)
+    await asyncio.to_thread(private_pg.stop)
     proc = spawn("writer", env(url, redis_url, prefix, buffer))
     await produce(redis, keys.greeks, 0, 200, per_step=50, step_s=0)
     await wait_for(lambda: _log_has(proc, "buffer_unwritable"), 30, "the ERROR line")
@@ -381,7 +362,7 @@ async def test_unwritable_buffer_path_acks_nothing_and_recovers(
     blocker.unlink()  # the path becomes writable again
     await wait_for(lambda: all_acked(redis, keys.greeks), 30, "entries buffered and acked")
     assert buffer_lines(buffer) >= 200
-    await asyncio.to_thread(pg.start)
+    await asyncio.to_thread(private_pg.start)
     await wait_for(lambda: _eq(rows_in(url), 200), 60, "200 rows")
     await wait_for(lambda: buffer_empty(buffer), 20, "an empty buffer")
     await assert_all_landed(url, 200)
@@ -394,7 +375,7 @@ async def test_unwritable_buffer_path_acks_nothing_and_recovers(
 
 async def test_full_disk_acks_nothing_and_resumes_when_space_returns(
     spawn: Spawn,
-    pg: PostgresServer,
+    private_pg: PostgresServer,
     redis_url: str,
     redis: aioredis.Redis,
     prefix: str,
@@ -402,10 +383,10 @@ async def test_full_disk_acks_nothing_and_resumes_when_space_returns(
     tmp_path: Path,
 ) -> None:
     keys = Keys(prefix)
-    url = pg.url()
+    url = private_pg.url()
     buffer = tmp_path / "buffer.jsonl"
     buffer.symlink_to("/dev/full")  # every write: ENOSPC
-    await asyncio.to_thread(pg.stop)
+    await asyncio.to_thread(private_pg.stop)
     proc = spawn("writer", env(url, redis_url, prefix, buffer))
     await produce(redis, keys.greeks, 0, 150, per_step=50, step_s=0)
     await wait_for(lambda: _log_has(proc, "No space left on device"), 30, "the ENOSPC ERROR")
@@ -413,7 +394,7 @@ async def test_full_disk_acks_nothing_and_resumes_when_space_returns(
     assert await pending(redis, keys.greeks) > 0
     buffer.unlink()  # space returns
     await wait_for(lambda: all_acked(redis, keys.greeks), 30, "entries buffered and acked")
-    await asyncio.to_thread(pg.start)
+    await asyncio.to_thread(private_pg.start)
     await wait_for(lambda: _eq(rows_in(url), 150), 60, "150 rows")
     await assert_all_landed(url, 150)
     assert proc.poll() is None
