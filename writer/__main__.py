@@ -20,16 +20,16 @@ async def main(settings: Settings) -> int:
     redis_url = settings.require_redis()
     stop = asyncio.Event()
     install_stop_signals(stop)
-    # PostgreSQL may be down at start: the outbox connects (one attempt per try) when it needs
-    # the database, and buffers behind the circuit breaker meanwhile.
+    # PostgreSQL may be down at start: the buffered store connects (one attempt per try) when it
+    # needs the database, and buffers behind the circuit breaker meanwhile.
     db = DBManager(dsn, min_size=0, connect_attempts=1)  # min_size=0: no connect in create_pool
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-    writer, outbox = Writer.buffered(settings, redis, db, stop=stop)
+    writer, store = Writer.buffered(settings, redis, db, stop=stop)
     try:
-        outbox.open_buffer()
+        store.open_buffer()
         await supervise({"consume": writer.run()}, stop, grace_s=settings.stop_grace_s)
     finally:
-        outbox.close()
+        store.close()
         await redis.aclose()
         await db.close()
     return 0
