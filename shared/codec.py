@@ -108,19 +108,30 @@ def _check_version(f: dict[str, str]) -> Rejected | None:
     return None
 
 
-def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
+def _envelope(
+    fields: Fields, required: tuple[str, ...]
+) -> tuple[dict[str, str], datetime] | Rejected:
+    """The text fields of an entry of this codec version with the `required` ones, and its ts."""
     f = _text_fields(fields)
     if isinstance(f, Rejected):
         return f
     bad = _check_version(f)
     if bad:
         return bad
-    for name in ("ts", "contract", *GREEK_FIELDS):
+    for name in required:
         if name not in f:
             return Rejected(f"missing field {name}")
     ts = _parse_ts(f["ts"])
     if isinstance(ts, Rejected):
         return ts
+    return f, ts
+
+
+def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
+    envelope = _envelope(fields, ("ts", "contract", *GREEK_FIELDS))
+    if isinstance(envelope, Rejected):
+        return envelope
+    f, ts = envelope
     contract = f["contract"]
     if not contract or len(contract) > 64:
         return Rejected("contract must be 1-64 characters")
@@ -152,18 +163,10 @@ def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
 
 
 def decode_api_log(fields: Fields) -> ApiLogRow | Rejected:
-    f = _text_fields(fields)
-    if isinstance(f, Rejected):
-        return f
-    bad = _check_version(f)
-    if bad:
-        return bad
-    for name in ("ts", "api_mode", "status", "message"):
-        if name not in f:
-            return Rejected(f"missing field {name}")
-    ts = _parse_ts(f["ts"])
-    if isinstance(ts, Rejected):
-        return ts
+    envelope = _envelope(fields, ("ts", "api_mode", "status", "message"))
+    if isinstance(envelope, Rejected):
+        return envelope
+    f, ts = envelope
     if f["status"] not in STATUSES:
         return Rejected(f"status {f['status'][:16]!r} is not one of {', '.join(STATUSES)}")
     source = f.get("source", "")
