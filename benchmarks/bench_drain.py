@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_drain.py [--rows 1000000]
 
-1. A buffer file of N rows, written in the writer's own line format (`writer.outbox.encode_line`).
-2. The drain: a separate process (`bench_drain.py drain ...`, the real `Outbox.flush()` path:
+1. A buffer file of N rows, written in the writer's own line format (`writer.lines.encode_line`).
+2. The drain: a separate process (`bench_drain.py drain ...`, the real `BufferedStore.flush()` path:
    chunked read in a read-ahead thread, each line checked (`writer.lines.raw_line`), COPY text
    straight into `portfolio_greeks` (the staging table + INSERT ... SELECT ... ON CONFLICT path
    only when a chunk replays stored rows), COMMIT, checkpoint) into a private PostgreSQL, run
@@ -64,11 +64,11 @@ def write_buffer(path: Path, csv_path: Path, n: int) -> None:
 
 
 async def drain(dsn: str, buffer: str) -> None:
-    """The drain process: the writer's Outbox draining the buffer into PostgreSQL."""
+    """The drain process: the writer's BufferedStore draining the buffer into PostgreSQL."""
     from database.db_manager import DBManager
     from shared.config import load_settings
     from shared.models import ApiLogRow
-    from writer.outbox import Outbox
+    from writer.buffered_store import BufferedStore
 
     settings = load_settings({"DATABASE_URL": dsn, "BRIDGE_BUFFER_PATH": buffer}, dotenv=None)
     db = DBManager(dsn, min_size=0, connect_attempts=1)
@@ -77,14 +77,14 @@ async def drain(dsn: str, buffer: str) -> None:
     async def no_dead_letters(rejected: object) -> list[ApiLogRow]:
         raise AssertionError(f"unexpected dead letters: {rejected!r}")
 
-    outbox = Outbox(settings, db, dead_letter=no_dead_letters)
-    outbox.open_buffer()
+    store = BufferedStore(settings, db, dead_letter=no_dead_letters)
+    store.open_buffer()
     try:
         start = time.perf_counter()
-        ok = await outbox.flush(force=True)
+        ok = await store.flush(force=True)
         seconds = time.perf_counter() - start
     finally:
-        outbox.close()
+        store.close()
         await db.close()
     print(f"DRAIN ok={ok} seconds={seconds:.3f}", flush=True)
 
@@ -185,7 +185,7 @@ def main() -> None:
             server.cleanup()
     drain_rate, copy_rate, bare_rate = (args.rows / s for s in (drained_s, copy_s, bare_s))
     print(
-        f"drain (writer Outbox.flush: read-ahead thread, COPY text per 10k-row chunk): "
+        f"drain (writer BufferedStore.flush: read-ahead thread, COPY text per 10k-row chunk): "
         f"{drained_s:.2f} s, {drain_rate:,.0f} rows/s"
     )
     print(

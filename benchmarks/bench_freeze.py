@@ -107,6 +107,39 @@ async def naive_loop(
             await asyncio.wait_for(conn.close(), 5)
 
 
+async def collector_lateness(
+    redis: aioredis.Redis, keys: Keys, freeze_at: float, thaw_at: float
+) -> list[float]:
+    """ms from each PORTFOLIO tick of the freeze window to its XADD."""
+    ours: list[float] = []
+    for entry_id, fields in await redis.xrange(keys.greeks):
+        if fields.get(b"contract") != b"PORTFOLIO":
+            continue
+        tick = datetime.fromisoformat(fields[b"ts"].decode()).timestamp()
+        if freeze_at <= tick < thaw_at:
+            ms = int(entry_id.split(b"-")[0])
+            ours.append(ms - tick * 1000)
+    return ours
+
+
+def report(args: argparse.Namespace, ours: list[float], base: list[float]) -> None:
+    print(
+        f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
+        f"interval {args.interval_s:g} s; freeze {args.freeze_s:g} s"
+    )
+    print(describe("ours (collector XADD vs grid)", ours))
+    print(describe("baseline (inline insert loop)", base))
+    if ours and base:
+        print(
+            f"ratio baseline / ours: p99 {pct(base, 0.99) / max(pct(ours, 0.99), 0.001):.0f}x"
+            f", max {max(base) / max(*ours, 0.001):.0f}x"
+        )
+    print(
+        f"baseline ticks expected in the window: {int(args.freeze_s / args.interval_s)}, "
+        f"sampled: {len(base)} (the others never happened)"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-freeze-"))
     pg = PostgresServer(work / "pg")
@@ -169,31 +202,10 @@ async def main(args: argparse.Namespace) -> None:
         print("PostgreSQL thawed (SIGCONT)", flush=True)
         await asyncio.wait_for(naive, args.freeze_s + 60)
 
-        ours: list[float] = []
-        for entry_id, fields in await redis.xrange(keys.greeks):
-            if fields.get(b"contract") != b"PORTFOLIO":
-                continue
-            tick = datetime.fromisoformat(fields[b"ts"].decode()).timestamp()
-            if freeze_at <= tick < thaw_at:
-                ms = int(entry_id.split(b"-")[0])
-                ours.append(ms - tick * 1000)
+        ours = await collector_lateness(redis, keys, freeze_at, thaw_at)
         base = [late for sched, late in lateness if freeze_at <= sched < thaw_at]
         await redis.aclose()
-        print(
-            f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
-            f"interval {args.interval_s:g} s; freeze {args.freeze_s:g} s"
-        )
-        print(describe("ours (collector XADD vs grid)", ours))
-        print(describe("baseline (inline insert loop)", base))
-        if ours and base:
-            print(
-                f"ratio baseline / ours: p99 {pct(base, 0.99) / max(pct(ours, 0.99), 0.001):.0f}x"
-                f", max {max(base) / max(*ours, 0.001):.0f}x"
-            )
-        print(
-            f"baseline ticks expected in the window: {int(args.freeze_s / args.interval_s)}, "
-            f"sampled: {len(base)} (the others never happened)"
-        )
+        report(args, ours, base)
     finally:
         pg.thaw()
         for p in reversed(procs):

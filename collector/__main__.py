@@ -28,8 +28,8 @@ def make_transport(settings: Settings) -> Transport:
         from collector.portal.transport import PortalTransport
 
         return PortalTransport(settings)
-    # SOCKET: written by another engineer; imported lazily so PORTAL works without it
-    from collector.socket_transport import SocketTransport  # type: ignore[import-not-found,unused-ignore]
+    # SOCKET: imported lazily so PORTAL works without ib_async loaded
+    from collector.socket.transport import SocketTransport
 
     transport: Transport = SocketTransport(settings)
     return transport

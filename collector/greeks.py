@@ -196,6 +196,19 @@ def _names(labels: Iterable[str], limit: int = 20) -> str:
     return shown
 
 
+@dataclass
+class _Tally:
+    """What one evaluation found, position by position."""
+
+    exposures: list[Exposure] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    assumed: list[str] = field(default_factory=list)
+    needing: int = 0  # option positions that need Greeks
+    live: set[int] = field(default_factory=set)  # their conIds
+
+
 class GreeksPolicy:
     """Grace period, carry-forward and exclusion over successive snapshots (see module doc)."""
 
@@ -224,71 +237,31 @@ class GreeksPolicy:
         self._first_seen.clear()
 
     def evaluate(self, snap: Snapshot, now: datetime) -> Evaluation:
-        exposures: list[Exposure] = []
-        pending: list[str] = []
-        carried: list[str] = []
-        excluded: list[str] = []
-        assumed: list[str] = []
-        needing = 0
-        live: set[int] = set()
+        t = _Tally()
         now_s = now.timestamp()
-        known_map = self._known
-        first_seen = self._first_seen
         for pos in snap.positions:
             qty = pos.quantity
             if not math.isfinite(qty):
-                excluded.append(_label(pos) + " (quantity unreadable)")
+                t.excluded.append(_label(pos) + " (quantity unreadable)")
+            elif qty == 0:
                 continue
-            if qty == 0:
-                continue
-            if pos.sec_type in STOCK_TYPES:
-                exposures.append(Exposure(pos.symbol, pos.sec_type, qty, 1.0, None, pos.und_price))
-                continue
-            if pos.sec_type not in OPTION_TYPES:
-                continue
-            needing += 1
-            con_id = pos.con_id
-            live.add(con_id)
-            if con_id not in first_seen:
-                first_seen[con_id] = now_s
-            multiplier = pos.multiplier
-            if multiplier is None or not math.isfinite(multiplier) or multiplier <= 0:
-                multiplier = DEFAULT_OPTION_MULTIPLIER
-                assumed.append(_label(pos))
-            greeks = valid_greeks(pos)
-            known = known_map.get(con_id)
-            if greeks is not None:
-                at_s = pos.greeks_at.timestamp() if pos.greeks_at is not None else now_s
-                if known is None or at_s >= known.at_s:
-                    known = _Known(greeks, at_s)
-                    known_map[con_id] = known
-            if known is not None and now_s - known.at_s <= self.max_age_s:
-                if greeks is None:
-                    carried.append(_label(pos))
-                exposures.append(
-                    Exposure(pos.symbol, pos.sec_type, qty, multiplier, known.greeks, pos.und_price)
+            elif pos.sec_type in STOCK_TYPES:
+                t.exposures.append(
+                    Exposure(pos.symbol, pos.sec_type, qty, 1.0, None, pos.und_price)
                 )
-                continue
-            since_s = (
-                pos.subscribed_at.timestamp()
-                if pos.subscribed_at is not None
-                else first_seen[con_id]
-            )
-            if now_s - since_s < self.grace_s:
-                pending.append(_label(pos))
-            else:
-                excluded.append(_label(pos))
+            elif pos.sec_type in OPTION_TYPES:
+                self._option(pos, now_s, t)
         # forget contracts no longer held
-        for con_id in [c for c in self._first_seen if c not in live]:
+        for con_id in [c for c in self._first_seen if c not in t.live]:
             self._first_seen.pop(con_id, None)
             self._known.pop(con_id, None)
-        reports = self._reports(pending, excluded, assumed, needing)
-        held = bool(pending)
-        all_out = needing > 0 and len(excluded) >= needing and not pending
+        reports = self._reports(t.pending, t.excluded, t.assumed, t.needing)
+        held = bool(t.pending)
+        all_out = t.needing > 0 and len(t.excluded) >= t.needing and not t.pending
         rows: list[NetRow] = []
         if not held and not all_out:
             rows = net_rows(
-                exposures,
+                t.exposures,
                 snap.prices,
                 underlying=self.underlying,
                 per_underlying=self.per_underlying,
@@ -296,12 +269,44 @@ class GreeksPolicy:
         return Evaluation(
             rows=rows,
             held=held or all_out,
-            pending=tuple(pending),
-            carried=tuple(carried),
-            excluded=tuple(excluded),
-            assumed_multiplier=tuple(assumed),
+            pending=tuple(t.pending),
+            carried=tuple(t.carried),
+            excluded=tuple(t.excluded),
+            assumed_multiplier=tuple(t.assumed),
             reports=reports,
         )
+
+    def _option(self, pos: PositionData, now_s: float, t: _Tally) -> None:
+        """One option position: its fresh or carried Greeks, else pending or excluded."""
+        t.needing += 1
+        con_id = pos.con_id
+        t.live.add(con_id)
+        first_seen = self._first_seen.setdefault(con_id, now_s)
+        multiplier = pos.multiplier
+        if multiplier is None or not math.isfinite(multiplier) or multiplier <= 0:
+            multiplier = DEFAULT_OPTION_MULTIPLIER
+            t.assumed.append(_label(pos))
+        greeks = valid_greeks(pos)
+        known = self._known.get(con_id)
+        if greeks is not None:
+            at_s = pos.greeks_at.timestamp() if pos.greeks_at is not None else now_s
+            if known is None or at_s >= known.at_s:
+                known = _Known(greeks, at_s)
+                self._known[con_id] = known
+        if known is not None and now_s - known.at_s <= self.max_age_s:
+            if greeks is None:
+                t.carried.append(_label(pos))
+            t.exposures.append(
+                Exposure(
+                    pos.symbol, pos.sec_type, pos.quantity, multiplier, known.greeks, pos.und_price
+                )
+            )
+            return
+        since_s = pos.subscribed_at.timestamp() if pos.subscribed_at is not None else first_seen
+        if now_s - since_s < self.grace_s:
+            t.pending.append(_label(pos))
+        else:
+            t.excluded.append(_label(pos))
 
     def _reports(
         self, pending: list[str], excluded: list[str], assumed: list[str], needing: int

@@ -38,7 +38,7 @@ class ErrorAction:
     report: bool = True  # publish as a LinkEvent (False: log only)
 
 
-def classify(code: int, req_id: int) -> ErrorAction:
+def classify(code: int, req_id: int) -> ErrorAction:  # noqa: PLR0911  a table of IB codes
     """The action for one error message (before farm de-duplication)."""
     if code == CONNECTIVITY_LOST:
         return ErrorAction(LinkState.DISCONNECTED, "WARN")

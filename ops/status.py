@@ -101,30 +101,52 @@ class Report:
 
 def classify(r: Report) -> tuple[str, list[str]]:
     """(healthy | degraded | down, the reasons); see the module docstring."""
-    down: list[str] = []
-    degraded: list[str] = []
     if r.redis_error is not None:
-        down.append(f"Redis unreachable: {r.redis_error}")
+        down, degraded = [f"Redis unreachable: {r.redis_error}"], []
     else:
-        paused = r.link == "paused"
-        if r.heartbeat_age_s is None and not paused:
-            down.append("collector heartbeat missing: the collector is not running")
-        if not paused:
-            if r.last_tick_age_s is None:
-                down.append("no tick recorded yet")
-            elif r.last_tick_age_s > r.stale_s:
-                down.append(f"last tick {r.last_tick_age_s:.0f} s ago (limit {r.stale_s:.0f} s)")
-        if r.link != "connected":
-            since = f" since {r.link_since}" if r.link_since else ""
-            why = f": {r.link_reason}" if r.link_reason else ""
-            degraded.append(f"link {r.link or 'unknown'}{since}{why}")
-        if r.writer_alive is False:
-            degraded.append("writer heartbeat missing: the writer is not running")
-        if r.breaker == "open":
-            why = f": {r.breaker_reason}" if r.breaker_reason else ""
-            degraded.append(f"breaker open since {r.breaker_since or '?'}{why}")
-        if r.backlog > BACKLOG_LIMIT:
-            degraded.append(f"{r.backlog} stream entries wait for the writer")
+        down, degraded = _collector_down(r), _pipeline_degraded(r)
+    degraded += _storage_degraded(r)
+    if down:
+        return DOWN, down + degraded
+    if degraded:
+        return DEGRADED, degraded
+    return HEALTHY, []
+
+
+def _collector_down(r: Report) -> list[str]:
+    """No collector, or no recent tick (not while the collector is paused)."""
+    if r.link == "paused":
+        return []
+    down: list[str] = []
+    if r.heartbeat_age_s is None:
+        down.append("collector heartbeat missing: the collector is not running")
+    if r.last_tick_age_s is None:
+        down.append("no tick recorded yet")
+    elif r.last_tick_age_s > r.stale_s:
+        down.append(f"last tick {r.last_tick_age_s:.0f} s ago (limit {r.stale_s:.0f} s)")
+    return down
+
+
+def _pipeline_degraded(r: Report) -> list[str]:
+    """What Redis tells about the link, the writer, its breaker and the streams."""
+    degraded: list[str] = []
+    if r.link != "connected":
+        since = f" since {r.link_since}" if r.link_since else ""
+        why = f": {r.link_reason}" if r.link_reason else ""
+        degraded.append(f"link {r.link or 'unknown'}{since}{why}")
+    if r.writer_alive is False:
+        degraded.append("writer heartbeat missing: the writer is not running")
+    if r.breaker == "open":
+        why = f": {r.breaker_reason}" if r.breaker_reason else ""
+        degraded.append(f"breaker open since {r.breaker_since or '?'}{why}")
+    if r.backlog > BACKLOG_LIMIT:
+        degraded.append(f"{r.backlog} stream entries wait for the writer")
+    return degraded
+
+
+def _storage_degraded(r: Report) -> list[str]:
+    """The buffer file, PostgreSQL and supervisord's processes."""
+    degraded: list[str] = []
     if r.buffer_rows:
         degraded.append(f"{r.buffer_rows} rows in the buffer {r.buffer_path}".rstrip())
     if r.db_error is not None:
@@ -140,11 +162,7 @@ def classify(r: Report) -> tuple[str, list[str]]:
     for name, state in sorted(r.processes.items()):
         if state != "RUNNING":
             degraded.append(f"{name} is {state}")
-    if down:
-        return DOWN, down + degraded
-    if degraded:
-        return DEGRADED, degraded
-    return HEALTHY, []
+    return degraded
 
 
 def to_json(r: Report) -> dict[str, Any]:
@@ -184,27 +202,39 @@ def render(r: Report) -> str:
     if r.redis_error is not None:
         rows.append(("redis", f"UNREACHABLE: {r.redis_error}"))
     else:
-        link = r.link or "unknown"
-        if r.link_since:
-            link += f" since {r.link_since}"
-        if r.link_reason:
-            link += f" ({r.link_reason})"
-        rows.append(("link", link))
-        rows.append(("collector heartbeat", _age(r.heartbeat_age_s)))
-        rows.append(("last tick", _age(r.last_tick_age_s)))
-        rows.append(("streams", "  ".join(f"{k}={v}" for k, v in r.streams.items()) or "-"))
-        for stream, by in r.pending_by_consumer.items():
-            shown = ", ".join(f"{c}={n}" for c, n in by.items()) or "no consumer"
-            waiting = r.undelivered.get(stream, 0)
-            rows.append((f"pending {stream}", f"{shown}; not yet delivered: {waiting}"))
-        rows.append(("dead letters", _num(r.dead_letters)))
-        rows.append(("writer", {True: "alive", False: "NOT RUNNING", None: "?"}[r.writer_alive]))
-        breaker = r.breaker
-        if r.breaker_since:
-            breaker += f" since {r.breaker_since}"
-        if r.breaker_reason:
-            breaker += f" ({r.breaker_reason})"
-        rows.append(("breaker", breaker))
+        rows += _redis_rows(r)
+    rows += _storage_rows(r)
+    width = max(len(k) for k, _ in rows)
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if reasons:
+        lines.append("why:")
+        lines += [f"  - {reason}" for reason in reasons]
+    return "\n".join(lines)
+
+
+def _with_since(state: str, since: str | None, reason: str) -> str:
+    return state + (f" since {since}" if since else "") + (f" ({reason})" if reason else "")
+
+
+def _redis_rows(r: Report) -> list[tuple[str, str]]:
+    rows = [
+        ("link", _with_since(r.link or "unknown", r.link_since, r.link_reason)),
+        ("collector heartbeat", _age(r.heartbeat_age_s)),
+        ("last tick", _age(r.last_tick_age_s)),
+        ("streams", "  ".join(f"{k}={v}" for k, v in r.streams.items()) or "-"),
+    ]
+    for stream, by in r.pending_by_consumer.items():
+        shown = ", ".join(f"{c}={n}" for c, n in by.items()) or "no consumer"
+        waiting = r.undelivered.get(stream, 0)
+        rows.append((f"pending {stream}", f"{shown}; not yet delivered: {waiting}"))
+    rows.append(("dead letters", _num(r.dead_letters)))
+    rows.append(("writer", {True: "alive", False: "NOT RUNNING", None: "?"}[r.writer_alive]))
+    rows.append(("breaker", _with_since(r.breaker, r.breaker_since, r.breaker_reason)))
+    return rows
+
+
+def _storage_rows(r: Report) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
     buffer = f"{_num(r.buffer_rows)} rows, {_num(r.buffer_bytes)} bytes"
     if r.buffer_path:
         buffer += f" ({r.buffer_path})"
@@ -216,20 +246,13 @@ def render(r: Report) -> str:
         rows.append(("newest PORTFOLIO row", newest))
     if r.watchdog:
         rows.append(("watchdog", "  ".join(f"{k}={v}" for k, v in sorted(r.watchdog.items()))))
-    if r.supervisor_url:
-        if r.supervisor_error is not None:
-            rows.append(("supervisord", f"UNREACHABLE at {r.supervisor_url}: {r.supervisor_error}"))
-        else:
-            for name, state in sorted(r.processes.items()):
-                rows.append((f"process {name}", state))
-    else:
+    if not r.supervisor_url:
         rows.append(("supervisord", "not configured (BRIDGE_SUPERVISOR_URL)"))
-    width = max(len(k) for k, _ in rows)
-    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-    if reasons:
-        lines.append("why:")
-        lines += [f"  - {reason}" for reason in reasons]
-    return "\n".join(lines)
+    elif r.supervisor_error is not None:
+        rows.append(("supervisord", f"UNREACHABLE at {r.supervisor_url}: {r.supervisor_error}"))
+    else:
+        rows += [(f"process {name}", state) for name, state in sorted(r.processes.items())]
+    return rows
 
 
 # ---- gathering -----------------------------------------------------------------------------

@@ -25,13 +25,6 @@ class Rejected:
     reason: str
 
 
-def as_text(value: object) -> str:
-    """A Redis reply value as text: None is empty, bytes are decoded (bad UTF-8 replaced)."""
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def format_ts(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
@@ -70,6 +63,13 @@ def encode_api_log(row: ApiLogRow) -> dict[str, str]:
         "message": row.message,
         "source": row.source,
     }
+
+
+def as_text(value: object) -> str:
+    """A Redis reply value as text: None is empty, bytes are decoded (bad UTF-8 replaced)."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _text_fields(fields: Fields) -> dict[str, str] | Rejected:
@@ -115,17 +115,17 @@ def _check_version(f: dict[str, str]) -> Rejected | None:
     return None
 
 
-def _fields_and_ts(
+def _envelope(
     fields: Fields, required: tuple[str, ...]
 ) -> tuple[dict[str, str], datetime] | Rejected:
-    """The fields as text and the parsed `ts`, once the version and `required` are checked."""
+    """The text fields of an entry of this codec version with the `required` ones, and its ts."""
     f = _text_fields(fields)
     if isinstance(f, Rejected):
         return f
     bad = _check_version(f)
     if bad:
         return bad
-    for name in ("ts", *required):
+    for name in required:
         if name not in f:
             return Rejected(f"missing field {name}")
     ts = _parse_ts(f["ts"])
@@ -135,10 +135,10 @@ def _fields_and_ts(
 
 
 def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
-    checked = _fields_and_ts(fields, ("contract", *GREEK_FIELDS))
-    if isinstance(checked, Rejected):
-        return checked
-    f, ts = checked
+    envelope = _envelope(fields, ("ts", "contract", *GREEK_FIELDS))
+    if isinstance(envelope, Rejected):
+        return envelope
+    f, ts = envelope
     contract = f["contract"]
     if not contract or len(contract) > 64:
         return Rejected("contract must be 1-64 characters")
@@ -170,10 +170,10 @@ def decode_greeks(fields: Fields) -> GreeksRow | Rejected:
 
 
 def decode_api_log(fields: Fields) -> ApiLogRow | Rejected:
-    checked = _fields_and_ts(fields, ("api_mode", "status", "message"))
-    if isinstance(checked, Rejected):
-        return checked
-    f, ts = checked
+    envelope = _envelope(fields, ("ts", "api_mode", "status", "message"))
+    if isinstance(envelope, Rejected):
+        return envelope
+    f, ts = envelope
     if f["status"] not in STATUSES:
         return Rejected(f"status {f['status'][:16]!r} is not one of {', '.join(STATUSES)}")
     source = f.get("source", "")

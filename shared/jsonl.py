@@ -194,61 +194,12 @@ class JsonlFile:
             if offset > size:
                 offset = 0  # the file was replaced: start over
             fh.seek(offset)
-            pending = b""
-            records: list[Any] = []
-            bad: list[bytes] = []
-            pos = offset
-            oversized = False  # inside a run of more than MAX_LINE_BYTES without a newline
-            while True:
-                block = fh.read(READ_BLOCK)
-                if not block:
-                    break
-                data = pending + block
-                lines = data.split(b"\n")
-                pending = lines.pop()
-                if oversized and lines:
-                    rest = lines.pop(0)  # the end of the oversized run, up to its newline
-                    pos += len(rest) + 1
-                    self._report_bad([rest], on_bad, "oversized line (end)")
-                    oversized = False
-                if len(pending) > MAX_LINE_BYTES:
-                    oversized = True
-                for line in lines:
-                    pos += len(line) + 1
-                    record = raw(line) if raw is not None else None
-                    if record is None:
-                        if not line.strip():
-                            continue
-                        record = _parse(line)
-                        if record is None:
-                            bad.append(line)
-                            continue
-                    records.append(record)
-                    if len(records) >= chunk_rows:
-                        self._report_bad(bad, on_bad, "corrupt line")
-                        bad = []
-                        yield Chunk(records, pos)
-                        records = []
-                if oversized and len(pending) > MAX_LINE_BYTES:
-                    pos += len(pending)
-                    self._report_bad([pending[:MAX_LINE_BYTES]], on_bad, "oversized line")
-                    pending = b""
-            if oversized and pending:
-                pos += len(pending)
-                self._report_bad([pending[:MAX_LINE_BYTES]], on_bad, "oversized line (end)")
-                pending = b""
-            if pending:
-                record = raw(pending) if raw is not None else None
-                if record is None:
-                    record = _parse(pending)
-                pos += len(pending)
-                if record is not None:
-                    records.append(record)
-                else:
-                    self._report_bad([pending], on_bad, "torn last line")
-            self._report_bad(bad, on_bad, "corrupt line")
-            if records or pos != offset:
-                yield Chunk(records, pos)
+            reader = _ChunkReader(self, offset, chunk_rows, on_bad, raw)
+            while block := fh.read(READ_BLOCK):
+                yield from reader.feed(block)
+            last = reader.end()
+            if last is not None:
+                yield last
         finally:
             fh.close()
 
@@ -335,3 +286,88 @@ def _parse(line: bytes) -> Record | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+class _ChunkReader:
+    """One pass of `JsonlFile.iter_chunks`: blocks of the file in, chunks of records out."""
+
+    def __init__(
+        self,
+        file: JsonlFile,
+        offset: int,
+        chunk_rows: int,
+        on_bad: Callable[[int, str], None] | None,
+        raw: Callable[[bytes], Any] | None,
+    ) -> None:
+        self.file = file
+        self.offset = offset
+        self.chunk_rows = chunk_rows
+        self.on_bad = on_bad
+        self.raw = raw
+        self.pending = b""  # the unfinished last line of the blocks read so far
+        self.records: list[Any] = []
+        self.bad: list[bytes] = []
+        self.pos = offset  # the file offset just after the last line taken
+        self.oversized = False  # inside a run of more than MAX_LINE_BYTES without a newline
+
+    def feed(self, block: bytes) -> Iterator[Chunk]:
+        lines = (self.pending + block).split(b"\n")
+        self.pending = lines.pop()
+        if self.oversized and lines:
+            rest = lines.pop(0)  # the end of the oversized run, up to its newline
+            self.pos += len(rest) + 1
+            self._set_aside([rest], "oversized line (end)")
+            self.oversized = False
+        if len(self.pending) > MAX_LINE_BYTES:
+            self.oversized = True
+        for line in lines:
+            self.pos += len(line) + 1
+            if self._take(line) and len(self.records) >= self.chunk_rows:
+                yield self._chunk()
+        if self.oversized and len(self.pending) > MAX_LINE_BYTES:
+            self.pos += len(self.pending)
+            self._set_aside([self.pending[:MAX_LINE_BYTES]], "oversized line")
+            self.pending = b""
+
+    def end(self) -> Chunk | None:
+        """The last chunk (with the last line, when it has no newline), if any."""
+        if self.oversized and self.pending:
+            self.pos += len(self.pending)
+            self._set_aside([self.pending[:MAX_LINE_BYTES]], "oversized line (end)")
+            self.pending = b""
+        if self.pending:
+            record = self.raw(self.pending) if self.raw is not None else None
+            if record is None:
+                record = _parse(self.pending)
+            self.pos += len(self.pending)
+            if record is not None:
+                self.records.append(record)
+            else:
+                self._set_aside([self.pending], "torn last line")
+        self._set_aside(self.bad, "corrupt line")
+        if self.records or self.pos != self.offset:
+            return Chunk(self.records, self.pos)
+        return None
+
+    def _take(self, line: bytes) -> bool:
+        """Add the line's record; False for a blank or corrupt line."""
+        record = self.raw(line) if self.raw is not None else None
+        if record is None:
+            if not line.strip():
+                return False
+            record = _parse(line)
+            if record is None:
+                self.bad.append(line)
+                return False
+        self.records.append(record)
+        return True
+
+    def _chunk(self) -> Chunk:
+        self._set_aside(self.bad, "corrupt line")
+        self.bad = []
+        chunk = Chunk(self.records, self.pos)
+        self.records = []
+        return chunk
+
+    def _set_aside(self, lines: list[bytes], why: str) -> None:
+        self.file._report_bad(lines, self.on_bad, why)

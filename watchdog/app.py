@@ -16,20 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from shared import clock as shared_clock
-from shared.codec import as_text as _text
-from shared.codec import encode_api_log
 from shared.config import Settings
-from shared.models import ApiLogRow
 from shared.names import Keys
 from watchdog.policy import (
     CONNECTED,
@@ -46,20 +40,15 @@ from watchdog.policy import (
     heartbeat_stale,
     portal_warnings,
 )
+from watchdog.redis_io import REDIS_DOWN, WatchdogRedis
+from watchdog.restart import CollectorRestart
 from watchdog.schedule import eastern_text, round_delays_s
-from watchdog.supervisor import (
-    NotRestarted,
-    RestartFailed,
-    SupervisorClient,
-    SupervisorUnavailable,
-)
+from watchdog.supervisor import SupervisorClient
 
 log = logging.getLogger(__name__)
 
-SOURCE = "watchdog"
 EVENT_BLOCK_MAX_S = 1.0  # a link-down event is seen within this long
 ANSWER_MARGIN_S = 10.0  # the collector bounds a connect at connect timeout + 5 s
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 REDIS_BACKOFF_CAP_S = 5.0
 TRIGGER_STATES = (DISCONNECTED, UNAUTHENTICATED)
 
@@ -106,41 +95,32 @@ class Watchdog:
         )
         self.memory = Memory(started_at=self.clock())
         self.round_number = 0
-        self.cursor: str | None = None  # last link_events id seen
+        self.io = WatchdogRedis(client, self.keys, self.mode, self.clock)
+        self.restarter = CollectorRestart(
+            self.supervisor, settings.collector_process, self.io, self.publish_state
+        )
         self.stop = asyncio.Event()
         self._last_logged: tuple[Action, str] | None = None
-        self._said_no_supervisor = False
-        self._said_not_running = ""  # the supervisord state last reported (not RUNNING)
         self._portal_warned: set[str] = set()
         self._redis_down_since: float | None = None
 
     # ---- output ------------------------------------------------------------------------------
     async def api_log(self, status: str, message: str) -> None:
-        """One `api_logs` row (and the same text in the process log)."""
-        level = {"INFO": logging.INFO, "WARN": logging.WARNING}.get(status, logging.ERROR)
-        log.log(level, "watchdog_api_log %s %s", status, message)
-        row = ApiLogRow(
-            ts=self.clock(), api_mode=self.mode, status=status, message=message, source=SOURCE
-        )
-        try:
-            await self.client.xadd(self.keys.api_logs, encode_api_log(row))  # type: ignore[arg-type]
-        except REDIS_DOWN as exc:
-            log.error("watchdog_api_log_lost %s %s: Redis unreachable: %r", status, message, exc)
+        await self.io.api_log(status, message)
 
     async def publish_state(self, decision: str, reason: str, attempt: int = 0) -> None:
-        fields = {
-            "decision": decision,
-            "reason": reason,
-            "updated": self.clock().isoformat(),
-            "round": str(self.round_number),
-            "attempt": str(attempt),
-            "mode": self.mode,
-            "pause_until": self.memory.pause_until.isoformat() if self.memory.pause_until else "",
-        }
-        try:
-            await self.client.hset(self.keys.watchdog_state, mapping=fields)  # type: ignore[arg-type]
-        except REDIS_DOWN as exc:
-            log.debug("watchdog_state_unpublished %r", exc)
+        pause_until = self.memory.pause_until
+        await self.io.publish_state(
+            {
+                "decision": decision,
+                "reason": reason,
+                "updated": self.clock().isoformat(),
+                "round": str(self.round_number),
+                "attempt": str(attempt),
+                "mode": self.mode,
+                "pause_until": pause_until.isoformat() if pause_until else "",
+            }
+        )
 
     def _log_decision(self, decision: Decision, trigger: Trigger) -> None:
         key = (
@@ -152,34 +132,6 @@ class Watchdog:
             return
         self._last_logged = key
         log.info("watchdog_decision %s (trigger %s): %s", decision.action, trigger, decision.reason)
-
-    # ---- input -------------------------------------------------------------------------------
-    async def observe(self) -> Observation:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.link)
-        pipe.get(self.keys.heartbeat)
-        pipe.get(self.keys.pause_until)
-        link, beat, pause = await pipe.execute()
-        return Observation.from_redis(link or {}, beat, pause)
-
-    async def _init_cursor(self) -> None:
-        newest: Any = await self.client.xrevrange(self.keys.link_events, count=1)
-        self.cursor = _text(newest[0][0]) if newest else "0-0"
-
-    async def read_events(self, block_s: float) -> list[dict[str, str]]:
-        """link_events entries after the cursor (waits up to `block_s` for the first)."""
-        if self.cursor is None:
-            await self._init_cursor()
-        assert self.cursor is not None
-        reply: Any = await self.client.xread(
-            {self.keys.link_events: self.cursor}, count=100, block=max(1, int(block_s * 1000))
-        )
-        out: list[dict[str, str]] = []
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                self.cursor = _text(entry_id)
-                out.append({_text(k): _text(v) for k, v in fields.items()})
-        return out
 
     # ---- the loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> int:
@@ -243,7 +195,7 @@ class Watchdog:
         if self.memory.pause_until is not None:
             left = (self.memory.pause_until - self.clock()).total_seconds()
             wait_s = min(wait_s, max(left, 0.0))
-        events = await self.read_events(max(wait_s, 0.001))
+        events = await self.io.read_events(max(wait_s, 0.001))
         for event in events:
             if event.get("state") in TRIGGER_STATES and not event.get("cmd_id"):
                 log.info("watchdog_link_event %s: %s", event.get("state"), event.get("reason"))
@@ -257,7 +209,7 @@ class Watchdog:
         return until is not None and self.clock() >= until
 
     async def check(self, trigger: Trigger) -> None:
-        obs = await self.observe()
+        obs = await self.io.observe()
         now = self.clock()
         self._note_heartbeat(obs, now)
         decision = decide(obs, now, self.memory, self.limits, trigger)
@@ -289,8 +241,7 @@ class Watchdog:
         if not heartbeat_stale(obs):
             if not self.memory.beat_seen or self.memory.beat_absent_since is not None:
                 self.memory = replace(self.memory, beat_seen=True, beat_absent_since=None)
-            self._said_no_supervisor = False
-            self._said_not_running = ""
+            self.restarter.beat_seen()
         elif self.memory.beat_absent_since is None:
             self.memory = replace(self.memory, beat_absent_since=now)
 
@@ -301,31 +252,11 @@ class Watchdog:
         self._portal_warned = current
 
     # ---- actions -----------------------------------------------------------------------------
-    async def send_command(self, cmd: str, reason: str, until: datetime | None = None) -> str:
-        cmd_id = uuid.uuid4().hex
-        fields = {"cmd": cmd, "id": cmd_id, "reason": reason, "issued": self.clock().isoformat()}
-        if until is not None:
-            fields["until"] = until.isoformat()
-        await self.client.xadd(
-            self.keys.control,
-            fields,  # type: ignore[arg-type]
-            maxlen=10_000,
-            approximate=True,
-        )
-        log.info(
-            "watchdog_command %s id=%s%s",
-            cmd,
-            cmd_id,
-            f" until={until.isoformat()}" if until else "",
-        )
-        return cmd_id
-
     async def pause(self, decision: Decision, obs: Observation, now: datetime) -> None:
         until = decision.until
         assert until is not None
-        ttl_ms = max(1, int((until - now).total_seconds() * 1000))
-        await self.client.set(self.keys.pause_until, until.isoformat(), px=ttl_ms)
-        await self.send_command("pause", decision.reason, until)
+        await self.io.set_pause(until, now)
+        await self.io.send_command("pause", decision.reason, until)
         self.memory = replace(self.memory, pause_until=until, exhausted=False)
         await self.publish_state("paused", decision.reason)
         since = f" (down since {eastern_text(obs.since)})" if obs.since else ""
@@ -337,62 +268,10 @@ class Watchdog:
         )
 
     async def restart(self, decision: Decision, now: datetime) -> None:
-        process = self.settings.collector_process
-        if not self.supervisor.configured:
-            if not self._said_no_supervisor:
-                self._said_no_supervisor = True
-                await self.api_log(
-                    "WARN",
-                    f"{decision.reason}; not running under supervisord "
-                    "(BRIDGE_SUPERVISOR_URL not set): cannot restart the collector; "
-                    "still watching",
-                )
-            await self.publish_state("collector_stale", decision.reason)
-            return
-        await self.publish_state("restarting", decision.reason)
-        text = (
-            f"{decision.reason}: restarting {process} through supervisord at "
-            f"{self.supervisor.where()}"
-        )
-        if self._said_no_supervisor:  # unreachable last time, already said: try quietly
-            log.info("watchdog_restart_retry %s", text)
-        else:
-            await self.api_log("WARN", text)
-        try:
-            result = await self.supervisor.restart()
-        except SupervisorUnavailable as exc:
-            if not self._said_no_supervisor:
-                self._said_no_supervisor = True
-                await self.api_log(
-                    "WARN",
-                    f"cannot restart the collector: not reachable under "
-                    f"supervisord ({exc}); still watching",
-                )
-            await self.publish_state("collector_stale", decision.reason)
-            return
-        except NotRestarted as exc:
-            if exc.state != self._said_not_running:
-                self._said_not_running = exc.state
-                await self.api_log(
-                    "WARN",
-                    f"collector {process} not restarted: supervisord "
-                    f"reports it {exc} (stopped by an operator, or being started "
-                    f"by supervisord); still watching",
-                )
-            await self.publish_state("collector_stale", f"{decision.reason}; {exc}")
-            return
-        except RestartFailed as exc:
+        def restarted() -> None:
             self.memory = replace(self.memory, restarted_at=self.clock(), beat_seen=False)
-            await self.api_log("ERROR", f"restart of {process} through supervisord failed: {exc}")
-            return
-        self.memory = replace(self.memory, restarted_at=self.clock(), beat_seen=False)
-        await self.api_log(
-            "INFO",
-            f"collector {process} restarted through supervisord "
-            f"(pid {result.pid_before} -> {result.pid_after}, "
-            f"{result.state_after})",
-        )
-        await self.publish_state("restarted", decision.reason)
+
+        await self.restarter.run(decision.reason, restarted)
 
     async def run_round(self, decision: Decision) -> None:
         s = self.settings
@@ -417,7 +296,7 @@ class Watchdog:
                         "backoff", f"next {what} in {delay:.2f} s", rnd.attempts
                     )
                     await self._sleep(delay)
-                    obs = await self.observe()
+                    obs = await self.io.observe()
                     self._note_heartbeat(obs, self.clock())
                     again = decide(obs, self.clock(), self.memory, self.limits, Trigger.RETRY)
                     if again.action != rnd.action:
@@ -462,10 +341,10 @@ class Watchdog:
         """Send one command and wait (bounded) for the collector's answer with its id:
         (succeeded, what happened, seconds)."""
         loop = asyncio.get_running_loop()
-        if self.cursor is None:
-            await self._init_cursor()  # before the command, so its answer cannot be missed
+        if self.io.cursor is None:
+            await self.io.init_cursor()  # before the command, so its answer cannot be missed
         started = loop.time()
-        cmd_id = await self.send_command(action.value, reason)
+        cmd_id = await self.io.send_command(action.value, reason)
         deadline = started + self.answer_timeout_s
         while True:
             if self.stop.is_set():
@@ -478,7 +357,7 @@ class Watchdog:
                     f"{self.answer_timeout_s:g} s (command {cmd_id})",
                     loop.time() - started,
                 )
-            for event in await self.read_events(min(left, EVENT_BLOCK_MAX_S)):
+            for event in await self.io.read_events(min(left, EVENT_BLOCK_MAX_S)):
                 if event.get("cmd_id") != cmd_id:
                     continue
                 state = event.get("state", "")

@@ -153,30 +153,8 @@ def decide(
 ) -> Decision:
     """The one decision for this observation at `now` (see the module docstring)."""
     if heartbeat_stale(obs):
-        absent_since = memory.beat_absent_since or now
-        absent_s = (now - absent_since).total_seconds()
-        if absent_s < limits.stale_confirm_s:
-            # a Redis restart also loses the key until the collector's next beat (1 s)
-            return Decision(
-                Action.WAIT,
-                f"collector heartbeat missing for {absent_s:.1f} s; "
-                f"confirming for {limits.stale_confirm_s:g} s",
-            )
-        last_start = max(memory.started_at, memory.restarted_at or memory.started_at)
-        quiet_s = (now - last_start).total_seconds()
-        if not memory.beat_seen and quiet_s < limits.restart_grace_s:
-            return Decision(
-                Action.WAIT,
-                "no collector heartbeat yet; within the "
-                f"{limits.restart_grace_s:g} s start-up grace",
-            )
-        return Decision(
-            Action.RESTART,
-            "collector heartbeat stale (no beat for its "
-            f"{limits.heartbeat_ttl_s:g} s TTL): collector hung or dead",
-        )
-    state = obs.state
-    if state == CONNECTED:
+        return _collector_silent(now, memory, limits)
+    if obs.state == CONNECTED:
         return Decision(Action.NONE, "link connected")
     pause_until = _latest(memory.pause_until, obs.pause_until)
     if pause_until is not None and now < pause_until:
@@ -185,6 +163,44 @@ def decide(
             f"paused for the nightly gateway restart; waiting until {eastern_text(pause_until)}",
             pause_until,
         )
+    return _link_not_connected(obs, now, memory, limits, trigger=trigger, pause_until=pause_until)
+
+
+def _collector_silent(now: datetime, memory: Memory, limits: Limits) -> Decision:
+    """No heartbeat: confirm, allow a start-up grace, then restart the collector."""
+    absent_since = memory.beat_absent_since or now
+    absent_s = (now - absent_since).total_seconds()
+    if absent_s < limits.stale_confirm_s:
+        # a Redis restart also loses the key until the collector's next beat (1 s)
+        return Decision(
+            Action.WAIT,
+            f"collector heartbeat missing for {absent_s:.1f} s; "
+            f"confirming for {limits.stale_confirm_s:g} s",
+        )
+    last_start = max(memory.started_at, memory.restarted_at or memory.started_at)
+    quiet_s = (now - last_start).total_seconds()
+    if not memory.beat_seen and quiet_s < limits.restart_grace_s:
+        return Decision(
+            Action.WAIT,
+            f"no collector heartbeat yet; within the {limits.restart_grace_s:g} s start-up grace",
+        )
+    return Decision(
+        Action.RESTART,
+        "collector heartbeat stale (no beat for its "
+        f"{limits.heartbeat_ttl_s:g} s TTL): collector hung or dead",
+    )
+
+
+def _link_not_connected(  # noqa: PLR0911  one answer per link state, in order of precedence
+    obs: Observation,
+    now: datetime,
+    memory: Memory,
+    limits: Limits,
+    *,
+    trigger: Trigger,
+    pause_until: datetime | None,
+) -> Decision:
+    state = obs.state
     down = state in DOWN_STATES
     if down and limits.mode == "SOCKET" and in_reset_window(now):
         until = resume_time(now)

@@ -35,13 +35,14 @@ async def main(settings: Settings) -> int:
     redis_url = settings.require_redis()
     stop = asyncio.Event()
     install_stop_signals(stop)
-    # min_size=0: no connection in create_pool; one attempt per try, the breaker does the rest
-    db = DBManager(dsn, min_size=0, connect_attempts=1)
+    # PostgreSQL may be down at start: the buffered store connects (one attempt per try) when it
+    # needs the database, and buffers behind the circuit breaker meanwhile.
+    db = DBManager(dsn, min_size=0, connect_attempts=1)  # min_size=0: no connect in create_pool
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-    writer, outbox = Writer.buffered(settings, redis, db, stop=stop)
+    writer, store = Writer.buffered(settings, redis, db, stop=stop)
     try:
-        await outbox.check_database()
-        outbox.open_buffer()
+        await store.check_database()
+        store.open_buffer()
         await supervise({"consume": writer.run()}, stop, grace_s=settings.stop_grace_s)
     except DatabaseSetupError as exc:
         if not is_config_error(exc):
@@ -54,7 +55,7 @@ async def main(settings: Settings) -> int:
             return _refused(dsn, cause)
         raise
     finally:
-        outbox.close()
+        store.close()
         await redis.aclose()
         await db.close()
     return 0

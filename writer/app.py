@@ -27,10 +27,10 @@ from shared.codec import Rejected, decode_api_log, decode_greeks
 from shared.config import Settings
 from shared.models import ApiLogRow, GreeksRow
 from shared.names import Keys
+from writer.buffered_store import BufferedStore, BufferUnavailable
 from writer.consumer import Entry, StreamConsumer, dead_fields
 from writer.errors import is_outage, is_row_error
 from writer.isolate import Row, find_refused
-from writer.outbox import BufferUnavailable, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +142,14 @@ class Writer:
     @classmethod
     def buffered(
         cls, settings: Settings, redis: aioredis.Redis, db: DBManager, *, stop: asyncio.Event
-    ) -> tuple[Writer, Outbox]:
+    ) -> tuple[Writer, BufferedStore]:
         """The production writer: PostgreSQL behind the circuit breaker, the buffer behind it."""
         writer = cls(settings, redis, DatabaseStore(db), stop=stop)
-        outbox = Outbox(
+        store = BufferedStore(
             settings, db, dead_letter=writer.dead_letter, stop=stop, on_progress=writer._beat
         )
-        writer.store = outbox
-        return writer, outbox
+        writer.store = store
+        return writer, store
 
     async def run(self) -> None:
         try:

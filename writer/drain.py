@@ -20,8 +20,8 @@ from shared.config import Settings
 from shared.jsonl import JsonlFile
 from shared.models import ApiLogRow
 from shared.names import Keys
+from writer.buffered_store import BufferedStore
 from writer.consumer import Entry, dead_fields
-from writer.outbox import Outbox
 
 log = logging.getLogger("drain")
 
@@ -73,13 +73,13 @@ async def drain_buffer(
         return warns
 
     db = DBManager(settings.require_database(), connect_attempts=1)
-    outbox = Outbox(settings, db, dead_letter=dead_letter)
+    store = BufferedStore(settings, db, dead_letter=dead_letter)
     try:
-        outbox.open_buffer()  # takes the lock: BufferBusy while a writer holds it
+        store.open_buffer()  # takes the lock: BufferBusy while a writer holds it
         on_start(rows, size, buffer.path)
-        done = await outbox.flush(force=True)
+        done = await store.flush(force=True)
     finally:
-        outbox.close()
+        store.close()
         await db.close()
         if redis is not None:
             await redis.aclose()

@@ -43,3 +43,9 @@ def is_outage(exc: BaseException) -> bool:
 
 def is_row_error(exc: BaseException) -> bool:
     return is_data_error(exc) and not is_outage(exc)
+
+
+def reason_of(exc: BaseException) -> str:
+    """An exception as one short line for the log and `api_logs`."""
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    return text[:300]

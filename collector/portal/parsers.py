@@ -71,15 +71,23 @@ def parse_number(raw: object, *, price: bool = False) -> Value:
     if isinstance(raw, bool):
         return Value(None, f"boolean {raw!r} is not a number")
     if isinstance(raw, int | float):
-        try:
-            number = float(raw)
-        except OverflowError:
-            return Value(None, f"{_short(raw)} is out of range")
-        if not math.isfinite(number):
-            return Value(None, f"{_short(raw)} is not finite")
-        return Value(number)
+        return _native_number(raw)
     if not isinstance(raw, str):
         return Value(None, f"{type(raw).__name__} {_short(raw)} is not a number")
+    return _text_number(raw, price=price)
+
+
+def _native_number(raw: float) -> Value:
+    try:
+        number = float(raw)
+    except OverflowError:
+        return Value(None, f"{_short(raw)} is out of range")
+    if not math.isfinite(number):
+        return Value(None, f"{_short(raw)} is not finite")
+    return Value(number)
+
+
+def _text_number(raw: str, *, price: bool) -> Value:  # noqa: PLR0911  one answer per malformed case
     text = raw.strip()
     if not text:
         return Value(None, "empty string")

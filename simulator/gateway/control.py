@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from simulator.gateway.server import LOOPBACK, GatewaySimulator
@@ -37,62 +38,85 @@ class ControlError(Exception):
     pass
 
 
-async def execute(sim: GatewaySimulator, line: str) -> dict[str, Any]:
+Reply = dict[str, Any]
+
+
+async def execute(sim: GatewaySimulator, line: str) -> Reply:
     """Run one command line against `sim`; the reply as a dict."""
     words = line.split()
     if not words:
         raise ControlError("empty command")
     cmd, args = words[0].lower(), words[1:]
+    command = _COMMANDS.get(cmd)
+    if command is None:
+        raise ControlError(f"unknown command {cmd!r}")
     try:
-        match cmd:
-            case "ping":
-                return {"ok": True}
-            case "status":
-                return {"ok": True, **sim.status()}
-            case "drop":
-                return {"ok": True, "dropped": sim.drop_all()}
-            case "refuse":
-                seconds = float(args[0])
-                await sim.refuse(seconds, drop=len(args) > 1 and args[1].lower() == "drop")
-                return {"ok": True, "seconds": seconds}
-            case "reset":
-                delay = float(args[0]) if args else 1.0
-                code = int(args[1]) if len(args) > 1 else 1102
-                if code not in (1101, 1102):
-                    raise ControlError("reset code must be 1101 or 1102")
-                sim.start_reset(delay, code)
-                return {"ok": True, "delay_s": delay, "code": code}
-            case "hold":
-                sim.hold_client_id(int(args[0]))
-                return {"ok": True}
-            case "release":
-                sim.release_client_id(int(args[0]))
-                return {"ok": True}
-            case "greeks":
-                con_ids = [int(a) for a in args[1:]] or None
-                sim.set_greeks_mode(args[0].lower(), con_ids)
-                return {"ok": True}
-            case "market":
-                if args[0].lower() not in ("open", "closed"):
-                    raise ControlError("market open|closed")
-                sim.set_market_closed(args[0].lower() == "closed")
-                return {"ok": True}
-            case "freeze":
-                if args[0].lower() not in ("on", "off"):
-                    raise ControlError("freeze on|off")
-                return {"ok": True, "model_time": sim.freeze(args[0].lower() == "on")}
-            case "position":
-                sim.set_position(int(args[0]), float(args[1]))
-                return {"ok": True}
-            case "error":
-                sim.inject_error(int(args[0]), " ".join(args[1:]) or None)
-                return {"ok": True}
-            case _:
-                raise ControlError(f"unknown command {cmd!r}")
+        reply = command(sim, args)
+        return await reply if isinstance(reply, Awaitable) else reply
     except IndexError:
         raise ControlError(f"missing argument for {cmd!r}") from None
     except (ValueError, KeyError) as exc:
         raise ControlError(f"{cmd}: {exc}") from None
+
+
+async def _refuse(sim: GatewaySimulator, args: list[str]) -> Reply:
+    seconds = float(args[0])
+    await sim.refuse(seconds, drop=len(args) > 1 and args[1].lower() == "drop")
+    return {"ok": True, "seconds": seconds}
+
+
+def _reset(sim: GatewaySimulator, args: list[str]) -> Reply:
+    delay = float(args[0]) if args else 1.0
+    code = int(args[1]) if len(args) > 1 else 1102
+    if code not in (1101, 1102):
+        raise ControlError("reset code must be 1101 or 1102")
+    sim.start_reset(delay, code)
+    return {"ok": True, "delay_s": delay, "code": code}
+
+
+def _greeks(sim: GatewaySimulator, args: list[str]) -> Reply:
+    sim.set_greeks_mode(args[0].lower(), [int(a) for a in args[1:]] or None)
+    return {"ok": True}
+
+
+def _market(sim: GatewaySimulator, args: list[str]) -> Reply:
+    if args[0].lower() not in ("open", "closed"):
+        raise ControlError("market open|closed")
+    sim.set_market_closed(args[0].lower() == "closed")
+    return {"ok": True}
+
+
+def _freeze(sim: GatewaySimulator, args: list[str]) -> Reply:
+    if args[0].lower() not in ("on", "off"):
+        raise ControlError("freeze on|off")
+    return {"ok": True, "model_time": sim.freeze(args[0].lower() == "on")}
+
+
+def _done(action: Callable[[GatewaySimulator, list[str]], object]) -> Command:
+    """A command whose reply is a bare ok."""
+
+    def run(sim: GatewaySimulator, args: list[str]) -> Reply:
+        action(sim, args)
+        return {"ok": True}
+
+    return run
+
+
+Command = Callable[[GatewaySimulator, list[str]], Reply | Awaitable[Reply]]
+_COMMANDS: dict[str, Command] = {
+    "ping": lambda sim, args: {"ok": True},
+    "status": lambda sim, args: {"ok": True, **sim.status()},
+    "drop": lambda sim, args: {"ok": True, "dropped": sim.drop_all()},
+    "refuse": _refuse,
+    "reset": _reset,
+    "hold": _done(lambda sim, args: sim.hold_client_id(int(args[0]))),
+    "release": _done(lambda sim, args: sim.release_client_id(int(args[0]))),
+    "greeks": _greeks,
+    "market": _market,
+    "freeze": _freeze,
+    "position": _done(lambda sim, args: sim.set_position(int(args[0]), float(args[1]))),
+    "error": _done(lambda sim, args: sim.inject_error(int(args[0]), " ".join(args[1:]) or None)),
+}
 
 
 class ControlServer:

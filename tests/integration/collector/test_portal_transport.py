@@ -11,7 +11,8 @@ import pytest
 
 from collector.greeks import GreeksPolicy
 from collector.portal.pacing import Pacer
-from collector.portal.transport import AccountChoiceError, PortalTransport
+from collector.portal.session import AccountChoiceError
+from collector.portal.transport import PortalTransport
 from collector.transport import LinkEvent, LinkState, Snapshot, TransportError
 from shared.config import Settings, load_settings
 from simulator.portal.server import PortalSimulator

@@ -12,7 +12,7 @@ import pytest
 
 from collector import ib_errors, ib_values
 from collector.greeks import GreeksPolicy
-from collector.socket_transport import SocketTransport
+from collector.socket.transport import SocketTransport
 from collector.transport import LinkEvent, LinkState, PositionData, Snapshot, TransportError
 from shared.clock import utcnow
 from shared.config import Settings, load_settings
@@ -226,7 +226,7 @@ async def test_sentinel_max_and_absent_greeks_are_none_never_zero(
         assert pos.greeks_at is None
     assert by_con(snap)[600000011].delta is not None  # the others keep flowing
     # ib_async 2.1.0 leaves vega/theta at -2.0: the transport must not pass them on
-    sub_call = connected._subs[600000001]
+    sub_call = connected.market.subs[600000001]
     assert (sub_call.ticker.modelGreeks.vega, sub_call.ticker.modelGreeks.theta) == (-2.0, -2.0)
     # the collector's policy excludes them (after the grace period) rather than summing zeros
     evaluation = GreeksPolicy(grace_s=0, max_age_s=60).evaluate(snap, utcnow())
@@ -251,7 +251,7 @@ async def test_closed_market_prices_fall_back_to_close(
     snap = await snapshot_when(transport, lambda s: all_greeks(s) and len(s.prices) == 3)
     for symbol in ("SPY", "QQQ", "AAPL"):
         assert snap.prices[symbol] == pytest.approx(sim.portfolio.price(symbol, t))
-    spy = transport._subs[756733].ticker
+    spy = transport.market.subs[756733].ticker
     assert (spy.bid, spy.ask) == (-1, -1) and math.isnan(spy.marketPrice())
     stock = next(p for p in snap.positions if p.con_id == 756733)
     assert stock.und_price == pytest.approx(sim.portfolio.price("SPY", t))
@@ -454,5 +454,5 @@ async def test_quote_greeks_are_read_when_the_gateway_sends_no_model_greeks(
     snap = await snapshot_when(transport, all_greeks)
     by_con = sim.portfolio.by_con_id()
     for pos in options_of(snap):
-        assert transport._subs[pos.con_id].ticker.modelGreeks is None
+        assert transport.market.subs[pos.con_id].ticker.modelGreeks is None
         assert pos.delta == pytest.approx(sim.portfolio.quote(by_con[pos.con_id], t).delta)

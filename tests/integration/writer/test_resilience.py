@@ -229,7 +229,7 @@ async def hold_at_row(url: str, ts: datetime) -> None:
         await conn.close()
 
 
-async def test_sigkill_during_outage_and_in_mid_drain(
+async def test_sigkill_during_outage_and_in_mid_drain(  # noqa: PLR0915  one fault story, step by step
     spawn: Spawn,
     private_pg: PostgresServer,
     redis_url: str,

@@ -8,8 +8,8 @@ behind it.
 - While rows are buffered, new rows go behind them (also at start-up, for a buffer left by a
   previous run), so no row overtakes another.
 - Every `flush_retry_s` a flush is tried: the buffer drains into PostgreSQL in file order, chunk
-  by chunk (COPY; COMMIT; then the checkpoint), is emptied, and the breaker
-  closes. A failed retry leaves it open until the next one.
+  by chunk (COPY; COMMIT; then the checkpoint; `writer.buffer_drain`), is emptied, and the
+  breaker closes. A failed retry leaves it open until the next one.
 - A data error is no outage: the refused rows are found by bisection and dead-lettered.
 - The buffer unwritable (full disk, bad path): `BufferUnavailable`; the caller acks nothing.
 
@@ -32,38 +32,20 @@ from shared.config import Settings
 from shared.jsonl import BufferBusy, JsonlFile
 from shared.models import ApiLogRow, GreeksRow
 from writer.breaker import Breaker
-from writer.consumer import Entry
-from writer.errors import DatabaseSetupError, is_outage, is_row_error
-from writer.isolate import Row, find_refused
-from writer.lines import (
-    Prepared,
-    as_record,
-    buffer_entry,
-    decode_line,
-    encode_line,
-    prepare,
-    raw_line,
-)
+from writer.buffer_drain import DRAIN_CHUNK_ROWS, BufferDrain, DeadLetter, audit_row
+from writer.buffer_health import BufferHealth
+from writer.errors import DatabaseSetupError, is_outage, reason_of
+from writer.isolate import Row
+from writer.lines import encode_line
 
 log = logging.getLogger(__name__)
-
-# Rows per drain transaction (one COPY, one COMMIT, then the checkpoint).
-DRAIN_CHUNK_ROWS = 10_000
-BUFFER_ERROR_LOG_EVERY_S = 60.0
-
-DeadLetter = Callable[[list[tuple[Entry, str]]], Awaitable[list[ApiLogRow]]]
 
 
 class BufferUnavailable(OSError):
     """The buffer cannot be written (full disk, unwritable path): nothing may be acked."""
 
 
-def _reason(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    return text[:300]
-
-
-class Outbox:
+class BufferedStore:
     """The writer's `Store`: PostgreSQL behind a circuit breaker, the buffer while it is open."""
 
     def __init__(
@@ -93,8 +75,7 @@ class Outbox:
         self._audit: list[ApiLogRow] = []  # audit rows waiting for the next write
         self._rows = 0  # rows in the buffer not yet drained (an estimate between drains)
         self._bytes = 0
-        self._buffer_error: str = ""
-        self._buffer_error_logged = 0.0
+        self.health = BufferHealth(self.buffer.path, self._audit_row, monotonic)
         self.last_commit: datetime | None = None
         self.closed_by_flush = 0
 
@@ -107,7 +88,7 @@ class Outbox:
                 self.buffer.clear()  # drained but not yet truncated when the last run ended
             self._rows, self._bytes = self.buffer.count()
         except OSError as exc:
-            self._buffer_failed(exc)
+            self.health.failed(exc)
             return
         if self._rows:
             # rows go to the buffer until it is drained: that is the open state, due at once
@@ -145,7 +126,7 @@ class Outbox:
         except BufferBusy:
             raise
         except OSError as exc:
-            self._buffer_failed(exc)
+            self.health.failed(exc)
 
     def close(self) -> None:
         """At stop: audit rows still queued go to the buffer (drained first at the next start)."""
@@ -198,7 +179,7 @@ class Outbox:
         return {
             "breaker": b.state.value,
             "since": b.since.isoformat() if b.since else "",
-            "reason": b.reason + (f"; buffer: {self._buffer_error}" if self._buffer_error else ""),
+            "reason": b.reason + (f"; buffer: {self.health.error}" if self.health.error else ""),
             "buffer_rows": str(self._rows),
             "buffer_bytes": str(self._bytes),
             "updated": self.clock().isoformat(),
@@ -217,9 +198,9 @@ class Outbox:
         except Exception as exc:
             if is_outage(exc):
                 raise
-            raise DatabaseSetupError(f"PostgreSQL refused the writer: {_reason(exc)}") from exc
+            raise DatabaseSetupError(f"PostgreSQL refused the writer: {reason_of(exc)}") from exc
 
-    async def _write(self, greeks: list[GreeksRow], logs: list[ApiLogRow], *, bulk: bool) -> None:
+    async def _write(self, greeks: list[GreeksRow], logs: list[ApiLogRow], bulk: bool) -> None:
         if not greeks and not logs:
             return
         await self._ensure_db()
@@ -228,6 +209,13 @@ class Outbox:
             result = await self.db.copy_batch(greeks, logs)
         else:
             result = await self.db.write_batch(greeks, logs)
+        self._committed(result)
+
+    async def _copy_text(self, text: bytes, logs: list[ApiLogRow]) -> None:
+        await self._ensure_db()
+        self._committed(await self.db.copy_greeks_text(text, logs))
+
+    def _committed(self, result: WriteResult) -> None:
         self.last_commit = self.clock()
         if result.greeks_skipped or result.logs_skipped:
             log.info(
@@ -244,14 +232,14 @@ class Outbox:
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            log.warning("db_write_failed %s; retrying once on a fresh connection", _reason(exc))
+            log.warning("db_write_failed %s; retrying once on a fresh connection", reason_of(exc))
             await self.db.expire_connections()
             await self._write(greeks, logs, bulk=False)
 
     # ---- the breaker ---------------------------------------------------------------------------
     async def _open(self, exc: BaseException) -> None:
         self._schema_ok = False  # re-checked when PostgreSQL is back (it may be a new cluster)
-        reason = f"PostgreSQL unreachable: {_reason(exc)}"
+        reason = f"PostgreSQL unreachable: {reason_of(exc)}"
         if self.breaker.open(reason, now=self.clock(), mono=self.monotonic()):
             await self.db.expire_connections()
             log.error(
@@ -263,11 +251,7 @@ class Outbox:
                 self._bytes,
                 self.breaker.retry_s,
             )
-            self._audit_row(
-                "ERROR",
-                f"writer circuit breaker opened: {reason}; rows are "
-                f"buffered in {self.buffer.path} until PostgreSQL is back",
-            )
+            self._audit_opened(reason)
 
     async def flush(self, *, force: bool = False) -> bool:
         """Drain the buffer and close the breaker when a retry is due (or at once while closed,
@@ -317,7 +301,7 @@ class Outbox:
 
     def _flush_failed(self, exc: BaseException) -> None:
         self._schema_ok = False
-        reason = f"PostgreSQL unreachable: {_reason(exc)}"
+        reason = f"PostgreSQL unreachable: {reason_of(exc)}"
         if not self.breaker.is_open:
             # a buffer left by a previous run, and PostgreSQL down at start-up
             self.breaker.open(reason, now=self.clock(), mono=self.monotonic())
@@ -328,11 +312,7 @@ class Outbox:
                 self._bytes,
                 self.buffer.path,
             )
-            self._audit_row(
-                "ERROR",
-                f"writer circuit breaker opened: {reason}; rows are "
-                f"buffered in {self.buffer.path} until PostgreSQL is back",
-            )
+            self._audit_opened(reason)
             return
         self.breaker.retry_failed(reason, mono=self.monotonic())
         n = self.breaker.failed_retries
@@ -352,14 +332,13 @@ class Outbox:
         )
 
     def _audit_row(self, status: str, message: str) -> None:
-        self._audit.append(
-            ApiLogRow(
-                ts=self.clock(),
-                api_mode=self.settings.ib_api_mode,
-                status=status,
-                message=message,
-                source="writer",
-            )
+        self._audit.append(audit_row(self.clock(), self.settings.ib_api_mode, status, message))
+
+    def _audit_opened(self, reason: str) -> None:
+        self._audit_row(
+            "ERROR",
+            f"writer circuit breaker opened: {reason}; rows are "
+            f"buffered in {self.buffer.path} until PostgreSQL is back",
         )
 
     # ---- the buffer ----------------------------------------------------------------------------
@@ -374,162 +353,33 @@ class Outbox:
             log.error("buffer_busy %s: another process holds its lock; nothing is acked", exc)
             raise BufferUnavailable(0, str(exc)) from exc
         except OSError as exc:
-            self._buffer_failed(exc)
-            raise BufferUnavailable(
-                exc.errno, f"buffer {self.buffer.path} unwritable: {_reason(exc)}"
-            ) from exc
+            reason = self.health.failed(exc)
+            message = f"buffer {self.buffer.path} unwritable: {reason}"
+            raise BufferUnavailable(exc.errno, message) from exc
         self._rows += len(rows)
-        if self._buffer_error:
-            log.warning(
-                "buffer_writable again %s (%d rows, %d bytes)",
-                self.buffer.path,
-                self._rows,
-                self._bytes,
-            )
-            self._audit_row(
-                "INFO",
-                f"writer buffer {self.buffer.path} writable again after: {self._buffer_error}",
-            )
-            self._buffer_error = ""
+        self.health.written(self._rows, self._bytes)
 
-    def _buffer_failed(self, exc: OSError) -> None:
-        reason = _reason(exc)
-        now = self.monotonic()
-        if (
-            reason != self._buffer_error
-            or now - self._buffer_error_logged >= BUFFER_ERROR_LOG_EVERY_S
-        ):
-            log.error(
-                "buffer_unwritable %s: %s; nothing is acked, Redis keeps the entries",
-                self.buffer.path,
-                reason,
-            )
-            if reason != self._buffer_error:
-                self._audit_row(
-                    "ERROR",
-                    f"writer buffer {self.buffer.path} unwritable: {reason}; "
-                    "entries stay unacknowledged in Redis",
-                )
-            self._buffer_error_logged = now
-        self._buffer_error = reason
-
+    # ---- the drain -----------------------------------------------------------------------------
     async def _drain(self) -> int:
-        """Everything in the buffer into PostgreSQL, in file order; checkpoint after each COMMIT;
-        the file is emptied only once all of it is committed. Returns the rows drained.
-
-        Pipelined: the next chunk is read and prepared in a thread while the current one is
-        written, so the CPU work overlaps the database's. A chunk of ordinary greeks lines goes
-        as COPY text (the server parses the values, `copy_line` checked their shape); anything
-        unusual goes through the stream codec."""
-        total = 0
-        bad: list[tuple[int, str]] = []
-        chunks = self.buffer.iter_chunks(
-            self.drain_chunk_rows, on_bad=lambda n, why: bad.append((n, why)), raw=raw_line
+        """Everything in the buffer into PostgreSQL (`BufferDrain`). Returns the rows drained."""
+        drain = BufferDrain(
+            self.buffer,
+            write=self._write,
+            copy_text=self._copy_text,
+            dead_letter=self.dead_letter,
+            api_mode=self.settings.ib_api_mode,
+            clock=self.clock,
+            stop=self.stop,
+            chunk_rows=self.drain_chunk_rows,
         )
-
-        def read_ahead() -> Prepared | None:
-            chunk = next(chunks, None)
-            if chunk is None:
-                return None
-            prepared = prepare(chunk.records, chunk.end_offset)
-            prepared.bad.extend(bad)
-            bad.clear()
-            return prepared
-
-        ahead: asyncio.Future[Prepared | None] = asyncio.ensure_future(
-            asyncio.to_thread(read_ahead)
-        )
-        try:
-            while (chunk := await ahead) is not None:
-                ahead = asyncio.ensure_future(asyncio.to_thread(read_ahead))
-                warns = [self._bad_lines_warn(n, why) for n, why in chunk.bad]
-                await self._write_prepared(chunk, warns)
-                self.buffer.commit(chunk.end_offset)
-                total += len(chunk.records)
-                self._rows = max(self._rows - len(chunk.records), 0)
-                if self.on_progress is not None:
-                    await self.on_progress()
-                if self.stop.is_set():
-                    log.info(
-                        "buffer_drain_paused by stop after %d rows; resumes at the checkpoint",
-                        total,
-                    )
-                    self._rows = max(self._rows, 1)  # not cleared: still a backlog
-                    return total
-        finally:
-            # the read-ahead thread must be done with the file before it is closed
-            if not ahead.done():
-                await asyncio.wait([ahead])
-            if not ahead.cancelled() and ahead.exception() is not None:
-                log.debug("buffer read-ahead discarded: %r", ahead.exception())
-            chunks.close()
-        self.buffer.clear()
-        self._rows, self._bytes = 0, 0
+        total, emptied = await drain.run(self._drained_chunk)
+        if emptied:
+            self._rows, self._bytes = 0, 0
+        else:
+            self._rows = max(self._rows, 1)  # paused by stop: still a backlog
         return total
 
-    async def _write_prepared(self, chunk: Prepared, warns: list[ApiLogRow]) -> None:
-        if chunk.rejected:
-            warns = [*warns, *await self.dead_letter(chunk.rejected)]
-        if chunk.text is not None:
-            try:
-                await self._ensure_db()
-                result = await self.db.copy_greeks_text(chunk.text, [*chunk.logs, *warns])
-            except Exception as exc:
-                if not is_row_error(exc):
-                    raise
-                log.warning(
-                    "db_refused_text_chunk %s: the chunk goes through the codec", _reason(exc)
-                )
-            else:
-                self.last_commit = self.clock()
-                if result.greeks_skipped or result.logs_skipped:
-                    log.info(
-                        "replay_skipped %d greeks and %d api_logs rows were already stored",
-                        result.greeks_skipped,
-                        result.logs_skipped,
-                    )
-                return
-        greeks: list[GreeksRow] = []
-        logs: list[ApiLogRow] = []
-        rejected: list[tuple[Entry, str]] = []
-        for item in chunk.records:
-            if id(item) in chunk.rejected_ids:
-                continue  # dead-lettered above
-            record = as_record(item)
-            row = decode_line(record)
-            if isinstance(row, GreeksRow):
-                greeks.append(row)
-            elif isinstance(row, ApiLogRow):
-                logs.append(row)
-            else:
-                rejected.append((buffer_entry(record), f"buffer line: {row.reason}"))
-        if rejected:
-            warns = [*warns, *await self.dead_letter(rejected)]
-        await self._write_chunk(greeks, [*logs, *warns])
-
-    def _bad_lines_warn(self, n: int, why: str) -> ApiLogRow:
-        message = (
-            f"writer buffer: {n} {why}(s) of {self.buffer.path} moved to {self.buffer.bad_path}"
-        )
-        log.warning("buffer_bad_lines %s", message)
-        return ApiLogRow(
-            ts=self.clock(),
-            api_mode=self.settings.ib_api_mode,
-            status="WARN",
-            message=message,
-            source="writer",
-        )
-
-    async def _write_chunk(self, greeks: list[GreeksRow], logs: list[ApiLogRow]) -> None:
-        try:
-            await self._write(greeks, logs, bulk=True)
-        except Exception as exc:
-            if not is_row_error(exc):
-                raise
-            log.error("db_refused_buffer_chunk %s: isolating the bad rows", _reason(exc))
-            refused = await find_refused(
-                [*greeks, *logs], lambda g, a: self._write(g, a, bulk=False)
-            )
-            dead = [(buffer_entry(encode_line(r)), why) for r, why in refused]
-            warns = await self.dead_letter(dead)
-            await self._write([], warns, bulk=False)
+    async def _drained_chunk(self, rows: int) -> None:
+        self._rows = max(self._rows - rows, 0)
+        if self.on_progress is not None:
+            await self.on_progress()

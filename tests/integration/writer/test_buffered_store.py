@@ -1,5 +1,5 @@
-"""The writer's outbox: the breaker's state machine, the drain's COPY-text shortcut against the
-codec, and data errors (not outages) for stream rows and for buffered rows alike."""
+"""The writer's buffered store: the breaker's state machine, the drain's COPY-text shortcut
+against the codec, and data errors (not outages) for stream rows and for buffered rows alike."""
 
 from __future__ import annotations
 

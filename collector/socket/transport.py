@@ -4,11 +4,9 @@
   `IB_CLIENT_ID`, `readonly=True`, `account=IB_ACCOUNT`. ib_async syncs positions (reqPositions)
   and the portfolio (reqAccountUpdates; there is no reqPortfolioUpdates). Error 326 (client id in
   use) fails the attempt at once instead of waiting for ib_async's timeout.
-- Then: `reqMarketDataType(IB_MARKET_DATA_TYPE)`, `reqPnL(account)` (kept in `status()`), and one
-  streaming `reqMktData` per option position (conId + exchange SMART; Greeks from `modelGreeks`)
-  and per underlying (its stock contract, found by `reqContractDetails` when the account holds
-  no shares of it). Subscriptions follow the positions: new ones are subscribed, closed ones
-  cancelled (on every position event and every snapshot).
+- Then: `reqMarketDataType(IB_MARKET_DATA_TYPE)`, `reqPnL(account)` (kept in `status()`), and the
+  market data subscriptions (`collector.socket.subscriptions`: one per option position and per
+  underlying), which follow the positions on every position event and every snapshot.
 - After every connect, and on 1101/1102, all market data is requested again (ib_async forgets
   every subscription on disconnect; IB drops them on 1101 and may on 1102).
 - Errors become link states and `LinkEvent`s (`collector.ib_errors`); a dropped socket is a
@@ -28,71 +26,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from ib_async import IB, Contract, Stock
+from ib_async import IB
 
 from collector import ib_errors, ib_values
-from collector.transport import LinkEvent, LinkState, PositionData, Snapshot, TransportError
+from collector.socket.contracts import describe, position_data
+from collector.socket.subscriptions import Subscriptions
+from collector.transport import LinkEvent, LinkState, Snapshot, TransportError
 from shared import clock
 from shared.config import Settings
-from shared.names import OPTION_TYPES, STOCK_TYPES
 
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 0.5  # bound on waiting for our own socket to finish closing
-
-
-@dataclass(slots=True)
-class _Sub:
-    """One streaming market data subscription (an option position or an underlying)."""
-
-    contract: Any  # ib_async Contract
-    ticker: Any  # ib_async Ticker
-    subscribed_at: datetime
-    is_option: bool
-    greeks: ib_values.ModelGreeks = field(default_factory=lambda: ib_values.model_greeks(None))
-    greeks_at: datetime | None = None
-    last_comp: Any = None  # the OptionComputation object last seen (identity check)
-    error: str = ""
-
-
-def _describe(c: Any) -> str:
-    if c.secType in OPTION_TYPES:
-        strike = f"{c.strike:g}" if c.strike else ""
-        parts = (c.symbol, c.lastTradeDateOrContractMonth, strike, c.right)
-        return " ".join(str(p) for p in parts if p)
-    return f"{c.symbol} {c.secType}"
-
-
-def _routable(c: Any) -> Any:
-    """A copy IB can route: conId plus exchange SMART (position contracts may carry an empty or
-    a primary exchange, which gives error 200)."""
-    return Contract(
-        conId=c.conId,
-        symbol=c.symbol,
-        secType=c.secType,
-        lastTradeDateOrContractMonth=c.lastTradeDateOrContractMonth,
-        strike=c.strike,
-        right=c.right,
-        multiplier=c.multiplier,
-        exchange="SMART",
-        currency=c.currency,
-        localSymbol=c.localSymbol,
-        tradingClass=c.tradingClass,
-    )
-
-
-def _greeks_source(ticker: Any) -> Any:
-    """IB's model Greeks (tick 13/83); a gateway that sends only quote-based Greeks (last, then
-    bid, then ask) is still read rather than left without any."""
-    for attr in ("modelGreeks", "lastGreeks", "bidGreeks", "askGreeks"):
-        comp = getattr(ticker, attr, None)
-        if comp is not None:
-            return comp
-    return None
 
 
 def _fmt(value: Any) -> str:
@@ -112,10 +60,9 @@ class SocketTransport:
         self._closing = False  # our own disconnect: not a drop
         self._connecting = False
         self._id_in_use = asyncio.Event()
-        self._subs: dict[int, _Sub] = {}  # conId -> subscription
-        self._underlyings: dict[str, Any] = {}  # symbol -> routable stock contract
-        self._unresolved: set[str] = set()  # symbols whose stock contract was not found
-        self._resolver: asyncio.Task[None] | None = None
+        self.market = Subscriptions(
+            self._ib, self._positions, lookup_timeout_s=settings.ib_connect_timeout_s
+        )
         self._pnl: Any = None
         self._farms = ib_errors.FarmWatch()
         self._reported: set[tuple[int, int]] = set()  # (reqId, code) of request errors
@@ -124,7 +71,7 @@ class SocketTransport:
         # registered once, here: a reconnect reuses the same IB object and never doubles them
         self._ib.errorEvent += self._on_error
         self._ib.disconnectedEvent += self._on_disconnected
-        self._ib.pendingTickersEvent += self._on_tickers
+        self._ib.pendingTickersEvent += self.market.on_tickers
         self._ib.positionEvent += self._on_position
 
     # ------------------------------------------------------------------ state and events
@@ -155,7 +102,6 @@ class SocketTransport:
     # ------------------------------------------------------------------ connect / disconnect
     async def connect(self) -> None:
         """One bounded attempt; raises TransportError (the caller reports the failure)."""
-        s = self.settings
         if self._ib.client.isConnected():
             await self._close_quietly()
         self._state = LinkState.CONNECTING
@@ -164,7 +110,28 @@ class SocketTransport:
         self._id_in_use.clear()
         self._farms.clear()
         self._reported.clear()
-        self._unresolved.clear()
+        self.market.new_session()
+        try:
+            reason = await self._attempt()
+        finally:
+            self._connecting = False
+        if not reason:
+            reason = self._check_account()
+        if reason:
+            await self._close_quietly()
+            self._last_error = reason
+            log.warning("socket_connect_failed %s", reason)
+            raise TransportError(reason)
+        self._connected_at = clock.utcnow()
+        self._subscribe_all(fresh=True)
+        self._emit(
+            LinkState.CONNECTED,
+            f"connected to IB Gateway at {self._where}, account {self._account}",
+        )
+
+    async def _attempt(self) -> str:
+        """connectAsync, cut short by error 326 (client id in use); '' or why it failed."""
+        s = self.settings
         attempt = asyncio.ensure_future(
             self._ib.connectAsync(
                 s.ib_host,
@@ -205,20 +172,7 @@ class SocketTransport:
                 if not fut.done():
                     fut.cancel()
             await asyncio.gather(attempt, in_use, return_exceptions=True)
-            self._connecting = False
-        if not reason:
-            reason = self._check_account()
-        if reason:
-            await self._close_quietly()
-            self._last_error = reason
-            log.warning("socket_connect_failed %s", reason)
-            raise TransportError(reason)
-        self._connected_at = clock.utcnow()
-        self._subscribe_all(fresh=True)
-        self._emit(
-            LinkState.CONNECTED,
-            f"connected to IB Gateway at {self._where}, account {self._account}",
-        )
+        return reason
 
     def _check_account(self) -> str:
         """'' when the account to read is known, else why not."""
@@ -243,11 +197,7 @@ class SocketTransport:
     async def _close_quietly(self) -> None:
         closing, self._closing = self._closing, True
         try:
-            if self._resolver is not None:
-                self._resolver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._resolver
-                self._resolver = None
+            await self.market.stop_lookup()
             conn = self._ib.client.conn
             closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -272,7 +222,7 @@ class SocketTransport:
 
     def _forget_session(self) -> None:
         """ib_async reset every Ticker and PnL of the session: ours are orphans now."""
-        self._subs.clear()
+        self.market.forget()
         self._pnl = None
 
     # ------------------------------------------------------------------ ib_async events
@@ -280,9 +230,7 @@ class SocketTransport:
         if self._closing or self._connecting:
             return
         self._forget_session()
-        if self._resolver is not None:
-            self._resolver.cancel()
-            self._resolver = None
+        self.market.cancel_lookup()
         self._last_error = "socket closed by the gateway"
         self._emit(
             LinkState.DISCONNECTED,
@@ -294,7 +242,7 @@ class SocketTransport:
         if code == ib_errors.CLIENT_ID_IN_USE and self._connecting:
             self._id_in_use.set()
         action = ib_errors.classify(code, req_id)
-        sub = self._sub_of_request(req_id) if req_id > 0 else None
+        sub = self.market.of_request(req_id) if req_id > 0 else None
         if sub is not None:
             sub.error = f"{code}: {text}"
         report = action.report and self._farms.worth_reporting(code)
@@ -310,9 +258,9 @@ class SocketTransport:
         if report:
             what = text
             if contract is not None:
-                what += f" ({_describe(contract)})"
+                what += f" ({describe(contract)})"
             elif sub is not None:
-                what += f" ({_describe(sub.contract)})"
+                what += f" ({describe(sub.contract)})"
             self._emit(state, what, action.status, code)
         elif state is not None:
             self._state = state
@@ -321,29 +269,7 @@ class SocketTransport:
 
     def _on_position(self, position: Any) -> None:
         if self._state is LinkState.CONNECTED and not self._connecting:
-            self._sync()
-
-    def _on_tickers(self, tickers: Any) -> None:
-        now: datetime | None = None
-        for ticker in tickers:
-            sub = self._subs.get(getattr(ticker.contract, "conId", 0))
-            if sub is None or sub.ticker is not ticker or not sub.is_option:
-                continue
-            comp = _greeks_source(ticker)
-            if comp is None or comp is sub.last_comp:
-                continue
-            sub.last_comp = comp
-            greeks = ib_values.model_greeks(comp)
-            now = now or clock.utcnow()
-            sub.greeks = greeks
-            sub.greeks_at = now if greeks.any else None
-
-    def _sub_of_request(self, req_id: int) -> _Sub | None:
-        ticker = self._ib.wrapper.reqId2Ticker.get(req_id)
-        if ticker is None:
-            return None
-        sub = self._subs.get(getattr(ticker.contract, "conId", 0))
-        return sub if sub is not None and sub.ticker is ticker else None
+            self.market.sync()
 
     # ------------------------------------------------------------------ subscriptions
     def _positions(self) -> list[Any]:
@@ -356,85 +282,16 @@ class SocketTransport:
     def _subscribe_all(self, *, fresh: bool) -> None:
         """(Re)make every request of the session: market data type, P&L, market data."""
         ib = self._ib
-        previous = {} if fresh else dict(self._subs)
-        for sub in previous.values():
-            ib.cancelMktData(sub.contract)
+        previous = {} if fresh else self.market.cancel_all()
         if not fresh and self._pnl is not None:
             ib.cancelPnL(self._account)
-        self._subs.clear()
+        self.market.forget()
         self._pnl = None
         ib.reqMarketDataType(self.settings.ib_market_data_type)
         if self._account:
             self._pnl = ib.reqPnL(self._account)
-        self._sync(previous)
-        log.info("socket_subscribed fresh=%s n=%d", fresh, len(self._subs))
-
-    def _sync(self, previous: Mapping[int, _Sub] | None = None) -> None:
-        """Subscriptions follow the positions (no awaits: safe from event handlers).
-
-        `previous`: the subscriptions being remade on the same socket (1101/1102). ib_async
-        hands back the same Ticker for the same contract, still holding the old Greeks: those
-        keep their old `greeks_at`; only a new tick 13/83 counts as fresh Greeks."""
-        if not self._ib.isConnected():
-            return
-        wanted: dict[int, Any] = {}
-        options_on: dict[str, str] = {}  # underlying symbol -> currency
-        for pos in self._positions():
-            c = pos.contract
-            if not c.conId:
-                continue
-            if c.secType in OPTION_TYPES:
-                wanted[c.conId] = _routable(c)
-                options_on.setdefault(c.symbol, c.currency or "USD")
-            elif c.secType in STOCK_TYPES:
-                wanted[c.conId] = _routable(c)
-                self._underlyings.setdefault(c.symbol, _routable(c))
-        missing: dict[str, str] = {}
-        for symbol, currency in options_on.items():
-            und = self._underlyings.get(symbol)
-            if und is not None:
-                wanted.setdefault(und.conId, und)
-            elif symbol not in self._unresolved:
-                missing[symbol] = currency
-        for con_id in [c for c in self._subs if c not in wanted]:
-            sub = self._subs.pop(con_id)
-            self._ib.cancelMktData(sub.contract)
-            log.info("socket_unsubscribed %s", _describe(sub.contract))
-        for con_id, contract in wanted.items():
-            if con_id not in self._subs:
-                ticker = self._ib.reqMktData(contract)
-                sub = _Sub(
-                    contract,
-                    ticker,
-                    clock.utcnow(),
-                    contract.secType in OPTION_TYPES,
-                    last_comp=_greeks_source(ticker),
-                )
-                old = (previous or {}).get(con_id)
-                if old is not None and old.ticker is ticker:
-                    sub.greeks, sub.greeks_at = old.greeks, old.greeks_at
-                self._subs[con_id] = sub
-        if missing and (self._resolver is None or self._resolver.done()):
-            self._resolver = asyncio.get_running_loop().create_task(
-                self._resolve_underlyings(missing), name="socket-underlyings"
-            )
-
-    async def _resolve_underlyings(self, symbols: Mapping[str, str]) -> None:
-        """Find the stock contract of underlyings the account holds only options on."""
-        timeout_s = self.settings.ib_connect_timeout_s
-        for symbol, currency in symbols.items():
-            try:
-                details = await asyncio.wait_for(
-                    self._ib.reqContractDetailsAsync(Stock(symbol, "SMART", currency)), timeout_s
-                )
-            except (TimeoutError, ConnectionError) as exc:
-                log.warning("socket_underlying_unresolved %s: %r", symbol, exc)
-                details = []
-            if details:
-                self._underlyings[symbol] = _routable(details[0].contract)
-            else:
-                self._unresolved.add(symbol)  # until the next connect: undPrice is the fallback
-        self._sync()
+        self.market.sync(previous)
+        log.info("socket_subscribed fresh=%s n=%d", fresh, len(self.market.subs))
 
     # ------------------------------------------------------------------ snapshot and status
     async def snapshot(self, now: datetime) -> Snapshot:
@@ -442,50 +299,13 @@ class SocketTransport:
             raise TransportError(
                 f"not connected to IB Gateway ({self._last_error or self._state.value})"
             )
-        self._sync()
-        prices: dict[str, float] = {}
-        for symbol, und in self._underlyings.items():
-            sub = self._subs.get(und.conId)
-            value = ib_values.ticker_price(sub.ticker) if sub is not None else None
-            if value is not None:
-                prices[symbol] = value
-        for sub in self._subs.values():  # last resort: the model's underlying price
-            symbol = sub.contract.symbol
-            if sub.is_option and symbol not in prices and sub.greeks.und_price is not None:
-                prices[symbol] = sub.greeks.und_price
-        positions = [self._position_data(p, prices) for p in self._positions()]
+        self.market.sync()
+        prices = self.market.prices()
+        positions = [
+            position_data(p, self.market.subs.get(p.contract.conId), prices)
+            for p in self._positions()
+        ]
         return Snapshot(now, self._account, tuple(positions), prices)
-
-    def _position_data(self, pos: Any, prices: Mapping[str, float]) -> PositionData:
-        c = pos.contract
-        sub = self._subs.get(c.conId)
-        mult = ib_values.number(c.multiplier) if c.multiplier else None
-        if c.secType in STOCK_TYPES:
-            mult = mult or 1.0
-        elif mult is not None and mult <= 0:
-            mult = None
-        data = PositionData(
-            con_id=c.conId,
-            symbol=c.symbol,
-            sec_type=c.secType,
-            quantity=float(pos.position),
-            multiplier=mult,
-            subscribed_at=sub.subscribed_at if sub is not None else None,
-            und_price=prices.get(c.symbol),
-            description=_describe(c),
-        )
-        if sub is None or not sub.is_option:
-            return data
-        g = sub.greeks
-        return replace(
-            data,
-            delta=g.delta,
-            gamma=g.gamma,
-            vega=g.vega,
-            theta=g.theta,
-            greeks_at=sub.greeks_at,
-            und_price=g.und_price if g.und_price is not None else data.und_price,
-        )
 
     def status(self) -> Mapping[str, str]:
         pnl = self._pnl
@@ -495,6 +315,6 @@ class SocketTransport:
             "pnl_realized": _fmt(getattr(pnl, "realizedPnL", None)),
             "account": self._account,
             "client_id": str(self.settings.ib_client_id),
-            "subscriptions": str(len(self._subs)),
+            "subscriptions": str(len(self.market.subs)),
             "last_error": self._last_error,
         }

@@ -1,0 +1,267 @@
+"""The simulated gateway's API endpoints under /v1/api: session, portfolio, iserver, market data.
+
+The session's faults (logged out, competing, /iserver down) are decided before these run, in the
+server's middleware; here are the answers of a gateway that lets the call through.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from simulator.portal.shapes import (
+    PAGE_SIZE,
+    account_obj,
+    auth_body,
+    desc,
+    iserver_accounts_body,
+    option_price,
+    position_row,
+    summary_body,
+)
+from simulator.portal.state import Switches
+
+if TYPE_CHECKING:
+    from simulator.portal.server import PortalSimulator
+
+API = "/v1/api"
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "statusCode": status}, status=status)
+
+
+class PortalApi:
+    """The endpoints' handlers, over the simulator's portfolio, switches and session."""
+
+    def __init__(self, sim: PortalSimulator) -> None:
+        self.sim = sim
+        self.portfolio = sim.portfolio
+
+    @property
+    def switches(self) -> Switches:
+        return self.sim.switches
+
+    def add_routes(self, r: web.UrlDispatcher) -> None:
+        for method in ("GET", "POST"):
+            r.add_route(method, API + "/tickle", self.tickle)
+            r.add_route(method, API + "/iserver/auth/status", self.auth_status)
+            r.add_route(method, API + "/iserver/reauthenticate", self.reauthenticate)
+        r.add_post(API + "/iserver/auth/ssodh/init", self.ssodh_init)
+        r.add_post(API + "/logout", self.api_logout)
+        r.add_get(API + "/portfolio/accounts", self.portfolio_accounts)
+        r.add_get(API + "/portfolio/subaccounts", self.portfolio_accounts)
+        r.add_get(API + "/portfolio/{acct}/positions/{page}", self.positions)
+        r.add_post(API + "/portfolio/{acct}/positions/invalidate", self.invalidate)
+        r.add_get(API + "/portfolio/{acct}/summary", self.summary)
+        r.add_get(API + "/portfolio2/{acct}/positions", self.positions2)
+        r.add_get(API + "/iserver/accounts", self.iserver_accounts)
+        r.add_get(API + "/iserver/marketdata/snapshot", self.snapshot)
+        r.add_get("/sso/Login", self.sso_login)
+
+    # ---- session endpoints ---------------------------------------------------------------------
+    async def auth_status(self, request: web.Request) -> web.Response:
+        return web.json_response(auth_body(self.switches))
+
+    async def tickle(self, request: web.Request) -> web.Response:
+        if self.switches.logged_out:
+            if self.switches.logout_style == "401":
+                return error(401, "not authenticated")
+            return web.json_response({"error": "no session"})
+        return web.json_response(
+            {
+                "session": f"sim{self.sim.session.epoch:029d}"[:32],
+                "ssoExpires": 460311,
+                "collission": False,
+                "userId": 123456789,
+                "hmds": {"error": "no bridge"},
+                "iserver": {"authStatus": auth_body(self.switches)},
+            }
+        )
+
+    async def ssodh_init(self, request: web.Request) -> web.Response:
+        if self.switches.logged_out:
+            return error(401, "not authenticated")
+        self.switches.competing = False
+        return web.json_response(auth_body(self.switches))
+
+    async def reauthenticate(self, request: web.Request) -> web.Response:
+        return web.json_response({"message": "triggered"})
+
+    async def api_logout(self, request: web.Request) -> web.Response:
+        self.sim.logout()
+        return web.json_response({"status": True})
+
+    async def sso_login(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text="<html><body>Client Portal login (simulated)</body></html>",
+            content_type="text/html",
+        )
+
+    async def portfolio_accounts(self, request: web.Request) -> web.Response:
+        self.sim.session.portfolio_accounts = True
+        ids = [self.portfolio.account, *self.switches.extra_accounts]
+        return web.json_response([account_obj(acct) for acct in ids])
+
+    def _check_account(self, request: web.Request) -> web.Response | None:
+        if request.match_info["acct"] != self.portfolio.account:
+            return error(400, f"account {request.match_info['acct']} not found")
+        if self.switches.require_prerequisites and not self.sim.session.portfolio_accounts:
+            return error(400, "call /portfolio/accounts first")
+        return None
+
+    async def positions(self, request: web.Request) -> web.Response:
+        bad = self._check_account(request)
+        if bad is not None:
+            return bad
+        try:
+            page = int(request.match_info["page"])
+        except ValueError:
+            return error(400, "pageId must be an integer")
+        if self.switches.ignore_page_id:
+            page = 0
+        wait = request.query.get("waitForSecDef", "").lower() == "true"
+        t = self.sim.model_time()
+        rows = (
+            self.portfolio.positions[page * PAGE_SIZE : (page + 1) * PAGE_SIZE] if page >= 0 else []
+        )
+        options_before = sum(1 for p in self.portfolio.positions[: page * PAGE_SIZE] if p.is_option)
+        out = []
+        for pos in rows:
+            with_secdef = True
+            if pos.is_option:
+                if options_before < self.switches.no_secdef and (
+                    not wait or self.switches.no_secdef_always
+                ):
+                    with_secdef = False
+                options_before += 1
+            out.append(position_row(self.portfolio, pos, t, with_secdef))
+        return web.json_response(out)
+
+    async def positions2(self, request: web.Request) -> web.Response:
+        bad = self._check_account(request)
+        if bad is not None:
+            return bad
+        t = self.sim.model_time()
+        out = []
+        for pos in self.portfolio.positions:
+            price = option_price(self.portfolio, pos, t)
+            mult = pos.multiplier if pos.is_option else 1
+            out.append(
+                {
+                    "assetClass": pos.sec_type,
+                    "avgCost": pos.avg_cost,
+                    "avgPrice": pos.avg_cost,
+                    "conid": str(pos.con_id),
+                    "currency": "USD",
+                    "description": desc(pos),
+                    "isLastToLoq": False,
+                    "marketPrice": price,
+                    "marketValue": pos.quantity * price * mult,
+                    "model": "",
+                    "position": float(pos.quantity),
+                    "realizedPnl": 0.0,
+                    "secType": pos.sec_type,
+                    "timestamp": int(time.time()),
+                    "unrealizedPnl": 0.0,
+                }
+            )
+        return web.json_response(out)
+
+    async def invalidate(self, request: web.Request) -> web.Response:
+        bad = self._check_account(request)
+        if bad is not None:
+            return bad
+        return web.json_response({"message": "success"})
+
+    async def summary(self, request: web.Request) -> web.Response:
+        bad = self._check_account(request)
+        if bad is not None:
+            return bad
+        t = self.sim.model_time()
+        gross = sum(
+            abs(
+                p.quantity
+                * option_price(self.portfolio, p, t)
+                * (p.multiplier if p.is_option else 1)
+            )
+            for p in self.portfolio.positions
+        )
+        return web.json_response(
+            summary_body(self.portfolio.account, gross, int(time.time() * 1000))
+        )
+
+    # ---- iserver -------------------------------------------------------------------------------
+    async def iserver_accounts(self, request: web.Request) -> web.Response:
+        if self.switches.competing:
+            return web.json_response({})
+        self.sim.session.iserver_accounts = True
+        return web.json_response(
+            iserver_accounts_body(self.portfolio.account, self.sim.session.epoch)
+        )
+
+    def _fmt(self, value: float, digits: int | None = None) -> str:
+        if self.switches.quirks and abs(value) >= 1000 and digits is not None:
+            return f"{value:,.{digits}f}"
+        return repr(float(value)) if digits is None else f"{value:.{digits}f}"
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        if self.switches.require_prerequisites and not self.sim.session.iserver_accounts:
+            return error(400, "Please query /accounts first")
+        raw = request.query.get("conids", "")
+        try:
+            conids = [int(c) for c in raw.split(",") if c.strip()]
+        except ValueError:
+            return error(400, "conids must be integers")
+        if not conids:
+            return error(400, "conids required")
+        t = self.sim.model_time()
+        by_con = self.portfolio.by_con_id()
+        und_by_con = {u.con_id: u for u in self.portfolio.underlyings.values()}
+        sw = self.switches
+        out: list[dict[str, Any]] = []
+        now_ms = int(time.time() * 1000)
+        for con_id in conids:
+            calls = self.sim.session.snapshot_calls.get(con_id, 0) + 1
+            self.sim.session.snapshot_calls[con_id] = calls
+            base: dict[str, Any] = {"conid": con_id, "conidEx": str(con_id)}
+            known = con_id in by_con or con_id in und_by_con
+            if sw.preflight and calls == 1:
+                if not sw.empty_preflight:
+                    out.append(base)
+                continue
+            if not known:
+                out.append(base)
+                continue
+            row = dict(base)
+            row.update(
+                {
+                    "_updated": now_ms,
+                    "server_id": f"q{len(out)}",
+                    "6119": f"q{len(out)}",
+                    "6509": "RpB",
+                }
+            )
+            pos = by_con.get(con_id)
+            if pos is not None and pos.is_option:
+                quote = self.portfolio.quote(pos, t)
+                row["31"] = ("C" if sw.quirks else "") + self._fmt(quote.price, 2)
+                row["7635"] = self._fmt(quote.price, 2)
+                data_calls = calls - (1 if sw.preflight else 0)
+                if data_calls > sw.greeks_missing_calls and con_id not in sw.greeks_missing_conids:
+                    row["7308"] = self._fmt(quote.delta)
+                    row["7309"] = self._fmt(quote.gamma)
+                    row["7310"] = self._fmt(quote.theta)
+                    row["7311"] = self._fmt(quote.vega)
+                    row["7633"] = f"{quote.iv * 100:.1f}%"
+            else:
+                symbol = (
+                    und_by_con[con_id].symbol if con_id in und_by_con else by_con[con_id].symbol
+                )
+                price = self.portfolio.price(symbol, t)
+                row["31"] = self._fmt(price, 2)
+                row["7635"] = self._fmt(price, 2)
+            out.append(row)
+        return web.json_response(out)
