@@ -1,32 +1,6 @@
-"""Net portfolio Greeks: the pure sum and the missing-Greeks policy.
-
-Sum (DESIGN.md): net delta in share-equivalents = sum of quantity x multiplier x delta over
-options, plus the shares of stock; gamma, vega and theta likewise (stock adds nothing). Greeks
-from the broker are per share.
-
-Missing-Greeks policy (`GreeksPolicy`), decided here and nowhere else:
-
-- A Greek is *missing* when it is None, not finite, or absurd (|delta| > 1, gamma < 0, vega < 0,
-  or any |value| > 1e6 per share). A position's four Greeks are used together or not at all: a
-  missing Greek is never summed as zero.
-- Fresh Greeks are remembered per contract with the time they arrived (`greeks_at`).
-- No fresh Greeks: the last known ones are carried forward while they are at most
-  `greeks_max_age_s` old.
-- Nothing usable and the position was (re)subscribed less than `greeks_grace_s` ago: the position
-  is *pending* and the whole tick is **held back** (no row is written): a row with a hole would be
-  a wrong number, and the missing Greeks usually arrive within a tick or two.
-- Nothing usable after the grace period: the position is *excluded* from the sums; a WARN names
-  the excluded positions once per change of that set (and an INFO when it empties again).
-- An option whose multiplier is unknown (None or 0: missing security definition) is counted with
-  `DEFAULT_OPTION_MULTIPLIER` (100, US equity options) and a WARN, once per change of that set.
-- Positions with zero quantity are ignored (they need no Greeks); security types other than
-  options (OPT, FOP) and stock (STK) are ignored.
-- If every position that needs Greeks is excluded, no row is written (an all-stock PORTFOLIO row
-  would be a wrong number); the WARN says so.
-
-`underlying_price` of the PORTFOLIO row: the price of `underlying` when given, otherwise the
-price of the underlying with the largest absolute dollar delta (net delta x price). Per-underlying
-rows carry their own price.
+"""Net portfolio Greeks: the pure sum and the missing-Greeks policy (`GreeksPolicy`), decided
+here and nowhere else. The rules (what counts as missing, grace, carry-forward, exclusion, the
+default multiplier, the underlying price) are written once, in docs/GREEKS.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The versioned, flat, human-readable stream codec (DESIGN.md, Contracts / Streams).
+"""The versioned, flat, human-readable stream codec (docs/DELIVERY.md).
 
 Encoding is total; decoding never raises: a malformed entry comes back as `Rejected` with a
 reason, which the writer sends to the dead-letter stream.

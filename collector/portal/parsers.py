@@ -1,7 +1,7 @@
 """Parsers for Client Portal answers. They never raise: a value that cannot be read comes back as
 missing with the reason, never as 0.
 
-Quirks handled (../shared/reference/client-portal.md, facts only): snapshot values are strings
+Quirks of the Client Portal API handled here: snapshot values are strings
 ("168.42", "1,300", "C168.42" = previous close, "H168.42" = halted, "25.3%", "1.2M", "250K"),
 sometimes numbers; `strike` is a string or a number; `multiplier` is a number, null or 0; rows
 without their security definition lack expiry/putOrCall/undConid and carry multiplier null; the
