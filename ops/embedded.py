@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import os
 import pwd
@@ -27,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from shared.process import die_with_parent
 
 PG_USER_AS_ROOT = "pgserver"
 
@@ -357,20 +360,38 @@ class RedisServer:
 
 
 def _run_foreground(server: PostgresServer | RedisServer) -> int:
-    """Run a server in the foreground (for supervisord): exec-like, forwarding signals."""
+    """Run a server in the foreground (for supervisord): exec-like, forwarding signals.
+
+    Both this wrapper and its server end with their parent: supervisord gone (even by kill -9)
+    -> SIGTERM here -> the server's orderly stop; this wrapper gone -> the server stops itself.
+    """
+    # installed before the parent-death request, so that its signal is already a clean stop
+    stop_requested: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _f: stop_requested.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _f: stop_requested.append(signum))
+    die_with_parent(signal.SIGTERM)
     if isinstance(server, PostgresServer):
         server.init()
     else:
         server.data_dir.mkdir(parents=True, exist_ok=True)
+    # postgres: SIGINT = fast shutdown; redis: SIGTERM = save-less shutdown
+    stop_sig = signal.SIGINT if isinstance(server, PostgresServer) else signal.SIGTERM
     kwargs = server._popen_kwargs() if isinstance(server, PostgresServer) else {}
-    proc = subprocess.Popen(server.command(), **kwargs)  # type: ignore[call-overload]
+    if stop_requested:
+        return 0
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        server.command(),
+        preexec_fn=functools.partial(die_with_parent, stop_sig, os.getpid()),  # noqa: PLW1509 - one thread
+        **kwargs,
+    )
 
-    def forward(signum: int, _frame: object) -> None:
-        # postgres: SIGINT = fast shutdown; redis: SIGTERM = save-less shutdown
-        proc.send_signal(signal.SIGINT if isinstance(server, PostgresServer) else signum)
+    def forward(_signum: int, _frame: object) -> None:
+        proc.send_signal(stop_sig)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if stop_requested:
+        forward(stop_requested[0], None)
     try:
         return int(proc.wait())
     finally:
