@@ -26,7 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The demo profile in the foreground (supervisord -n): a private PostgreSQL and Redis, the IB
-# Gateway simulator and the bridge, data and logs in .demo/. Ctrl-C stops everything.
+# Gateway simulator and the bridge, data and logs in .demo/. Ctrl-C (or closing the terminal)
+# stops everything; so does `$(BIN)/bridge demo --stop` from another terminal.
 demo: $(STAMP)
 	$(BIN)/bridge demo
 

@@ -6,6 +6,7 @@
     bridge drain                    drain the writer's buffer into PostgreSQL now
     bridge tail [--count N]         follow new portfolio_greeks rows as a table
     bridge demo [--dir DIR]         the demo profile in the foreground (what `make demo` runs)
+    bridge demo --stop              stop the running demo, wait until nothing of it runs
 
 The configuration comes from the environment over a `.env` file: `--env-file PATH`, else
 `.env` in the current directory, else the demo's `.demo/.env` when `make demo` made one.
@@ -167,8 +168,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ops.demo import run_demo
+    from ops.demo_run import run_demo, stop_demo
 
+    if args.stop:
+        return stop_demo(Path(args.dir))
     return run_demo(Path(args.dir), render_only=args.render_only)
 
 
@@ -199,6 +202,11 @@ def parser() -> argparse.ArgumentParser:
         "--render-only",
         action="store_true",
         help="write the config and .env, print the supervisord config's path",
+    )
+    p.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the folder's running demo (and its leftovers); wait until they are gone",
     )
     p.set_defaults(func=cmd_demo)
     return ap

@@ -1,12 +1,11 @@
-"""The demo profile: `bridge demo` (what `make demo` runs).
+"""The demo profile, written by `bridge demo` (what `make demo` runs; ops/demo_run.py runs it):
 
 1. picks free loopback ports for PostgreSQL, Redis and the IB Gateway simulator (the ones of the
    last run when they are still free), so nothing collides with services on the machine;
 2. writes `<dir>/.env` (the bridge's configuration, also read by `bridge status`) and renders
    deploy/demo.conf.in into `<dir>/supervisord.conf`, with the bridge group copied from
    deploy/supervisord.conf (same programs, same start/stop settings; run in `<dir>`);
-3. runs supervisord in the foreground, prints how long the first PORTFOLIO row took and how to
-   look at the data; Ctrl-C (or SIGTERM) stops everything in order: bridge, then services.
+3. says how to look at the data and how to stop it.
 
 Data (PostgreSQL cluster, Redis AOF), logs, buffer and spool stay in `<dir>` (default `.demo/`
 in the repository, ignored by git) from one run to the next.
@@ -14,24 +13,16 @@ in the repository, ignored by git) from one run to the next.
 
 from __future__ import annotations
 
-import asyncio
 import configparser
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from types import FrameType
 
-from database.reads import READ_ERRORS, Reader
 from ops.embedded import free_port
-from shared.names import PORTFOLIO_CONTRACT
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -44,7 +35,6 @@ BRIDGE_SECTIONS = (
 )
 PORT_NAMES = ("pg_port", "redis_port", "gateway_port", "gateway_control_port")
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
-FIRST_ROW_WAIT_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +58,8 @@ class Demo:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as the servers bind: a port the last run left in TIME_WAIT is still free for them
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -180,39 +172,6 @@ def render(
     return demo
 
 
-def running_pid(demo_dir: Path) -> int | None:
-    """PID of a supervisord of this demo folder that is still alive."""
-    try:
-        pid = int((demo_dir / "supervisord.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
-async def wait_first_row(
-    dsn: str, timeout_s: float, alive: subprocess.Popen[bytes]
-) -> float | None:
-    """Seconds until a PORTFOLIO row exists (None: timed out or supervisord ended)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s and alive.poll() is None:
-        with contextlib.suppress(*READ_ERRORS):
-            conn = await Reader.connect(dsn, timeout_s=2.0)
-            try:
-                found = await conn.newest_portfolio_row(PORTFOLIO_CONTRACT)
-            finally:
-                await conn.close()
-            if found:
-                return time.monotonic() - start
-        await asyncio.sleep(0.5)
-    return None
-
-
 def _shown(path: Path) -> str:
     """`path` relative to the current directory when it is inside it, else absolute."""
     try:
@@ -235,53 +194,5 @@ How to look at it (from the repository root, in another terminal):
   psql "postgresql://postgres@127.0.0.1:{pg}/postgres" -c "SELECT * FROM portfolio_greeks ORDER BY timestamp DESC LIMIT 5"
   redis-cli -p {rd} XINFO GROUPS {prefix}greeks
   logs: {rel}/logs/   (psql/redis-cli only if installed; `bridge tail` needs nothing else)
-Ctrl-C here stops everything.
+Ctrl-C here (or closing this terminal) stops everything; so does `bridge demo --stop`.
 """  # noqa: E501
-
-
-def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
-    demo_dir = demo_dir.absolute()
-    pid = running_pid(demo_dir)
-    if pid is not None:
-        print(f"the demo in {demo_dir} is already running (supervisord pid {pid})", file=sys.stderr)
-        return 1
-    demo = render(demo_dir)
-    if render_only:
-        print(demo.conf)
-        return 0
-    print(
-        f"demo: PostgreSQL 127.0.0.1:{demo.ports['pg_port']}, Redis 127.0.0.1:"
-        f"{demo.ports['redis_port']}, IB Gateway simulator 127.0.0.1:"
-        f"{demo.ports['gateway_port']}; data and logs in {demo.dir}",
-        flush=True,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(demo.conf)]
-    )
-    stopping = False
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping and proc.poll() is None:
-            stopping = True
-            proc.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    started = time.monotonic()
-    seconds = asyncio.run(wait_first_row(demo.database_url, FIRST_ROW_WAIT_S, proc))
-    if seconds is not None:
-        print(
-            f"\n*** first PORTFOLIO row in PostgreSQL {time.monotonic() - started:.1f} s "
-            f"after start ***",
-            flush=True,
-        )
-        print(instructions(demo), flush=True)
-    elif proc.poll() is None and not stopping:
-        print(
-            f"\n*** no PORTFOLIO row after {FIRST_ROW_WAIT_S:g} s: see {demo.dir}/logs/ "
-            "and `bridge status` ***",
-            flush=True,
-        )
-        print(instructions(demo), flush=True)
-    return int(proc.wait())

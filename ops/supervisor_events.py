@@ -41,6 +41,7 @@ from shared.config import API_MODES, ConfigError, load_settings, read_dotenv
 from shared.logs import configure_logging
 from shared.models import ApiLogRow
 from shared.names import Keys
+from shared.process import die_with_parent
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor
 
 log = logging.getLogger("supervisor_events")
@@ -304,6 +305,7 @@ def _exit_on_term(signum: int, _frame: FrameType | None) -> None:
 def main() -> int:
     configure_logging("supervisor_events")  # stderr only: stdout is the protocol
     signal.signal(signal.SIGTERM, _exit_on_term)
+    die_with_parent(signal.SIGTERM)  # supervisord gone (even by kill -9): no orphan listener
     recorder = Recorder(os.environ.get("SUPERVISOR_SERVER_URL"))
     log.info("listener_started")
     serve(sys.stdin.buffer, sys.stdout.buffer, recorder)

@@ -3,7 +3,8 @@
 Wait (bounded) until every TCP port accepts a connection, then exec COMMAND in this process
 (same PID, so supervisord's signals reach it). The demo profile starts the bridge this way, so
 that a first run's slow PostgreSQL initdb or a late simulator costs no failed start. Exit code 1
-when the time is up (supervisord then retries).
+when the time is up (supervisord then retries). SIGTERM when the parent (supervisord) ends,
+also while waiting: the request survives the exec, so COMMAND is never left as an orphan.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import socket
 import sys
 import time
+
+from shared.process import die_with_parent
 
 
 def _ready(host: str, port: int) -> bool:
@@ -42,6 +45,7 @@ def parse_target(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
         print(

