@@ -24,6 +24,7 @@ from shared.config.parsers import (
     text,
     url,
 )
+from shared.config.rules import check_ca_file, check_tls_verify
 
 T = TypeVar("T")
 
@@ -143,13 +144,13 @@ class Settings:
         "IBKR_CA_FILE",
         optional_path(),
         "",
-        "PEM file to verify the Client Portal certificate (PORTAL)",
+        "PEM file to verify the Client Portal certificate (PORTAL); checked at start when given",
     )
     ibkr_tls_verify = Var(
         "IBKR_TLS_VERIFY",
         boolean(),
         "1",
-        "verify the portal's TLS certificate; 0 only for a gateway on loopback",
+        "verify the portal's TLS certificate; 0 only for a gateway on loopback (PORTAL)",
     )
     # ---- stores --------------------------------------------------------------------------------
     database_url = Var(
@@ -361,6 +362,8 @@ def load_settings(
         raise ConfigError(
             Settings.spool_path.name, str(settings.spool_path), "a path other than the buffer's"
         )
+    check_ca_file(settings.ibkr_ca_file)
+    check_tls_verify(settings.ib_api_mode, settings.ibkr_gateway_url, settings.ibkr_tls_verify)
     return settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import FrozenInstanceError
@@ -10,10 +11,24 @@ from pathlib import Path
 import pytest
 
 from shared.config import VARIABLES, ConfigError, Settings, load_settings, mask, mask_url
+from simulator.portal.certs import generate
 
 
 def load(**env: str):  # type: ignore[no-untyped-def]
     return load_settings(env, dotenv=None)
+
+
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real self-signed certificate (PEM), made once for this module."""
+    return generate(tmp_path_factory.mktemp("ca")).cert
+
+
+@pytest.fixture(autouse=True)
+def in_folder_with_ca(ca_pem: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own folder holding `ca.pem`: the CA file is loaded at start."""
+    shutil.copy(ca_pem, tmp_path / "ca.pem")
+    monkeypatch.chdir(tmp_path)
 
 
 def test_defaults() -> None:
@@ -40,7 +55,7 @@ GOOD = {
     "IB_CONNECT_TIMEOUT_S": ("2.5", "ib_connect_timeout_s", 2.5),
     "IB_MARKET_DATA_TYPE": ("delayed_frozen", "ib_market_data_type", 4),
     "IBKR_GATEWAY_URL": ("https://127.0.0.1:5000", "ibkr_gateway_url", "https://127.0.0.1:5000"),
-    "IBKR_CA_FILE": ("/etc/ca.pem", "ibkr_ca_file", Path("/etc/ca.pem")),
+    "IBKR_CA_FILE": ("ca.pem", "ibkr_ca_file", Path("ca.pem")),  # written by `in_folder_with_ca`
     "IBKR_TLS_VERIFY": ("off", "ibkr_tls_verify", False),
     "DATABASE_URL": ("postgresql://u:p@h:5432/d", "database_url", "postgresql://u:p@h:5432/d"),
     "REDIS_URL": ("redis://127.0.0.1:6380/1", "redis_url", "redis://127.0.0.1:6380/1"),
@@ -236,4 +251,124 @@ def test_process_exits_2_with_one_line(module: str, var: str, value: str, tmp_pa
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "ERROR" in lines[0] and var in lines[0] and "topsecret" not in lines[0]
+    assert proc.stdout == ""
+
+
+# ---- TLS to the Client Portal ------------------------------------------------------------------
+REMOTE = ["https://gateway.example.com:5000", "https://10.0.0.7:5000", "https://[2001:db8::1]:5000"]
+LOOPBACK = [
+    "https://localhost:5000",
+    "https://LOCALHOST:5000",
+    "https://127.0.0.1:5000",
+    "https://127.8.9.10:5000",
+    "https://[::1]:5000",
+    "https://[::ffff:127.0.0.1]:5000",
+]
+
+
+@pytest.mark.parametrize("gateway", REMOTE)
+def test_tls_verify_off_with_a_remote_portal_names_both_variables_and_the_way_out(
+    gateway: str,
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(IB_API_MODE="PORTAL", IBKR_GATEWAY_URL=gateway, IBKR_TLS_VERIFY="0")
+    line = str(info.value)
+    assert info.value.variable == "IBKR_TLS_VERIFY"
+    assert "IBKR_GATEWAY_URL" in line and "IBKR_CA_FILE" in line and "loopback" in line
+    assert "\n" not in line
+
+
+def test_a_remote_gateway_hides_its_password_in_the_tls_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(
+            IB_API_MODE="PORTAL",
+            IBKR_GATEWAY_URL="https://op:gw-pass-1@gw.example.com:5000",
+            IBKR_TLS_VERIFY="0",
+        )
+    assert "gw-pass-1" not in str(info.value) and "gw.example.com" in str(info.value)
+
+
+@pytest.mark.parametrize("gateway", LOOPBACK)
+def test_tls_verify_off_is_accepted_on_loopback(gateway: str) -> None:
+    s = load(IB_API_MODE="PORTAL", IBKR_GATEWAY_URL=gateway, IBKR_TLS_VERIFY="0")
+    assert s.ibkr_tls_verify is False
+
+
+def test_tls_rules_leave_verified_remote_portals_and_the_socket_mode_alone() -> None:
+    remote = REMOTE[0]
+    assert load(IB_API_MODE="PORTAL", IBKR_GATEWAY_URL=remote).ibkr_tls_verify is True
+    assert load(IB_API_MODE="PORTAL", IBKR_GATEWAY_URL=remote, IBKR_CA_FILE="ca.pem")
+    # SOCKET: the portal's variables are unused, so their combination is not an error
+    assert load(IBKR_GATEWAY_URL=remote, IBKR_TLS_VERIFY="0").ib_api_mode == "SOCKET"
+
+
+@pytest.mark.parametrize("mode", ["PORTAL", "SOCKET"])
+def test_a_missing_ca_file_is_an_error_at_start_in_any_mode(mode: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "gateway.pem"
+    with pytest.raises(ConfigError) as info:
+        load(IB_API_MODE=mode, IBKR_CA_FILE=str(missing))
+    assert info.value.variable == "IBKR_CA_FILE" and "no such file" in info.value.allowed
+
+
+BROKEN_PEM = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a certificate\n", BROKEN_PEM],
+    ids=["empty", "text", "broken-pem"],
+)
+def test_an_unparsable_ca_file_is_an_error_at_start(content: bytes, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load(IB_API_MODE="PORTAL", IBKR_CA_FILE=str(bad))
+    assert info.value.variable == "IBKR_CA_FILE" and "PEM" in info.value.allowed
+
+
+def test_a_folder_as_ca_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(IBKR_CA_FILE=str(tmp_path))
+    assert info.value.variable == "IBKR_CA_FILE"
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable", "needles"),
+    [
+        (
+            {"IBKR_GATEWAY_URL": "https://gw.example.com:5000", "IBKR_TLS_VERIFY": "0"},
+            "IBKR_TLS_VERIFY",
+            ("IBKR_GATEWAY_URL", "IBKR_CA_FILE"),
+        ),
+        ({"IBKR_CA_FILE": "missing.pem"}, "IBKR_CA_FILE", ("no such file",)),
+        ({"IBKR_CA_FILE": "broken.pem"}, "IBKR_CA_FILE", ("PEM",)),
+    ],
+    ids=["remote-unverified", "missing-ca", "broken-ca"],
+)
+def test_the_collector_exits_2_at_start_with_one_line(
+    extra: dict[str, str], variable: str, needles: tuple[str, ...], tmp_path: Path
+) -> None:
+    """A real `python -m collector` in PORTAL mode: refused before it connects to anything."""
+    (tmp_path / "broken.pem").write_text("not a certificate\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "IB_API_MODE": "PORTAL",
+        "REDIS_URL": "redis://127.0.0.1:9/0",  # never reached: the config is refused first
+        **extra,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "collector"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "ERROR" in lines[0] and "config_invalid" in lines[0] and variable in lines[0]
+    for needle in needles:
+        assert needle in lines[0]
     assert proc.stdout == ""
