@@ -18,6 +18,7 @@ from collector.sink import REDIS_DOWN, RedisClient
 from collector.transport import LinkEvent, LinkState
 from shared.clock import parse_time
 from shared.codec import as_text as _text
+from shared.config import scrub
 from shared.names import Keys
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class LinkPublisher:
         fields: dict[Any, Any] = {
             "state": str(self.state),
             "since": self.since.isoformat() if self.since else "",
-            "reason": self.reason,
+            "reason": scrub(self.reason),
             "mode": self.mode,
             "account": self.account,
             "updated": now.isoformat(),
@@ -90,7 +91,7 @@ class LinkPublisher:
         entry: dict[Any, Any] = {
             "state": str(event.state),
             "since": event.since.isoformat(),
-            "reason": event.reason,
+            "reason": scrub(event.reason),  # reasons quote exceptions, which may quote a URL
             "mode": self.mode,
             "code": self.code,
             "cmd_id": cmd_id,

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ops.config_docs import env_example
-from shared.config import VARIABLES, ConfigError, Settings, load_settings, read_dotenv
+from shared.config import (
+    VARIABLES,
+    ConfigError,
+    Settings,
+    load_settings,
+    read_dotenv,
+    remember,
+    scrub,
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 DEMO_ENV = Path(".demo") / ".env"
@@ -43,7 +51,9 @@ def env_file(given: str | None) -> Path | None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(dotenv=env_file(args.env_file))
+    settings = load_settings(dotenv=env_file(args.env_file))
+    remember(settings.secret_texts())  # every text printed below goes through `scrub`
+    return settings
 
 
 def _config_error(exc: ConfigError) -> int:
@@ -131,7 +141,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except Exception as exc:
-        print(f"schema_failed {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(scrub(f"schema_failed {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_FAIL
     print("schema ok: portfolio_greeks, api_logs, greek_snapshots, trades and their indexes")
     return EXIT_OK
@@ -162,7 +172,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, TimeoutError) as exc:
-        print(f"tail_failed PostgreSQL unreachable: {exc}", file=sys.stderr)
+        print(scrub(f"tail_failed PostgreSQL unreachable: {exc}"), file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
 

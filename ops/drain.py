@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from shared.config import Settings
+from shared.config import Settings, scrub
 from shared.jsonl import BufferBusy
 from shared.logs import configure_logging
 from writer.drain import drain_buffer
@@ -37,7 +37,7 @@ def drain_now(settings: Settings) -> int:
         )
         return EXIT_BUSY
     except OSError as exc:
-        print(f"drain_failed {exc}", file=sys.stderr)
+        print(scrub(f"drain_failed {exc}"), file=sys.stderr)
         return EXIT_FAIL
     if result.rows_before == 0:
         print(f"buffer empty: {result.path}")

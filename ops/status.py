@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from database.reads import READ_ERRORS, Reader
 from shared.clock import age_s, parse_time, utcnow
 from shared.codec import as_text as _text
-from shared.config import Settings, mask_url
+from shared.config import Settings, mask_url, scrub, scrub_all
 from shared.jsonl import JsonlFile
 from shared.names import PORTFOLIO_CONTRACT, WRITER_GROUP, Keys
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
@@ -177,7 +177,8 @@ def to_json(r: Report) -> dict[str, Any]:
         "backlog": r.backlog,
     }
     out.update(body)
-    return out
+    # texts read from Redis were written by other processes: hide this configuration's secrets
+    return cast(dict[str, Any], scrub_all(out))
 
 
 # ---- rendering -----------------------------------------------------------------------------
@@ -209,7 +210,7 @@ def render(r: Report) -> str:
     if reasons:
         lines.append("why:")
         lines += [f"  - {reason}" for reason in reasons]
-    return "\n".join(lines)
+    return scrub("\n".join(lines))
 
 
 def _with_since(state: str, since: str | None, reason: str) -> str:
@@ -265,7 +266,7 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = scrub(str(exc) or type(exc).__name__)
     return text if len(text) <= 200 else text[:197] + "..."
 
 

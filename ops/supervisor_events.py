@@ -37,7 +37,7 @@ import redis
 
 from shared.clock import utcnow
 from shared.codec import MAX_TEXT, encode_api_log
-from shared.config import API_MODES, ConfigError, load_settings, read_dotenv
+from shared.config import API_MODES, ConfigError, load_settings, read_dotenv, remember
 from shared.logs import configure_logging
 from shared.models import ApiLogRow
 from shared.names import Keys
@@ -163,6 +163,7 @@ def destination(dotenv: Path = Path(".env")) -> Destination | None:
         log.error("config_invalid %s (events are recorded with the raw REDIS_URL if usable)", exc)
         raw = {**read_dotenv(dotenv), **os.environ}
         url = raw.get("REDIS_URL", "").strip()
+        remember([url, raw.get("DATABASE_URL", ""), raw.get("BRIDGE_SUPERVISOR_URL", "")])
         prefix = raw.get("BRIDGE_REDIS_PREFIX", "").strip() or "bridge:"
         mode = raw.get("IB_API_MODE", "").strip().upper()
         if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -170,6 +171,7 @@ def destination(dotenv: Path = Path(".env")) -> Destination | None:
         if not _PREFIX_RE.fullmatch(prefix):
             return None
         return Destination(url, prefix, mode if mode in API_MODES else "UNKNOWN")
+    remember(settings.secret_texts())
     if not settings.redis_url:
         return None
     return Destination(settings.redis_url, settings.redis_prefix, settings.ib_api_mode)

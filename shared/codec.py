@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared.config.redact import scrub
 from shared.models import ApiLogRow, GreeksRow
 from shared.names import CODEC_VERSION, SOURCES, STATUSES
 
@@ -60,7 +61,7 @@ def encode_api_log(row: ApiLogRow) -> dict[str, str]:
         "ts": format_ts(row.ts),
         "api_mode": row.api_mode,
         "status": row.status,
-        "message": row.message,
+        "message": scrub(row.message),  # messages quote exceptions, which may quote a DSN
         "source": row.source,
     }
 
@@ -182,5 +183,9 @@ def decode_api_log(fields: Fields) -> ApiLogRow | Rejected:
     if len(f["message"]) > MAX_TEXT:
         return Rejected("message longer than 10000 characters")
     return ApiLogRow(
-        ts=ts, api_mode=f["api_mode"], status=f["status"], message=f["message"], source=source
+        ts=ts,
+        api_mode=f["api_mode"],
+        status=f["status"],
+        message=scrub(f["message"]),
+        source=source,
     )

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, cast
 
-from shared.config import ConfigError, Settings, load_settings
+from shared.config import ConfigError, Settings, load_settings, remember
 from shared.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -66,6 +66,7 @@ def settings_or_exit(process: str) -> Settings:
             "config_invalid %s=%r is invalid: %s", exc.variable, exc.value, exc.allowed
         )
         sys.exit(EXIT_CONFIG)
+    remember(settings.secret_texts())
     configure_logging(process, settings.log_format, settings.log_level)
     return settings
 

@@ -14,6 +14,7 @@ import redis.exceptions
 
 from shared.codec import as_text as _text
 from shared.codec import encode_api_log
+from shared.config import scrub
 from shared.models import ApiLogRow
 from shared.names import Keys
 from watchdog.policy import Observation
@@ -49,7 +50,10 @@ class WatchdogRedis:
 
     async def publish_state(self, fields: dict[str, str]) -> None:
         try:
-            await self.client.hset(self.keys.watchdog_state, mapping=fields)  # type: ignore[arg-type]
+            await self.client.hset(
+                self.keys.watchdog_state,
+                mapping={k: scrub(v) for k, v in fields.items()},
+            )
         except REDIS_DOWN as exc:
             log.debug("watchdog_state_unpublished %r", exc)
 

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared.codec import as_text
+from shared.config import scrub
 from shared.names import WRITER_GROUP
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,18 @@ class Entry:
 def dead_fields(entry: Entry, reason: str) -> dict[Any, Any]:
     """The dead-letter stream's entry for `entry`: where it came from, why, and its fields
     prefixed `f.` (a key that is not UTF-8 is kept readable)."""
-    fields: dict[Any, Any] = {"stream": entry.stream, "id": entry.id, "reason": reason}
+    fields: dict[Any, Any] = {"stream": entry.stream, "id": entry.id, "reason": scrub(reason)}
     for k, v in entry.fields.items():
         key = k.decode(errors="backslashreplace") if isinstance(k, bytes) else str(k)
-        fields[f"f.{key}"] = v
+        fields[f"f.{key}"] = _scrubbed(v)
     return fields
+
+
+def _scrubbed(value: object) -> object:
+    """A field as stored, unless it holds a secret: then as text, the secret hidden."""
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    hidden = scrub(text)
+    return value if hidden == text else hidden
 
 
 def _is_nogroup(exc: ResponseError) -> bool:

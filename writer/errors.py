@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncpg
 
 from database.db_manager import is_connection_error, is_data_error
+from shared.config import scrub
 
 # Besides the connection-level failures: the server cannot take writes right now, or the schema
 # went away under us (the next try re-runs the schema check). The rows are fine: buffer them.
@@ -47,5 +48,5 @@ def is_row_error(exc: BaseException) -> bool:
 
 def reason_of(exc: BaseException) -> str:
     """An exception as one short line for the log and `api_logs`."""
-    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    text = scrub(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
     return text[:300]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from shared.config import scrub
 from shared.models import ApiLogRow, GreeksRow
 from writer.errors import is_row_error
 
@@ -30,7 +31,7 @@ async def find_refused(rows: Sequence[Row], store: StoreFn) -> list[tuple[Row, s
             if not is_row_error(exc):
                 raise
             if len(part) == 1:
-                refused.append((part[0], f"database refused the row: {exc!r}"[:500]))
+                refused.append((part[0], scrub(f"database refused the row: {exc!r}")[:500]))
             else:
                 mid = len(part) // 2
                 stack.extend([part[mid:], part[:mid]])

@@ -13,6 +13,7 @@ and a typed accessor, so `settings.ib_port` is an `int` for mypy and a table row
 """
 
 from shared.config.parsers import ConfigError, Parser, mask, mask_url
+from shared.config.redact import redact, remember, scrub, scrub_all, secret_values
 from shared.config.settings import (
     API_MODES,
     LOG_FORMATS,
@@ -43,4 +44,9 @@ __all__ = [
     "mask",
     "mask_url",
     "read_dotenv",
+    "redact",
+    "remember",
+    "scrub",
+    "scrub_all",
+    "secret_values",
 ]

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.config.redact import hide_query_secrets
+
 T = TypeVar("T")
 S = TypeVar("S", bound=str)
 
@@ -168,9 +170,11 @@ def optional_text(allowed: str) -> Parser[str | None]:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***` (safe for logs and repr)."""
+    """The URL with any password (also one given as a query parameter, `?password=`) replaced
+    by `***` (safe for logs and repr)."""
     if not url:
         return url
+    url = hide_query_secrets(url)
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -308,6 +308,10 @@ class Settings:
             out[v.field] = value
         return out
 
+    def secret_texts(self) -> list[str]:
+        """The values of the secret variables, unmasked: what `redact` must hide."""
+        return [str(self._values[v.field]) for v in VARIABLES if v.secret]
+
     def as_env(self) -> dict[str, str]:
         """Every setting by variable name, as .env text, secrets masked."""
         return {v.name: v.show(self._values[v.field]) for v in VARIABLES}
