@@ -160,7 +160,11 @@ class DBManager:
 
     # ---- schema --------------------------------------------------------------------------
     async def ensure_schema(self) -> None:
-        """Create the four tables and the idempotency indexes that are absent."""
+        """Create the four tables and the idempotency indexes that are absent (nothing, and no
+        CREATE privilege needed, when all are present)."""
+        async with self.pool.acquire() as conn:
+            if await conn.fetchval(queries.SCHEMA_PRESENT, queries.schema_objects()):
+                return
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(queries.LOCK_SCHEMA, queries.SCHEMA_LOCK_KEY)
             await conn.execute(queries.schema_sql())

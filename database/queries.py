@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 SCHEMA_LOCK_KEY = 0x1B6B_C0DE  # pg_advisory_xact_lock key of the schema check
@@ -12,6 +13,16 @@ def schema_sql() -> str:
 
 
 LOCK_SCHEMA = "SELECT pg_advisory_xact_lock($1)"
+
+
+def schema_objects() -> list[str]:
+    """The tables and indexes schema.sql creates, by name."""
+    return re.findall(r"IF NOT EXISTS (\w+)", schema_sql())
+
+
+# True when every object exists: needs no privilege, so a role with only INSERT/SELECT on the
+# bridge's tables starts (CREATE ... IF NOT EXISTS checks the CREATE privilege first)
+SCHEMA_PRESENT = "SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest($1::text[]) AS n"
 
 # Batches arrive in stream order; WITH ORDINALITY + ORDER BY keeps `id` order = input order.
 INSERT_GREEKS = """
