@@ -2,8 +2,9 @@
 output is searched for them.
 
 PostgreSQL: a private server whose role `bridge` must give its password (scram-sha-256 on the
-loopback TCP address; the fixture's own superuser keeps trust). Redis: a private server with
-`requirepass`. The pipeline (writer, collector against the IB Gateway simulator, watchdog) runs
+loopback TCP address; the fixture's own superuser keeps trust). Redis: a private server with an
+ACL user limited to the run's keys (and a password for the default user). The pipeline (writer,
+collector against the IB Gateway simulator, watchdog) runs
 with those passwords in DATABASE_URL and REDIS_URL, and a supervisord URL with a password. Then
 PostgreSQL is stopped for a few seconds (the writer logs connection errors, buffers, drains),
 an entry the writer cannot decode becomes a dead letter, and processes are started with wrong
@@ -73,13 +74,18 @@ def _require_password(hba: Path) -> None:
     hba.write_text(f"host all {ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
 
 
-async def _password_protected_redis(server: RedisServer) -> str:
+async def _password_protected_redis(server: RedisServer, prefix: str) -> str:
+    """The set-up README recommends: an ACL user limited to the bridge's keys, without the
+    dangerous commands; the default user needs a password too."""
     client = aioredis.Redis.from_url(server.url())
     try:
-        await client.config_set("requirepass", REDIS_PW)
+        await client.execute_command(
+            "ACL", "SETUSER", ROLE, "on", f">{REDIS_PW}", f"~{prefix}*", "+@all", "-@dangerous"
+        )
+        await client.config_set("requirepass", f"{REDIS_PW}-default")
     finally:
         await client.aclose()
-    return f"redis://:{REDIS_PW}@127.0.0.1:{server.port}/0"
+    return f"redis://{ROLE}:{REDIS_PW}@127.0.0.1:{server.port}/0"
 
 
 def _admin_db_url(pg: PostgresServer) -> str:
@@ -184,7 +190,7 @@ async def test_no_password_in_any_output_of_a_run_with_outages_and_wrong_passwor
     pg = private_pg
     db_url = await _password_protected_database(pg)
     redis_server = make_redis()
-    redis_url = await _password_protected_redis(redis_server)
+    redis_url = await _password_protected_redis(redis_server, prefix)
     env = bridge_env(
         DATABASE_URL=db_url,
         REDIS_URL=redis_url,
@@ -252,7 +258,8 @@ async def test_no_password_in_any_output_of_a_run_with_outages_and_wrong_passwor
         wrong = {
             **env,
             "DATABASE_URL": wrong_db_url,
-            "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0?password={REDIS_WRONG_PW}",
+            "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0?username={ROLE}"
+            f"&password={REDIS_WRONG_PW}",
         }
         outputs["status, wrong passwords"] = _bridge(wrong, "status", cwd=tmp_path)
         outputs["status --json, wrong passwords"] = _bridge(wrong, "status", "--json", cwd=tmp_path)
