@@ -4,7 +4,8 @@
 given, so a typo is reported at start rather than at the first request (or never, in SOCKET
 mode, until someone switches to PORTAL). `IBKR_TLS_VERIFY=0` is refused in PORTAL mode unless
 the gateway is on loopback: without verification anyone on the path can read the session and
-the account. In SOCKET mode the portal variables are unused and not checked against each other.
+the account. For the same reason an `http://` gateway (no TLS at all) must be on loopback.
+In SOCKET mode the portal variables are unused and not checked against each other.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.config.parsers import ConfigError
+from shared.config.parsers import ConfigError, mask_url
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -52,11 +53,23 @@ def check_ca_file(ca_file: Path | None) -> None:
 
 
 def check_tls_verify(api_mode: str, gateway_url: str, tls_verify: bool) -> None:
-    """Raise ConfigError for IBKR_TLS_VERIFY=0 with a PORTAL gateway off loopback."""
-    if tls_verify or api_mode != "PORTAL":
+    """Raise ConfigError for a PORTAL gateway off loopback reached without verified TLS:
+    IBKR_TLS_VERIFY=0, or an http:// URL."""
+    if api_mode != "PORTAL":
         return
-    host = urlsplit(gateway_url).hostname or ""
+    parts = urlsplit(gateway_url)
+    host = parts.hostname or ""
     if is_loopback_host(host):
+        return
+    if parts.scheme == "http":
+        raise ConfigError(
+            "IBKR_GATEWAY_URL",
+            mask_url(gateway_url),
+            f"https:// for a gateway off loopback (not {host or 'empty'}): http:// sends the "
+            "session in clear text; use https:// and give the gateway's certificate in "
+            "IBKR_CA_FILE",
+        )
+    if tls_verify:
         return
     raise ConfigError(
         "IBKR_TLS_VERIFY",

@@ -288,6 +288,22 @@ def test_a_remote_gateway_hides_its_password_in_the_tls_error() -> None:
     assert "gw-pass-1" not in str(info.value) and "gw.example.com" in str(info.value)
 
 
+@pytest.mark.parametrize("gateway", REMOTE)
+def test_a_cleartext_portal_off_loopback_is_refused(gateway: str) -> None:
+    cleartext = gateway.replace("https://", "http://op:gw-pass-2@")
+    with pytest.raises(ConfigError) as info:
+        load(IB_API_MODE="PORTAL", IBKR_GATEWAY_URL=cleartext)
+    line = str(info.value)
+    assert info.value.variable == "IBKR_GATEWAY_URL"
+    assert "https://" in line and "IBKR_CA_FILE" in line and "gw-pass-2" not in line
+
+
+@pytest.mark.parametrize("gateway", LOOPBACK)
+def test_a_cleartext_portal_on_loopback_is_accepted(gateway: str) -> None:
+    cleartext = gateway.replace("https://", "http://")
+    assert load(IB_API_MODE="PORTAL", IBKR_GATEWAY_URL=cleartext).ibkr_gateway_url == cleartext
+
+
 @pytest.mark.parametrize("gateway", LOOPBACK)
 def test_tls_verify_off_is_accepted_on_loopback(gateway: str) -> None:
     s = load(IB_API_MODE="PORTAL", IBKR_GATEWAY_URL=gateway, IBKR_TLS_VERIFY="0")
