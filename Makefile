@@ -46,6 +46,6 @@ lint: $(STAMP)
 clean:
 	@if [ -L .demo/pg/data ]; then \
 	  py=$(BIN)/python; [ -x "$$py" ] || py=$(PYTHON); \
-	  "$$py" -m ops.embedded.pg_private remove .demo/pg/data; \
+	  "$$py" -m ops.embedded.clean .demo/pg/data; \
 	fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

@@ -4,12 +4,12 @@ That user must reach its data folder and its binaries, but both the repository (
 `.demo/pg/data`, the binaries in `.venv`) may sit under folders it cannot traverse, such as a
 private home folder. No folder's mode is changed to let it in. Instead, a private folder is
 made for it in the system's temporary folder, `<tmp>/bridge-pg-XXXXXXXX` (mode 0700, owned by
-that user), holding the cluster (`data/`) and the server's files (`pginstall/`: bin, lib,
-share, hard-linked from the wheel when on the same filesystem and readable by others, else
-copied). The data folder asked for becomes a symbolic link to `<private>/data`, which records
-where it is; `remove` deletes both (what `make clean` runs).
-
-    python -m ops.embedded.pg_private remove DATA_DIR
+that user), holding the cluster (`data/`) and the server's files (`pkg/`: the wheel's
+pginstall/ bin, lib and share, and its bundled libraries, pgserver.libs/, in the same layout
+as in site-packages, since the binaries find those by a relative rpath; hard-linked when on the
+same filesystem and readable by others, else copied).
+The data folder asked for becomes a symbolic link to `<private>/data`, which records where it
+is; `remove` deletes both (`make clean` runs it: python -m ops.embedded.clean DATA_DIR).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import stat
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +26,14 @@ from pathlib import Path
 
 PREFIX = "bridge-pg-"
 MARKER = ".bridge-pg-private"  # written by us (owner: our uid): proof that we made the folder
+PACKAGE = "pgserver"
 PGINSTALL_PARTS = ("bin", "lib", "share")  # what initdb and postgres use (not include/)
+LIBS = f"{PACKAGE}.libs"  # next to the package in site-packages: $ORIGIN/../../../pgserver.libs
 
 
 @dataclass(frozen=True)
 class Place:
-    """The private folder of one cluster: `home` holds `data/` and `pginstall/`."""
+    """The private folder of one cluster: `home` holds `data/` and `pkg/`."""
 
     home: Path
 
@@ -42,7 +43,7 @@ class Place:
 
     @property
     def bin_dir(self) -> Path:
-        return self.home / "pginstall" / "bin"
+        return self.home / "pkg" / PACKAGE / "pginstall" / "bin"
 
 
 def _ours(home: Path) -> bool:
@@ -114,13 +115,12 @@ def create(data_dir: Path, pginstall: Path, user: pwd.struct_passwd) -> Place:
     try:
         (home / MARKER).write_text(f"the private PostgreSQL folder of {data_dir}\n")
         place = Place(home)
-        for part in PGINSTALL_PARTS:
-            shutil.copytree(
-                pginstall / part,
-                place.home / "pginstall" / part,
-                symlinks=True,
-                copy_function=_link_or_copy(user),
-            )
+        site, pkg = pginstall.parent.parent, home / "pkg"
+        copies = [(pginstall / part, place.bin_dir.parent / part) for part in PGINSTALL_PARTS]
+        if (site / LIBS).is_dir():
+            copies.append((site / LIBS, pkg / LIBS))
+        for src, dst in copies:
+            shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy(user))
         if data_dir.is_dir() and not data_dir.is_symlink():
             shutil.move(data_dir, place.data)  # a cluster of an earlier layout keeps its data
         else:
@@ -165,21 +165,3 @@ def remove(data_dir: Path) -> Path | None:
     shutil.rmtree(place.home)
     data_dir.unlink()
     return place.home
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "remove":
-        print("usage: python -m ops.embedded.pg_private remove DATA_DIR", file=sys.stderr)
-        return 2
-    data_dir = Path(argv[1]).absolute()
-    if server_running(data_dir):
-        print(f"PostgreSQL still runs on {data_dir}: stop it first", file=sys.stderr)
-        return 1
-    home = remove(data_dir)
-    if home is not None:
-        print(f"removed {home} (the private PostgreSQL folder of {data_dir})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
