@@ -1,15 +1,15 @@
 """Where PostgreSQL lives when it runs as another user (as root: postgres refuses root).
 
-That user must reach its data folder and its binaries, but both the repository (the demo's
+That user must reach its data folder and its binaries, but the repository (the demo's
 `.demo/pg/data`, the binaries in `.venv`) may sit under folders it cannot traverse, such as a
 private home folder. No folder's mode is changed to let it in. Instead, a private folder is
-made for it in the system's temporary folder, `<tmp>/bridge-pg-XXXXXXXX` (mode 0700, owned by
-that user), holding the cluster (`data/`) and the server's files (`pkg/`: the wheel's
-pginstall/ bin, lib and share, and its bundled libraries, pgserver.libs/, in the same layout
-as in site-packages, since the binaries find those by a relative rpath; hard-linked when on the
-same filesystem and readable by others, else copied).
-The data folder asked for becomes a symbolic link to `<private>/data`, which records where it
-is; `remove` deletes both (`make clean` runs it: python -m ops.embedded.clean DATA_DIR).
+made for it in the system's temporary folder, `<tmp>/bridge-pg-private-XXXXXXXX` (mode 0700,
+owned by that user), holding the cluster (`data/`) and the server's files (`pkg/`: the
+wheel's pginstall/ bin, lib and share, and its bundled libraries, pgserver.libs/, in the same
+layout as in site-packages, since the binaries find those by a relative rpath; hard-linked
+when on the same filesystem and readable by others, else copied). The data folder asked for
+becomes a symbolic link to `<private>/data`, which records where it is; `remove` deletes both
+(`make clean` runs it: python -m ops.embedded.clean DATA_DIR).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-PREFIX = "bridge-pg-"
+PREFIX = "bridge-pg-private-"
 MARKER = ".bridge-pg-private"  # written by us (owner: our uid): proof that we made the folder
 PACKAGE = "pgserver"
 PGINSTALL_PARTS = ("bin", "lib", "share")  # what initdb and postgres use (not include/)
