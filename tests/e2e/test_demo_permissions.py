@@ -1,10 +1,11 @@
 """The demo run as root changes nothing outside the repository's folder but what it says.
 
 A clone of this repository's HEAD in a folder of mode 0700 (as a clone under a private home
-folder), its demo run with this test's Python (the clone's code on PYTHONPATH): rows arrive,
-`--stop` ends it; then `make clean`. Before and after, every folder from the clone up to /, and
-from the PostgreSQL binaries of the virtual environment up to /, keeps its mode, owner and group;
-nothing beside the clone appears in its parent. As root PostgreSQL runs as `pgserver` from a
+folder), its demo run with this test's Python, the clone's code and a copy of the PostgreSQL
+wheel inside the clone's `.venv` first on PYTHONPATH (as `make demo` there would have them):
+rows arrive, `--stop` ends it; then `make clean`. Before and after, every folder from the
+clone, and from those binaries, up to / keeps its mode, owner and group; nothing beside the
+clone appears in its parent. As root PostgreSQL runs as `pgserver` from a
 private folder (mode 0700, owned by it), which the demo names in its first lines and which
 `make clean` removes.
 """
@@ -45,8 +46,18 @@ def modes_up_to_root(path: Path) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def snapshot(clone: Path) -> dict[str, tuple[int, int, int]]:
-    return {**modes_up_to_root(clone), **modes_up_to_root(pg_bin_dir())}
+def snapshot(clone: Path, bins: Path) -> dict[str, tuple[int, int, int]]:
+    return {**modes_up_to_root(clone), **modes_up_to_root(bins)}
+
+
+def wheel_copy(site: Path) -> Path:
+    """The pgserver package and its bundled libraries hard-linked into `site` (the binaries
+    find those libraries by a relative path); its binaries' folder."""
+    package = pg_bin_dir().parents[1]
+    for name in (package.name, f"{package.name}.libs"):
+        if (package.parent / name).is_dir():
+            shutil.copytree(package.parent / name, site / name, copy_function=os.link)
+    return site / package.name / "pginstall" / "bin"
 
 
 @pytest.fixture
@@ -68,10 +79,12 @@ def test_demo_as_root_opens_no_folder_above_the_clone(private_parent: Path) -> N
         check=True,
         capture_output=True,
     )
+    site = clone / ".venv" / "lib" / "site-packages"
+    bins = wheel_copy(site)
     demo_dir, log = clone / ".demo", private_parent / "demo.out"
-    env = bridge_env(PYTHONPATH=str(clone))
+    env = bridge_env(PYTHONPATH=f"{clone}{os.pathsep}{site}")
     demo_cmd = [sys.executable, "-m", "ops.cli", "demo", "--dir", str(demo_dir)]
-    before = snapshot(clone)
+    before = snapshot(clone, bins)
     log.touch()
     beside = sorted(os.listdir(private_parent))
 
@@ -99,7 +112,7 @@ def test_demo_as_root_opens_no_folder_above_the_clone(private_parent: Path) -> N
     finally:
         procs.close()
 
-    assert snapshot(clone) == before
+    assert snapshot(clone, bins) == before
     assert sorted(os.listdir(private_parent)) == beside
     assert (private_parent.stat().st_mode & 0o777) == 0o700
 
@@ -110,6 +123,7 @@ def test_demo_as_root_opens_no_folder_above_the_clone(private_parent: Path) -> N
     assert home.st_mode & 0o777 == 0o700
     assert home.st_uid == pwd.getpwnam(PG_USER_AS_ROOT).pw_uid
     assert private_parent not in place.home.parents
+    assert (place.bin_dir / "postgres").stat().st_ino == (bins / "postgres").stat().st_ino
     said = log.read_text()
     first_start = said.index("demo: PostgreSQL 127.0.0.1")
     assert f"`{PG_USER_AS_ROOT}`" in said[:first_start], said[:2000]
@@ -125,5 +139,5 @@ def test_demo_as_root_opens_no_folder_above_the_clone(private_parent: Path) -> N
     )
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert not place.home.exists() and not demo_dir.exists()
-    assert snapshot(clone) == before
+    assert snapshot(clone, bins) == before
     assert sorted(os.listdir(private_parent)) == beside
