@@ -84,7 +84,7 @@ def test_demo_as_root_opens_no_folder_above_the_clone(private_parent: Path) -> N
     demo_dir, log = clone / ".demo", private_parent / "demo.out"
     env = bridge_env(PYTHONPATH=f"{clone}{os.pathsep}{site}")
     demo_cmd = [sys.executable, "-m", "ops.cli", "demo", "--dir", str(demo_dir)]
-    before = snapshot(clone, bins)
+    before, before_clone = snapshot(clone, bins), modes_up_to_root(clone)
     log.touch()
     beside = sorted(os.listdir(private_parent))
 
@@ -138,6 +138,6 @@ def test_demo_as_root_opens_no_folder_above_the_clone(private_parent: Path) -> N
         timeout=60,
     )
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert not place.home.exists() and not demo_dir.exists()
-    assert snapshot(clone, bins) == before
+    assert not place.home.exists() and not demo_dir.exists() and not site.exists()
+    assert modes_up_to_root(clone) == before_clone
     assert sorted(os.listdir(private_parent)) == beside
