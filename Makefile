@@ -41,5 +41,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# As root the demo's PostgreSQL cluster lives in a private folder outside the repository
+# (.demo/pg/data links to it): removed first, refused while that PostgreSQL still runs.
 clean:
+	@if [ -L .demo/pg/data ]; then \
+	  py=$(BIN)/python; [ -x "$$py" ] || py=$(PYTHON); \
+	  "$$py" -m ops.embedded.clean .demo/pg/data; \
+	fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

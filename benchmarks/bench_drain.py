@@ -182,7 +182,7 @@ def main() -> None:
             bare_s = asyncio.run(reference_copy(dsn, csv_path, with_index=False))
             asyncio.run(check(dsn, args.rows))
         finally:
-            server.cleanup()
+            server.remove()
     drain_rate, copy_rate, bare_rate = (args.rows / s for s in (drained_s, copy_s, bare_s))
     print(
         f"drain (writer BufferedStore.flush: read-ahead thread, COPY text per 10k-row chunk): "

@@ -213,7 +213,7 @@ async def main(args: argparse.Namespace) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(15)
         rd.stop()
-        pg.cleanup()
+        pg.remove()
 
 
 if __name__ == "__main__":

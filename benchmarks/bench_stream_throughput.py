@@ -165,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
             writer.wait(10)
         await redis.aclose()
         rd.stop()
-        pg.cleanup()
+        pg.remove()
 
 
 if __name__ == "__main__":

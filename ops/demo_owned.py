@@ -7,7 +7,7 @@ alone:
 - the programs it runs in Python (bridge, event listener, wrappers, simulator): working
   directory `<dir>` (supervisord's directory=) and `python -m <one of the demo's modules>`;
 - PostgreSQL: a `postgres` binary whose working directory is `<dir>/pg/data` (the postmaster
-  and its backends chdir there);
+  and its backends chdir there), or the private folder that `<dir>/pg/data` links to as root;
 - Redis: a `redis-server` binary whose working directory is `<dir>/redis` (its --dir).
 A process whose /proc entries cannot be read (another user's) is never counted.
 """
@@ -109,7 +109,7 @@ def supervisord_pid(demo_dir: Path) -> int | None:
 def programs(demo_dir: Path) -> list[Owned]:
     """Every process of the demo folder except supervisord itself."""
     folder = str(demo_dir.absolute())
-    pg_data, redis_data = f"{folder}/pg/data", f"{folder}/redis"
+    pg_data, redis_data = os.path.realpath(f"{folder}/pg/data"), f"{folder}/redis"
     me = os.getpid()
     out: list[Owned] = []
     for pid in _pids():

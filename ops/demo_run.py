@@ -37,6 +37,8 @@ from ops.demo_owned import (
     supervisord_pid,
     wait_gone,
 )
+from ops.embedded import pg_private
+from ops.embedded.common import PG_USER_AS_ROOT, pg_bin_dir, pg_user, pg_user_exists
 from shared.names import PORTFOLIO_CONTRACT
 from shared.process import die_with_parent
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor
@@ -181,6 +183,32 @@ def _start_supervisord(demo: Demo) -> subprocess.Popen[bytes]:
         out.close()
 
 
+def prepare_postgres(demo_dir: Path) -> None:
+    """As root, say first what the demo makes outside the repository, then make it: the
+    system user PostgreSQL runs as (when absent) and the private folder of its cluster."""
+    if os.geteuid() != 0:
+        return
+    _say(
+        f"demo: running as root; PostgreSQL refuses root, so it runs as the system user "
+        f"`{PG_USER_AS_ROOT}`"
+    )
+    if not pg_user_exists():
+        _say(
+            f"demo: creating the system user `{PG_USER_AS_ROOT}` (useradd --system: no home "
+            "folder, no login shell); it stays after `make clean` (userdel pgserver removes it)"
+        )
+    user = pg_user()
+    if user is None:
+        return
+    data = demo_dir / "pg" / "data"
+    place, made = pg_private.ensure(data, pg_bin_dir().parent, user)
+    _say(
+        f"demo: {'made' if made else 'using'} the private folder {place.home} (mode 0700, owned "
+        f"by {PG_USER_AS_ROOT}) for its cluster and server files; {_shown(data)} links to it, "
+        "`make clean` removes it. No folder's permissions are changed."
+    )
+
+
 def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
     demo_dir = demo_dir.absolute()
     demo_dir.mkdir(parents=True, exist_ok=True)
@@ -188,8 +216,10 @@ def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
     refused = _refuse_second(demo_dir, lock)
     if refused is not None:
         return refused
-    if not render_only and not clean_leftovers(demo_dir):
-        return 1
+    if not render_only:
+        if not clean_leftovers(demo_dir):
+            return 1
+        prepare_postgres(demo_dir)  # after: an old cluster may move, never under a server
     demo = render(demo_dir)
     if render_only:
         print(demo.conf)

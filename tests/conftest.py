@@ -35,9 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @contextlib.contextmanager
 def running_pg() -> Iterator[PostgresServer]:
-    """A started PostgreSQL, its cluster in a folder outside pytest's basetemp: as root the
-    server runs as another user, and a later pytest session resets basetemp's parent to mode
-    0700. Stopped (thawed first) and removed afterwards."""
+    """A started PostgreSQL in a folder of its own; stopped (thawed first) and removed
+    afterwards (as root, with the private folder its server user runs in)."""
     folder = Path(tempfile.mkdtemp(prefix="bridge-test-pg-"))
     try:
         server = PostgresServer(folder / "pgdata")
@@ -46,7 +45,7 @@ def running_pg() -> Iterator[PostgresServer]:
             yield server
         finally:
             server.thaw()
-            server.cleanup()
+            server.remove()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -4,7 +4,8 @@ redis-server), for the demo profile and for tests on a machine without those ser
 Each server runs on its own loopback port (never 5432/6379) and its own data folder, as a child
 process that the caller can stop, kill -9, freeze (SIGSTOP) and start again: what fault-injection
 tests need. As root, PostgreSQL runs as an unprivileged system user (`pgserver`, created when
-absent), because postgres refuses to run as root.
+absent), because postgres refuses to run as root, in a private folder made for it
+(ops/embedded/pg_private.py): no folder's permissions are changed.
 
 Command line (used by deploy/ for supervised, foreground servers):
     python -m ops.embedded postgres --data DIR --port N

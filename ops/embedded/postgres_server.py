@@ -1,4 +1,7 @@
-"""A private PostgreSQL cluster from pgserver's binaries."""
+"""A private PostgreSQL cluster from pgserver's binaries.
+
+As root, postgres runs as `pgserver` from a private folder made for it (ops/embedded/pg_private.py):
+no folder above the data folder or the binaries is opened to other users."""
 
 from __future__ import annotations
 
@@ -11,9 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ops.embedded import pg_private
 from ops.embedded.common import (
-    allow_read_tree,
-    allow_traverse,
     children,
     free_port,
     pg_bin_dir,
@@ -27,26 +29,34 @@ class PostgresServer:
     """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        # as root: a symbolic link to the cluster in its private folder
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.user = pg_user()
         self.socket_dir = Path(tempfile.mkdtemp(prefix="bridge-pg-"))
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        self._place: pg_private.Place | None = None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def _prepare_user_access(self) -> None:
+    def _layout(self) -> tuple[Path, Path]:
+        """(the cluster's folder, the binaries' folder) postgres runs with."""
         if self.user is None:
-            return
-        bins = pg_bin_dir()
-        allow_traverse(bins.parent)
-        allow_read_tree(bins.parent.parent)  # pginstall: bin, lib, share
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        allow_traverse(self.data_dir.parent)
-        for p in (self.socket_dir,):
-            os.chown(p, self.user.pw_uid, self.user.pw_gid)
+            return self.data_dir, pg_bin_dir()
+        if self._place is None:
+            self._place, _ = pg_private.ensure(self.data_dir, pg_bin_dir().parent, self.user)
+            os.chown(self.socket_dir, self.user.pw_uid, self.user.pw_gid)
+        return self._place.data, self._place.bin_dir
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self._layout()[0]
+
+    @property
+    def bin_dir(self) -> Path:
+        return self._layout()[1]
 
     def _popen_kwargs(self) -> dict[str, object]:
         if self.user is None:
@@ -54,18 +64,18 @@ class PostgresServer:
         return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
 
     def init(self) -> None:
-        self._prepare_user_access()
-        if (self.data_dir / "PG_VERSION").exists():
+        data, bins = self._layout()
+        if (data / "PG_VERSION").exists():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
-            os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
-        self.data_dir.chmod(0o700)
+            os.chown(data, self.user.pw_uid, self.user.pw_gid)
+        data.chmod(0o700)
         subprocess.run(
             [
-                str(pg_bin_dir() / "initdb"),
+                str(bins / "initdb"),
                 "-D",
-                str(self.data_dir),
+                str(data),
                 "-U",
                 "postgres",
                 "--auth=trust",
@@ -78,10 +88,11 @@ class PostgresServer:
         )
 
     def command(self) -> list[str]:
+        data, bins = self._layout()
         return [
-            str(pg_bin_dir() / "postgres"),
+            str(bins / "postgres"),
             "-D",
-            str(self.data_dir),
+            str(data),
             "-p",
             str(self.port),
             "-h",
@@ -117,7 +128,7 @@ class PostgresServer:
         while time.monotonic() < end:
             probe = subprocess.run(
                 [
-                    str(pg_bin_dir() / "pg_isready"),
+                    str(self.bin_dir / "pg_isready"),
                     "-h",
                     "127.0.0.1",
                     "-p",
@@ -171,5 +182,12 @@ class PostgresServer:
             return None
 
     def cleanup(self) -> None:
+        """Stop; the cluster stays for a next start."""
         self.stop()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def remove(self) -> None:
+        """Stop and delete the cluster (as root: its private folder too)."""
+        self.cleanup()
+        if pg_private.remove(self.data_dir) is None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

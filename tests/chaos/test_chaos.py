@@ -31,7 +31,7 @@ import pytest
 import redis
 
 from ops.demo import Demo, render
-from ops.embedded import RedisServer
+from ops.embedded import RedisServer, pg_private
 from shared.jsonl import JsonlFile
 from shared.names import WRITER_GROUP, Keys
 from simulator.gateway.control import send_command_sync
@@ -217,6 +217,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         yield Pipeline(demo, sup)
     finally:
         sup.close()
+        pg_private.remove(folder / "pg" / "data")  # as root: the cluster's private folder
 
 
 def ledger(demo: Demo) -> list[tuple[datetime, str]]:

@@ -31,7 +31,7 @@ import asyncpg
 import pytest
 
 from ops.demo import render
-from ops.embedded import free_port
+from ops.embedded import free_port, pg_private
 from tests.helpers import bridge_env
 
 BIN = Path(sys.executable).parent
@@ -139,12 +139,13 @@ class Processes:
 
 @pytest.fixture
 def work() -> Iterator[Path]:
-    """A folder outside pytest's basetemp: as root PostgreSQL runs as another user, and a later
-    pytest session resets basetemp's parent to mode 0700."""
+    """A folder of this test; removed afterwards, with the private PostgreSQL folder (as root)
+    its demo's `pg/data` links to."""
     folder = Path(tempfile.mkdtemp(prefix="bridge-demo-"))
     try:
         yield folder
     finally:
+        pg_private.remove(folder / "demo" / "pg" / "data")
         shutil.rmtree(folder, ignore_errors=True)
 
 

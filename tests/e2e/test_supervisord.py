@@ -31,6 +31,7 @@ import pytest
 import redis
 
 from ops.demo import Demo, render
+from ops.embedded import pg_private
 from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
 from tests.helpers import bridge_env
 
@@ -168,6 +169,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, Super
         yield d, sup
     finally:
         sup.close()
+        pg_private.remove(folder / "pg" / "data")  # as root: the cluster's private folder
 
 
 def portfolio_ts(d: Demo) -> list[datetime]:
