@@ -39,7 +39,8 @@ async def main(settings: Settings) -> int:
     # needs the database, and buffers behind the circuit breaker meanwhile.
     db = DBManager(dsn, min_size=0, connect_attempts=1)  # min_size=0: no connect in create_pool
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-    writer, store = Writer.buffered(settings, redis, db, stop=stop)
+    writer = Writer(settings, redis, db, stop=stop)
+    store = writer.store
     try:
         await store.check_database()
         store.open_buffer()

@@ -1,9 +1,10 @@
 """The writer process: Redis streams -> PostgreSQL, acked only after COMMIT.
 
 One loop: read a batch (pending first), decode it (malformed entries go to the dead-letter
-stream with their reason and a WARN row), store it through the `Store` (one transaction), then
-XACK. A row the database refuses (a data error, not an outage) is isolated by bisection and
-dead-lettered, so one bad row never blocks the stream nor loops forever.
+stream with their reason and a WARN row), store it through the `BufferedStore` (one transaction,
+or the buffer while PostgreSQL is down), then XACK. A row the database refuses (a data error,
+not an outage) is isolated by bisection and dead-lettered, so one bad row never blocks the
+stream nor loops forever.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -52,49 +52,6 @@ class Stopping(Exception):
     """Stop was requested while waiting out a Redis outage."""
 
 
-class Store(Protocol):
-    async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
-        """Make the rows durable (commit, or fsync to the buffer); raise if they are not."""
-
-    async def tick(self) -> None:
-        """Periodic work between reads (e.g. the breaker's flush retry)."""
-
-    def status(self) -> dict[str, str]:
-        """Fields of the Keys.writer_state hash."""
-
-
-class DatabaseStore:
-    """Rows straight into PostgreSQL, one transaction per batch (no breaker, no buffer)."""
-
-    def __init__(self, db: DBManager) -> None:
-        self.db = db
-        self.last_commit: datetime | None = None
-
-    async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
-        result = await self.db.write_batch(greeks, logs)
-        self.last_commit = utcnow()
-        if result.greeks_skipped or result.logs_skipped:
-            log.info(
-                "replay_skipped %d greeks and %d api_logs rows were already stored",
-                result.greeks_skipped,
-                result.logs_skipped,
-            )
-
-    async def tick(self) -> None:
-        return None
-
-    def status(self) -> dict[str, str]:
-        return {
-            "breaker": "closed",
-            "since": "",
-            "reason": "",
-            "buffer_rows": "0",
-            "buffer_bytes": "0",
-            "updated": utcnow().isoformat(),
-            "last_commit": self.last_commit.isoformat() if self.last_commit else "",
-        }
-
-
 def decode_batch(keys: Keys, entries: list[Entry]) -> Batch:
     batch = Batch(entries)
     for e in entries:
@@ -121,15 +78,18 @@ class Writer:
         self,
         settings: Settings,
         redis: aioredis.Redis,
-        store: Store,
+        db: DBManager,
         *,
         stop: asyncio.Event,
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self.redis = redis
-        self.store = store
         self.stop = stop
+        # PostgreSQL behind the circuit breaker, the buffer behind it
+        self.store = BufferedStore(
+            settings, db, dead_letter=self.dead_letter, stop=stop, on_progress=self._beat
+        )
         self.consumer = StreamConsumer(
             redis,
             self.keys.data_streams,
@@ -138,18 +98,6 @@ class Writer:
             claim_idle_ms=int(settings.claim_idle_s * 1000),
         )
         self.commits = 0
-
-    @classmethod
-    def buffered(
-        cls, settings: Settings, redis: aioredis.Redis, db: DBManager, *, stop: asyncio.Event
-    ) -> tuple[Writer, BufferedStore]:
-        """The production writer: PostgreSQL behind the circuit breaker, the buffer behind it."""
-        writer = cls(settings, redis, DatabaseStore(db), stop=stop)
-        store = BufferedStore(
-            settings, db, dead_letter=writer.dead_letter, stop=stop, on_progress=writer._beat
-        )
-        writer.store = store
-        return writer, store
 
     async def run(self) -> None:
         try:
@@ -214,7 +162,7 @@ class Writer:
     async def _store_until_done(
         self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch
     ) -> None:
-        """Store the batch. The buffer unwritable (or, without a buffer, the database down):
+        """Store the batch. The buffer unwritable (the store buffers a database outage itself):
         wait with capped back-off, nothing acked, until it works or stop is requested. A data
         error is isolated (bisection, dead letters)."""
         delay = 0.2

@@ -267,6 +267,8 @@ class BufferedStore:
         except Exception as exc:
             if not is_outage(exc):
                 raise
+            # a session may keep what made it fail (a read-only default): retry on fresh ones
+            await self.db.expire_connections()
             self._flush_failed(exc)
             return False
         if self.stop.is_set() and self._rows:

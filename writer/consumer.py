@@ -70,6 +70,7 @@ class StreamConsumer:
         batch: int = 500,
         block_ms: int = 500,
         claim_idle_ms: int = 60_000,
+        retention_ms: int = RETENTION_MS,
     ) -> None:
         self.redis = redis
         self.streams = list(streams)
@@ -78,6 +79,7 @@ class StreamConsumer:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.retention_ms = retention_ms
         self._pending_first = {s: True for s in self.streams}
         self._last_claim = 0.0
         self._last_trim = 0.0
@@ -190,7 +192,8 @@ class StreamConsumer:
             await pipe.execute()
 
     async def trim(self, every_s: float = 60.0) -> None:
-        """Drop acknowledged entries older than the retention; never an unacknowledged one."""
+        """Drop acknowledged entries older than `retention_ms`; never an unacknowledged one
+        (pending in any group) nor one not yet delivered."""
         now = time.monotonic()
         if now - self._last_trim < every_s:
             return
@@ -199,7 +202,7 @@ class StreamConsumer:
             floor = await self._safe_min_id(stream)
             if floor is None:
                 continue
-            retention_floor = (int(time.time() * 1000) - RETENTION_MS, 0)
+            retention_floor = (int(time.time() * 1000) - self.retention_ms, 0)
             minid = min(floor, retention_floor)
             await self.redis.xtrim(stream, minid=f"{minid[0]}-{minid[1]}", approximate=False)
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from database.db_manager import DBManager
+from database.db_manager import DBManager, WriteResult
 from shared.models import ApiLogRow, GreeksRow
 
 T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -156,3 +156,46 @@ async def test_greek_snapshots_and_trades_keep_working(pg_url: str) -> None:
         assert [(t["id"], t["side"], t["quantity"]) for t in trades] == [(tid, "BUY", 100.0)]
         with pytest.raises(ValueError, match="side"):
             await db.insert_trade("SPY", "HOLD", 1, 1, timestamp=T0)
+
+
+async def stored_keys(url: str) -> list[datetime]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT timestamp FROM portfolio_greeks ORDER BY id")
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_copy_batch_over_stored_rows_takes_the_duplicate_tolerant_path(pg_url: str) -> None:
+    """A replayed chunk: the COPY fails as a whole on the first stored row, the staged insert
+    (ON CONFLICT DO NOTHING) keeps the new rows, in input order, and reports the skipped ones."""
+    async with DBManager(pg_url) as db:
+        await db.ensure_schema()
+        first = await db.copy_batch(greeks(10), [])
+        assert first == WriteResult(10, 0, 0, 0)
+        log = ApiLogRow(T0, "SOCKET", "INFO", "drained", "writer")
+        replay = await db.copy_batch(greeks(15, start=5), [log])  # rows 5-9 stored already
+        assert replay == WriteResult(10, 5, 1, 0)
+        again = await db.copy_batch(greeks(15, start=5), [log])
+        assert again == WriteResult(0, 15, 0, 1)
+    keys = await stored_keys(pg_url)
+    assert keys == [r.ts for r in greeks(20)], "each row once, id order is input order"
+
+
+async def test_copy_text_over_stored_rows_takes_the_duplicate_tolerant_path(pg_url: str) -> None:
+    def text(rows: list[GreeksRow]) -> bytes:
+        """COPY text lines, as the drain sends them."""
+        lines = []
+        for r in rows:
+            und = "\\N" if r.underlying_price is None else repr(r.underlying_price)
+            numbers = [repr(x) for x in (r.delta, r.gamma, r.vega, r.theta)]
+            lines.append("\t".join([r.ts.isoformat(), r.contract, *numbers, und]) + "\n")
+        return "".join(lines).encode()
+
+    async with DBManager(pg_url) as db:
+        await db.ensure_schema()
+        assert await db.copy_greeks_text(text(greeks(10))) == WriteResult(10, 0, 0, 0)
+        replay = await db.copy_greeks_text(text(greeks(15, start=5)))
+        assert replay == WriteResult(10, 5, 0, 0)
+    assert await stored_keys(pg_url) == [r.ts for r in greeks(20)]

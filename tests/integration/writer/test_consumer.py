@@ -139,3 +139,60 @@ async def test_ack_takes_entries_of_several_streams(redis: aioredis.Redis, prefi
     await reader.ack([e for e in got if numbers([e])[0] in (0, 100, 101)])
     assert await pending_of(redis, greeks) == {"writer-1": 2}
     assert await pending_of(redis, logs) == {"writer-1": 1}
+
+
+async def ids_in(redis: aioredis.Redis, stream: str) -> list[str]:
+    return [i.decode() for i, _ in await redis.xrange(stream)]
+
+
+async def test_trim_keeps_pending_and_undelivered_entries_of_every_consumer(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    """A retention of 0 ms: only the unacknowledged and the undelivered entries hold the trim."""
+    stream = f"{prefix}greeks"
+    a = consumer(redis, [stream], "writer-a", batch=4, retention_ms=0)
+    b = consumer(redis, [stream], "writer-b", batch=3, retention_ms=0)
+    await a.ensure_groups()
+    ids = await add(redis, stream, 10)
+    got_a = await a.read()  # 0-3
+    got_b = await b.read()  # 4-6; 7-9 never delivered
+    assert (numbers(got_a), numbers(got_b)) == ([0, 1, 2, 3], [4, 5, 6])
+    await a.ack(got_a[:2])  # 2, 3 pending with a
+    await b.ack([got_b[0], got_b[2]])  # 5 pending with b
+    await a.trim(every_s=0)
+    assert await ids_in(redis, stream) == ids[2:], "acked 0 and 1 went; a's pending 2 stays"
+    await a.ack(got_a[2:])
+    await b.trim(every_s=0)
+    assert await ids_in(redis, stream) == ids[5:], "b's pending 5 holds the trim"
+    await b.ack([got_b[1]])
+    await a.trim(every_s=0)
+    assert await ids_in(redis, stream) == ids[7:], "never delivered: kept"
+    assert numbers(await b.read()) == [7, 8, 9]
+
+
+async def test_trim_keeps_what_another_group_has_not_read(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    stream = f"{prefix}greeks"
+    reader = consumer(redis, [stream], "writer-1", retention_ms=0)
+    await reader.ensure_groups()
+    await redis.xgroup_create(stream, "audit", id="0")
+    ids = await add(redis, stream, 5)
+    await reader.ack(await reader.read())
+    await reader.trim(every_s=0)
+    assert await ids_in(redis, stream) == ids, "the other group has read nothing"
+
+
+async def test_trim_keeps_acked_entries_within_the_retention(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    stream = f"{prefix}greeks"
+    default = consumer(redis, [stream], "writer-1")
+    assert default.retention_ms == 24 * 3600 * 1000
+    await default.ensure_groups()
+    ids = await add(redis, stream, 5)
+    await default.ack(await default.read())
+    await default.trim(every_s=0)
+    assert await ids_in(redis, stream) == ids, "acked, but younger than a day"
+    await consumer(redis, [stream], "writer-1", retention_ms=0).trim(every_s=0)
+    assert await ids_in(redis, stream) == []

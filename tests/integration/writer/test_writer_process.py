@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -67,15 +65,14 @@ async def pending(redis: aioredis.Redis, stream: str) -> int:
 
 
 def writer_env(pg_url: str, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    # a buffer of this test alone (never the operator's ~/.portfolio_bridge_buffer.jsonl)
-    buffer = Path(tempfile.gettempdir()) / f"bridge-test-{prefix.strip(':')}" / "buffer.jsonl"
+    # the buffer is `spawn`'s: under the test's tmp_path, shared by its writers, never the
+    # operator's ~/.portfolio_bridge_buffer.jsonl
     env = {
         "DATABASE_URL": pg_url,
         "REDIS_URL": redis_url,
         "BRIDGE_REDIS_PREFIX": prefix,
         "BRIDGE_CLAIM_IDLE_S": "1",
         "BRIDGE_WRITER_BATCH": "500",
-        "BRIDGE_BUFFER_PATH": str(buffer),
     }
     return bridge_env(**{**env, **extra})
 

@@ -87,7 +87,14 @@ async def test_one_bad_row_costs_a_logarithmic_number_of_calls() -> None:
 
 @pytest.mark.parametrize(
     "outage",
-    [ConnectionRefusedError("refused"), asyncpg.exceptions.AdminShutdownError("shutting down")],
+    [
+        ConnectionRefusedError("refused"),
+        asyncpg.exceptions.AdminShutdownError("shutting down"),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.ReadOnlySQLTransactionError("read-only transaction"),
+        asyncpg.exceptions.UndefinedTableError('relation "portfolio_greeks" does not exist'),
+    ],
+    ids=type,
 )
 async def test_an_outage_is_no_refusal_and_is_raised(outage: BaseException) -> None:
     table = FakeTable([], outage=outage)
