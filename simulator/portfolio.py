@@ -167,8 +167,8 @@ class SimPortfolio:
         return {p.con_id: p for p in self.positions}
 
 
-# Options whose multiplier is not 100: SPY minis (10 shares) and contracts adjusted after
-# corporate actions (50 and 1000 here).
+# Options whose multiplier is not 100: a SPY mini (10 shares) and two contracts of
+# non-standard size (50 and 1000), as adjusted or foreign contracts have.
 ODD_MULTIPLIER_OPTIONS = (
     SimPosition(600000031, "SPY", "OPT", 7, 756733, "20261218", 610.0, "C", 10, 65.0),
     SimPosition(600000032, "AAPL", "OPT", -6, 265598, "20261218", 220.0, "P", 50, 140.0),
