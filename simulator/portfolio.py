@@ -167,11 +167,28 @@ class SimPortfolio:
         return {p.con_id: p for p in self.positions}
 
 
+# Options whose multiplier is not 100: a SPY mini (10 shares) and two contracts of
+# non-standard size (50 and 1000), as adjusted or foreign contracts have.
+ODD_MULTIPLIER_OPTIONS = (
+    SimPosition(600000031, "SPY", "OPT", 7, 756733, "20261218", 610.0, "C", 10, 65.0),
+    SimPosition(600000032, "AAPL", "OPT", -6, 265598, "20261218", 220.0, "P", 50, 140.0),
+    SimPosition(600000033, "QQQ", "OPT", 2, 320227571, "20270115", 500.0, "C", 1000, 21500.0),
+)
+
+
 def default_portfolio(
-    account: str = "DU1234567", extra_options: int = 0, step_s: float = 1.0
+    account: str = "DU1234567",
+    extra_options: int = 0,
+    step_s: float = 1.0,
+    *,
+    odd_multipliers: bool = False,
 ) -> SimPortfolio:
     """SPY and QQQ stock and options, an AAPL option spread; `extra_options` adds more SPY
-    options (for paging: the Client Portal serves 100 positions a page)."""
+    options (for paging: the Client Portal serves 100 positions a page).
+
+    `odd_multipliers` puts `ODD_MULTIPLIER_OPTIONS` first among the options, so a test can tell
+    a multiplier read right from the default of 100 (and the first options are the ones a
+    gateway serves without their security definition)."""
     und = {
         "SPY": Underlying(756733, "SPY", 600.0, 0.18, "ARCA"),
         "QQQ": Underlying(320227571, "QQQ", 510.0, 0.22, "NASDAQ"),
@@ -187,6 +204,8 @@ def default_portfolio(
         SimPosition(600000021, "AAPL", "OPT", 10, 265598, "20261218", 240.0, "C", 100, 420.0),
         SimPosition(600000022, "AAPL", "OPT", -10, 265598, "20261218", 250.0, "C", 100, 190.0),
     ]
+    if odd_multipliers:
+        p[1:1] = ODD_MULTIPLIER_OPTIONS
     for i in range(extra_options):
         strike = 500.0 + 5.0 * (i % 40)
         right = "C" if i % 2 == 0 else "P"

@@ -38,7 +38,11 @@ ENDPOINT_LIMITS: dict[str, Limit] = {
 
 
 def endpoint_of(path: str) -> str:
-    """The pacing class of a path (e.g. /portfolio/DU1/positions/0 -> /portfolio/positions)."""
+    """The pacing class of a path: the limited endpoint it starts with, else the path itself.
+
+    Only the endpoints of `ENDPOINT_LIMITS` have a window of their own; any other path (e.g.
+    /portfolio/DU1/positions/0, which IBKR does not limit by itself) is paced by the global
+    window alone, so its class needs no grouping by account or page."""
     for known in ENDPOINT_LIMITS:
         if path.startswith(known):
             return known

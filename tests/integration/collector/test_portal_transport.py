@@ -16,14 +16,17 @@ from collector.portal.transport import PortalTransport
 from collector.transport import LinkEvent, LinkState, Snapshot, TransportError
 from shared.config import Settings, load_settings
 from simulator.portal.server import PortalSimulator
-from simulator.portfolio import default_portfolio
+from simulator.portfolio import SimPosition, default_portfolio
 
 FROZEN = 1_795_600_000.0  # a fixed model time (epoch seconds)
+ODD = {600000031: 10.0, 600000032: 50.0, 600000033: 1000.0}  # con_id -> multiplier, not 100
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[PortalSimulator]:
-    portfolio = default_portfolio(extra_options=120, step_s=1.0)
+    # minis (10) and adjusted contracts (50, 1000) first among the options: a multiplier read
+    # wrong, or the default of 100 taken instead, changes the net Greeks
+    portfolio = default_portfolio(extra_options=120, step_s=1.0, odd_multipliers=True)
     async with PortalSimulator(portfolio) as server:
         server.switches.update({"frozen_at": FROZEN})
         yield server
@@ -63,7 +66,7 @@ def now() -> datetime:
 def assert_equals_portfolio(sim: PortalSimulator, snap: Snapshot, **policy_kw: object) -> None:
     policy = GreeksPolicy(10, 60, **policy_kw)  # type: ignore[arg-type]
     ev = policy.evaluate(snap, now())
-    assert not ev.held and ev.excluded == ()
+    assert not ev.held and ev.excluded == () and ev.assumed_multiplier == ()
     expected = sim.portfolio.net_greeks(FROZEN)
     row = ev.rows[0]
     assert row.contract == "PORTFOLIO"
@@ -71,6 +74,34 @@ def assert_equals_portfolio(sim: PortalSimulator, snap: Snapshot, **policy_kw: o
     assert row.gamma == pytest.approx(expected.gamma, rel=1e-9, abs=1e-12)
     assert row.vega == pytest.approx(expected.vega, rel=1e-9, abs=1e-9)
     assert row.theta == pytest.approx(expected.theta, rel=1e-9, abs=1e-9)
+
+
+def assert_multipliers(sim: PortalSimulator, snap: Snapshot) -> None:
+    """Every option carries its own multiplier, the odd ones included."""
+    got = {p.con_id: p.multiplier for p in snap.positions if p.sec_type == "OPT"}
+    want = {p.con_id: float(p.multiplier) for p in sim.portfolio.positions if p.is_option}
+    assert got == want
+    assert {c: got[c] for c in ODD} == ODD
+
+
+def assert_net_by_hand(sim: PortalSimulator, snap: Snapshot, odd: dict[int, float] = ODD) -> None:
+    """The PORTFOLIO row against a sum worked out here with the contracts' multipliers written
+    out (10 for the mini, 50 and 1000 for the adjusted ones, 100 for the rest): shares add
+    delta, an option quantity x multiplier x its per-share Greek."""
+    want = dict.fromkeys(("delta", "gamma", "vega", "theta"), 0.0)
+    for pos in sim.portfolio.positions:
+        if not pos.is_option:
+            want["delta"] += pos.quantity
+            continue
+        q = sim.portfolio.quote(pos, FROZEN)
+        k = pos.quantity * odd.get(pos.con_id, 100)
+        for name in want:
+            want[name] += k * getattr(q, name)
+    ev = GreeksPolicy(10, 60).evaluate(snap, now())
+    assert not ev.held and ev.excluded == () and ev.assumed_multiplier == ()
+    row = ev.rows[0]
+    for name, value in want.items():
+        assert getattr(row, name) == pytest.approx(value, rel=1e-9, abs=1e-9), name
 
 
 async def test_values_equal_the_simulated_portfolio(
@@ -183,11 +214,33 @@ async def test_quirks_secdef_missing_and_late_greeks(
     assert sim.stats.counts["/iserver/marketdata/snapshot"] - before >= 2 * 3
     assert_equals_portfolio(sim, snap)
     assert sim.stats.counts.get("/portfolio/{acct}/positions", 0) >= 6  # asked again
-    assert all(p.multiplier == 100 for p in snap.positions if p.sec_type == "OPT")
+    assert_multipliers(sim, snap)  # from the definitions the second asking brought
+    assert_net_by_hand(sim, snap)
     # the next tick needs no retry
     before = sim.stats.counts["/iserver/marketdata/snapshot"]
     await transport.snapshot(now())
     assert sim.stats.counts["/iserver/marketdata/snapshot"] - before == 2
+    # a mini bought now comes without its definition, and the gateway is not asked again
+    # before SECDEF_RETRY_S: its multiplier (10) is read from its contractDesc meanwhile
+    mini = SimPosition(600000034, "SPY", "OPT", -9, 756733, "20261218", 590.0, "P", 10, 45.0)
+    sim.portfolio.positions.insert(1, mini)
+    odd_now = {**ODD, mini.con_id: 10.0}
+    transport._positions_at = None
+    await transport.snapshot(now())  # starts the refresh, which runs beside the ticks
+    for _ in range(200):
+        if transport._positions_at is not None:
+            break
+        await asyncio.sleep(0.05)
+    for _ in range(5):  # the new conid's stream opens, its Greeks come late
+        snap = await transport.snapshot(now())
+        got = {p.con_id: p for p in snap.positions}
+        if got[mini.con_id].delta is not None:
+            break
+    assert got[mini.con_id].multiplier == 10.0
+    held = {r.con_id: r for r in transport.book.rows}
+    assert not held[mini.con_id].has_secdef  # not asked again: the value is the description's
+    assert_multipliers(sim, snap)
+    assert_net_by_hand(sim, snap, odd_now)
 
 
 async def test_greeks_later_than_the_tick_budget_hold_the_tick(sim: PortalSimulator) -> None:
@@ -220,6 +273,8 @@ async def test_secdef_never_comes_multiplier_from_description(
     await transport.connect()
     snap = await transport.snapshot(now())
     assert_equals_portfolio(sim, snap)
+    assert_multipliers(sim, snap)
+    assert_net_by_hand(sim, snap)
 
 
 async def test_iserver_outage_then_back(sim: PortalSimulator, transport: PortalTransport) -> None:
@@ -330,6 +385,8 @@ async def test_other_gateways_get_only_auth_and_no_invalidate(
     assert transport.state == LinkState.CONNECTED
     snap = await transport.snapshot(now())
     assert_equals_portfolio(sim, snap)  # multipliers read from contractDesc
+    assert_multipliers(sim, snap)
+    assert_net_by_hand(sim, snap)
 
 
 async def test_minimal_gateway_without_optional_endpoints(sim: PortalSimulator) -> None:

@@ -186,9 +186,17 @@ async def test_frozen_greeks_equal_the_model_and_the_net_matches(
 
 
 async def test_pnl_in_status(sim: GatewaySimulator, connected: SocketTransport) -> None:
-    assert await wait_until(lambda: connected.status()["pnl_unrealized"] != "")
-    status = connected.status()
-    assert float(status["pnl_unrealized"]) != 0 and status["account"] == ACCOUNT
+    """The account's P&L as the simulator sends it (values pinned: the pushes repeat them)."""
+    daily, unrealized, realized = sim.catalog.pnl(sim.freeze(True))
+    sent = {"pnl_daily": daily, "pnl_unrealized": unrealized, "pnl_realized": realized}
+
+    def shown() -> dict[str, float | None]:
+        status = connected.status()
+        return {k: float(status[k]) if status[k] else None for k in sent}
+
+    await wait_until(lambda: shown() == sent)
+    assert shown() == sent
+    assert connected.status()["account"] == ACCOUNT
     assert await wait_until(lambda: connected.status()["subscriptions"] == str(N_SUBS))
 
 

@@ -72,12 +72,42 @@ async def test_ensure_schema_creates_exact_columns(pg_url: str) -> None:
     assert {"portfolio_greeks_timestamp_contract_key", "api_logs_dedupe_key"} <= idx
 
 
+TABLES = ["api_logs", "greek_snapshots", "portfolio_greeks", "trades"]
+INDEXES = [
+    ("api_logs", "api_logs_dedupe_key"),
+    ("api_logs", "api_logs_pkey"),
+    ("api_logs", "api_logs_timestamp_idx"),
+    ("greek_snapshots", "greek_snapshots_pkey"),
+    ("portfolio_greeks", "portfolio_greeks_pkey"),
+    ("portfolio_greeks", "portfolio_greeks_timestamp_contract_key"),
+    ("trades", "trades_pkey"),
+]
+
+
 async def test_concurrent_schema_checks(pg_url: str) -> None:
-    managers = [DBManager(pg_url) for _ in range(4)]
+    """Eight processes starting at once on an empty database (several rounds, to meet the race
+    of CREATE ... IF NOT EXISTS): none fails, and each table and index exists once."""
+    managers = [DBManager(pg_url) for _ in range(8)]
     await asyncio.gather(*(m.connect() for m in managers))
+    conn = await asyncpg.connect(pg_url)
     try:
-        await asyncio.gather(*(m.ensure_schema() for m in managers))
+        for _ in range(5):
+            await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
+            results = await asyncio.gather(
+                *(m.ensure_schema() for m in managers), return_exceptions=True
+            )
+            assert results == [None] * len(managers)
+            tables = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            )
+            assert [r[0] for r in tables] == TABLES
+            indexes = await conn.fetch(
+                "SELECT tablename, indexname FROM pg_indexes WHERE schemaname = 'public' "
+                "ORDER BY 1, 2"
+            )
+            assert [(r[0], r[1]) for r in indexes] == INDEXES
     finally:
+        await conn.close()
         await asyncio.gather(*(m.close() for m in managers))
 
 

@@ -151,12 +151,28 @@ async def test_delayed_frozen_uses_delayed_tick_types(
     assert not tick_types & {1, 2, 4}
 
 
+def unrealized_by_hand(sim: GatewaySimulator, t: float) -> float:
+    """Market value less cost, position by position: a stock at its price, an option at its
+    per-share price x multiplier; the average cost of an option is per contract."""
+    total = 0.0
+    for pos in sim.portfolio.positions:
+        if pos.is_option:
+            value = pos.quantity * sim.portfolio.quote(pos, t).price * pos.multiplier
+        else:
+            value = pos.quantity * sim.portfolio.price(pos.symbol, t)
+        total += value - pos.quantity * pos.avg_cost
+    return total
+
+
 async def test_pnl_fills_and_cancel_stops_it(sim: GatewaySimulator, make_ib: MakeIB) -> None:
+    t = sim.freeze(True)  # the values the client gets are those of this model time
     ib = await connect(make_ib(), sim.port)
     pnl = ib.reqPnL(ACCOUNT)
     assert await wait_until(lambda: not math.isnan(pnl.unrealizedPnL))
-    _, unreal, _ = sim.catalog.pnl(sim.model_time())
-    assert abs(pnl.unrealizedPnL - unreal) < 1e5
+    unreal = unrealized_by_hand(sim, t)  # between about -300 and 2,700 as prices move
+    assert pnl.unrealizedPnL == pytest.approx(unreal, abs=0.006)  # sent in cents
+    assert pnl.dailyPnL == pytest.approx(0.1 * unreal, abs=0.006)  # the simulator's rule
+    assert pnl.realizedPnL == 0.0
     assert await wait_until(lambda: sim.status()["clients"][0]["pnl"] == 1)
     ib.cancelPnL(ACCOUNT)
     assert await wait_until(lambda: sim.status()["clients"][0]["pnl"] == 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -128,8 +130,30 @@ async def test_missing_greeks_outage_and_post_without_body(
     sim.switches.update({"iserver_outage": True})
     status, _ = await call(http, sim, "GET", "/v1/api/iserver/marketdata/snapshot", params=params)
     assert status == 503
+    # a POST without a body: the gateway needs its length. aiohttp sends Content-Length: 0,
+    # which it accepts; a request without any length (nor chunked) it refuses with 411
     async with http.post(sim.url + "/v1/api/tickle", data=None) as resp:
-        assert resp.status in (200, 411)
+        assert resp.request_info.headers["Content-Length"] == "0"
+        assert resp.status == 200 and (await resp.json())["session"]
+    assert await raw_status(sim, "POST /v1/api/tickle HTTP/1.1") == 411
+    assert await raw_status(sim, "POST /v1/api/tickle HTTP/1.1", "Content-Length: 0") == 200
+
+
+async def raw_status(sim: PortalSimulator, request_line: str, *headers: str) -> int:
+    """The status of a request written by hand (no header added by a client library)."""
+    host = f"127.0.0.1:{sim.port}"
+    context = ssl.create_default_context(cafile=str(sim.ca_file))
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port, ssl=context)
+    try:
+        head = [request_line, f"Host: {host}", "Connection: close", *headers]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    return int(status_line.split()[1])
 
 
 def test_nightly_outage_window() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from collector.portal.pacing import Limit, Pacer, endpoint_of
 
 
@@ -24,8 +26,25 @@ async def test_global_window_and_endpoint_limits() -> None:
     await pacer.acquire("/portfolio/accounts")
     clock.t += 1.0
     assert pacer.delay_s("/portfolio/accounts") == 4.5
-    assert endpoint_of("/portfolio/DU1/positions/0") == "/portfolio/DU1/positions/0"
+
+
+async def test_only_the_limited_endpoints_have_a_window_of_their_own() -> None:
+    """The positions pages and the summary name the account and the page: each is its own
+    class, paced by the global window only, never held by the /portfolio/accounts limit."""
     assert endpoint_of("/portfolio/accounts") == "/portfolio/accounts"
+    assert endpoint_of("/iserver/marketdata/snapshot") == "/iserver/marketdata/snapshot"
+    assert endpoint_of("/portfolio/DU1/positions/0") == "/portfolio/DU1/positions/0"
+    clock = Clock()
+    pacer = Pacer(8, clock=clock)  # the real table of limits
+    await pacer.acquire("/portfolio/accounts")
+    assert pacer.delay_s("/portfolio/accounts") == pytest.approx(5.5)
+    assert pacer.delay_s("/portfolio/subaccounts") == 0  # a window of its own
+    for page in range(3):
+        assert pacer.delay_s(f"/portfolio/DU1/positions/{page}") == 0
+        await pacer.acquire(f"/portfolio/DU1/positions/{page}")
+    assert pacer.delay_s("/portfolio/DU1/summary") == 0
+    await pacer.acquire("/tickle")
+    assert pacer.delay_s("/tickle") == pytest.approx(1.1)
 
 
 async def test_background_requests_leave_room_for_ticks() -> None:

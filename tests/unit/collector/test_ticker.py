@@ -292,15 +292,25 @@ async def test_control_pause_and_reconnect(server: fakeredis.FakeServer, tmp_pat
     assert transport.connects == 0 and collector.paused
     link = await client.hgetall(keys.link)
     assert link[b"state"] == b"paused"
-    await client.xadd(keys.control, {"cmd": "bogus", "id": "c0"})
+    bogus_id = (await client.xadd(keys.control, {"cmd": "bogus", "id": "c0"})).decode()
     collector.control.last_id = "0-0"
     await client.xadd(keys.control, {"cmd": "reconnect", "id": "c1", "reason": "test"})
-    for entry_id, cmd in await collector.control.read():
-        if isinstance(cmd, str):
-            assert "unknown command" in cmd and entry_id
-            continue
-        await collector.obey(cmd)
+    stop = asyncio.Event()
+    reading = asyncio.create_task(collector.run_control(stop))
+    try:
+        for _ in range(250):
+            if transport.connects:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(reading, 5)
     assert transport.connects == 1 and not collector.paused
+    logs = [decode_api_log(f) for _i, f in await client.xrange(keys.api_logs)]
+    ignored = [
+        (m.status, m.message) for m in logs if isinstance(m, ApiLogRow) and "ignored" in m.message
+    ]
+    assert ignored == [("WARN", f"control entry {bogus_id} ignored: unknown command 'bogus'")]
     events = await client.xrange(keys.link_events)
     answer = events[-1][1]
     assert answer[b"cmd_id"] == b"c1" and answer[b"state"] == b"connected"
