@@ -1,5 +1,5 @@
 """Fault injection: the whole pipeline under supervisord, a seeded schedule of real faults, and
-the proof that every tick the collector produced landed in PostgreSQL exactly once.
+the proof that every tick landed in PostgreSQL exactly once.
 
     make test                                       # the short run: every fault kind once
     .venv/bin/pytest tests/chaos -m long -s        # the long run (CHAOS_ROUNDS=5, CHAOS_SEED)
@@ -7,191 +7,44 @@ the proof that every tick the collector produced landed in PostgreSQL exactly on
 The pipeline is the demo profile (deploy/demo.conf.in) in a temporary folder: a private
 PostgreSQL, a private Redis with AOF `everysec`, the IB Gateway simulator, and the collector,
 writer and watchdog, with a fast tick interval and the collector's tick ledger switched on.
-Faults are real: kill -9 of a process, PostgreSQL stopped and started, redis-server killed -9
-and restarted by supervisord from its AOF, the gateway dropping every connection, refusing
-connections, or sending 1100 -> 1102. After the schedule, with everything back, the suite prints
-one table and asserts: 0 lost, 0 duplicated, nothing pending, buffer and spool empty, and an
-api_logs event for each fault.
+Faults are real (tests/chaos/faults.py): kill -9 of a process, PostgreSQL stopped and started,
+redis-server killed -9 and restarted by supervisord from its AOF, the gateway dropping every
+connection, refusing connections, or sending 1100 -> 1102. After the schedule, with everything
+back, the suite prints one table and asserts:
+
+- against the collector's ledger: 0 lost, 0 duplicated, nothing pending, buffer and spool empty;
+- from PostgreSQL alone (tests/chaos/checks.py): every grid slot from the first PORTFOLIO row to
+  the last holds exactly one row, except slots inside the window of a fault that stops
+  production, as the test timed it; and each fault has its own api_logs row within its window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import signal
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import pytest
-import redis
 
 from ops.demo import Demo, render
-from ops.embedded import RedisServer, pg_private
+from ops.embedded import pg_private
 from shared.jsonl import JsonlFile
 from shared.names import WRITER_GROUP, Keys
-from simulator.gateway.control import send_command_sync
+from tests.chaos.checks import Grid, grid, match
+from tests.chaos.faults import (
+    FAULTS,
+    FLUSH_RETRY_S,
+    POLL_S,
+    Fault,
+    Pipeline,
+    now,
+)
 from tests.e2e.test_supervisord import Supervised, pg, wait_until
 from tests.helpers import bridge_env
-
-POLL_S = 0.5
-FLUSH_RETRY_S = 2.0
-
-
-@dataclass
-class Fault:
-    kind: str
-    started: datetime
-    ended: datetime
-    log_pattern: str  # an api_logs message LIKE pattern that must appear after `started`
-
-
-@dataclass
-class Pipeline:
-    demo: Demo
-    sup: Supervised
-    faults: list[Fault] = field(default_factory=list)
-
-    @property
-    def dsn(self) -> str:
-        return self.demo.database_url
-
-    def pid(self, name: str) -> int:
-        return int(self.sup.info()[name]["pid"])
-
-    def running(self, name: str) -> bool:
-        return self.sup.state(name) == "RUNNING"
-
-    def kill9(self, name: str) -> None:
-        """kill -9 the process, then wait until supervisord has a new one RUNNING."""
-        old = self.pid(name)
-        os.kill(old, signal.SIGKILL)
-        wait_until(
-            lambda: self.pid(name) not in (0, old) and self.running(name),
-            60,
-            f"{name} restarted by supervisord",
-        )
-
-    def wait_running(self, *names: str, timeout_s: float = 60) -> None:
-        wait_until(lambda: all(self.running(n) for n in names), timeout_s, f"{names} RUNNING")
-
-    def gateway(self, command: str) -> dict[str, Any]:
-        return send_command_sync(self.demo.ports["gateway_control_port"], command)
-
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.demo.env["REDIS_URL"], socket_timeout=5)
-
-    def newest_tick(self) -> datetime | None:
-        rows = _pg_quiet(
-            self.dsn,
-            "SELECT max(timestamp) AS t FROM portfolio_greeks WHERE contract = 'PORTFOLIO'",
-        )
-        return rows[0]["t"] if rows else None
-
-    def rows_after(self, moment: datetime, timeout_s: float = 90) -> None:
-        wait_until(
-            lambda: (self.newest_tick() or moment) > moment,
-            timeout_s,
-            f"PORTFOLIO rows after {moment:%H:%M:%S}",
-        )
-
-
-def _pg_quiet(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record] | None:
-    try:
-        return pg(dsn, sql, *args)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-        return None
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-# ---- the faults ----------------------------------------------------------------------------------
-def kill9(program: str) -> Callable[[Pipeline, random.Random], str]:
-    def inject(p: Pipeline, rng: random.Random) -> str:
-        time.sleep(rng.uniform(0, POLL_S))  # a random moment within the tick
-        p.kill9(f"bridge:{program}")
-        return f"bridge:{program} exited unexpectedly%"
-
-    return inject
-
-
-def pg_down(hold_s: float) -> Callable[[Pipeline, random.Random], str]:
-    def inject(p: Pipeline, rng: random.Random) -> str:
-        assert p.sup.ctl("stop", "services:postgres").returncode == 0
-        time.sleep(hold_s)
-        assert p.sup.ctl("start", "services:postgres").returncode == 0
-        return "writer circuit breaker opened%"
-
-    return inject
-
-
-def redis_kill(p: Pipeline, rng: random.Random) -> str:
-    pid = RedisServer.server_pid(p.demo.dir / "redis")
-    assert pid, "no redis-server pidfile"
-    os.kill(pid, signal.SIGKILL)
-    wait_until(
-        lambda: RedisServer.server_pid(p.demo.dir / "redis") not in (None, pid),
-        60,
-        "redis-server restarted by supervisord",
-    )
-    p.wait_running("services:redis")
-    return "services:redis exited unexpectedly%"
-
-
-def gateway_drop(p: Pipeline, rng: random.Random) -> str:
-    assert p.gateway("drop")["ok"]
-    return "%disconnect%"
-
-
-def gateway_refuse(p: Pipeline, rng: random.Random) -> str:
-    assert p.gateway("refuse 3 drop")["ok"]
-    time.sleep(3.5)
-    return "%reconnect attempt%"
-
-
-def gateway_reset(p: Pipeline, rng: random.Random) -> str:
-    assert p.gateway("reset 1.5 1102")["ok"]
-    time.sleep(2.0)
-    return "%1100%"
-
-
-def pg_down_writer_killed(p: Pipeline, rng: random.Random) -> str:
-    assert p.sup.ctl("stop", "services:postgres").returncode == 0
-    time.sleep(1.0)
-    p.kill9("bridge:writer")
-    time.sleep(FLUSH_RETRY_S + 0.5)
-    assert p.sup.ctl("start", "services:postgres").returncode == 0
-    return "writer circuit breaker opened%"
-
-
-def redis_down_collector_restart(p: Pipeline, rng: random.Random) -> str:
-    assert p.sup.ctl("stop", "services:redis").returncode == 0
-    time.sleep(1.0)
-    p.kill9("bridge:collector")
-    time.sleep(2.0)  # the restarted collector ticks into its spool
-    assert p.sup.ctl("start", "services:redis").returncode == 0
-    return "bridge:collector exited unexpectedly%"
-
-
-FAULTS: dict[str, Callable[[Pipeline, random.Random], str]] = {
-    "kill -9 writer": kill9("writer"),
-    "kill -9 collector": kill9("collector"),
-    "kill -9 watchdog": kill9("watchdog"),
-    "PostgreSQL down < retry": pg_down(FLUSH_RETRY_S / 2),
-    "PostgreSQL down > retry": pg_down(FLUSH_RETRY_S * 2.5),
-    "Redis kill -9 (AOF)": redis_kill,
-    "gateway drops all": gateway_drop,
-    "gateway refuses": gateway_refuse,
-    "gateway 1100 -> 1102": gateway_reset,
-    "DB down + writer killed": pg_down_writer_killed,
-    "Redis down + collector restart": redis_down_collector_restart,
-}
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
@@ -244,11 +97,11 @@ def run_schedule(p: Pipeline, rounds: int, seed: int) -> None:
         kinds = list(FAULTS)
         rng.shuffle(kinds)
         for kind in kinds:
-            started = now()
+            started, started_mono = now(), time.monotonic()
             pattern = FAULTS[kind](p, rng)
-            ended = now()
-            p.faults.append(Fault(kind, started, ended, pattern))
-            p.rows_after(ended)  # recovered before the next fault
+            fault = Fault(kind, started, started_mono, time.monotonic(), pattern)
+            p.faults.append(fault)
+            p.rows_after(fault.ended)  # recovered before the next fault
             time.sleep(rng.uniform(0.5, 2.0))
 
 
@@ -276,7 +129,53 @@ def settle(p: Pipeline) -> None:
         client.close()
 
 
-def report(p: Pipeline) -> dict[str, int]:
+def portfolio_grid(p: Pipeline) -> Grid:
+    rows = pg(
+        p.dsn,
+        "SELECT timestamp, count(*) AS n FROM portfolio_greeks WHERE contract = 'PORTFOLIO' "
+        "GROUP BY timestamp ORDER BY timestamp",
+    )
+    excuses = [f.excuse(POLL_S) for f in p.faults]
+    return grid([(r["timestamp"], int(r["n"])) for r in rows], POLL_S, excuses)
+
+
+def fault_logs(p: Pipeline) -> list[datetime | None]:
+    """Each fault's own api_logs row (its timestamp), within the fault's window, or None."""
+    candidates: list[dict[int, datetime]] = []
+    for f in p.faults:
+        lo, hi = f.log_window()
+        rows = pg(
+            p.dsn,
+            "SELECT id, timestamp FROM api_logs "
+            "WHERE message LIKE $1 AND timestamp BETWEEN $2 AND $3 ORDER BY timestamp",
+            f.log_pattern,
+            lo,
+            hi,
+        )
+        candidates.append({int(r["id"]): r["timestamp"] for r in rows})
+    got = match([list(c) for c in candidates])
+    return [None if row is None else candidates[i][row] for i, row in enumerate(got)]
+
+
+def log_problems(p: Pipeline, logs: list[datetime | None]) -> list[str]:
+    out = []
+    for f, ts in zip(p.faults, logs, strict=True):
+        if ts is None:
+            lo, hi = f.log_window()
+            out.append(
+                f"{f.kind}: no api_logs row like {f.log_pattern!r} of its own between "
+                f"{lo:%H:%M:%S.%f} and {hi:%H:%M:%S.%f}"
+            )
+    return out
+
+
+def _slots(slots: list[datetime]) -> str:
+    if not slots:
+        return "-"
+    return f"{len(slots)} ({slots[0]:%H:%M:%S.%f}"[:-3] + f"..{slots[-1]:%H:%M:%S.%f}"[:-3] + ")"
+
+
+def report(p: Pipeline, slots: Grid, logs: list[datetime | None]) -> dict[str, int]:
     produced = ledger(p.demo)
     stored = pg(
         p.dsn,
@@ -296,48 +195,67 @@ def report(p: Pipeline) -> dict[str, int]:
         )[0]["t"]
         recovery.append((first - f.ended).total_seconds() if first else float("inf"))
     by_kind: dict[str, int] = {}
-    for f in p.faults:
+    excused_by_kind: dict[str, int] = {}
+    for i, f in enumerate(p.faults):
         by_kind[f.kind] = by_kind.get(f.kind, 0) + 1
+        excused_by_kind[f.kind] = excused_by_kind.get(f.kind, 0) + len(slots.excused.get(i, []))
     width = max(len(k) for k in [*by_kind, "longest fault end -> first new row, s"])
-    lines = ["", "fault injection summary", "-" * (width + 12)]
-    lines += [f"{kind:<{width}}  {n:>8}" for kind, n in sorted(by_kind.items())]
+    rule = "-" * (width + 12)
+    lines = ["", "fault injection summary", rule, f"{'fault kind':<{width}}  {'count':>8}  excused"]
     lines += [
-        "-" * (width + 12),
+        f"{kind:<{width}}  {n:>8}  {excused_by_kind[kind]:>7}"
+        for kind, n in sorted(by_kind.items())
+    ]
+    lines += [
+        rule,
         f"{'faults injected':<{width}}  {len(p.faults):>8}",
         f"{'rows produced (ledger)':<{width}}  {len(set(produced)):>8}",
         f"{'rows landed':<{width}}  {sum(counts.values()):>8}",
         f"{'lost':<{width}}  {len(lost):>8}",
         f"{'duplicated':<{width}}  {len(duplicated):>8}",
         f"{'longest fault end -> first new row, s':<{width}}  {max(recovery):>8.1f}",
+        rule,
+        f"{'PORTFOLIO rows (PostgreSQL)':<{width}}  {slots.rows:>8}",
+        f"{f'grid slots of {POLL_S:g} s, first row to last':<{width}}  {slots.slots:>8}",
+        f"{'empty slots excused by a fault':<{width}}  {sum(map(len, slots.excused.values())):>8}",
+        f"{'empty slots not excused':<{width}}  {len(slots.unexcused):>8}",
+        f"{'rows off the grid':<{width}}  {len(slots.off_grid):>8}",
+        f"{'slots with more than one row':<{width}}  {len(slots.duplicated):>8}",
+        rule,
+        "each fault (UTC): start, length s, excused empty slots, its api_logs row +s from start",
     ]
+    for i, (f, ts) in enumerate(zip(p.faults, logs, strict=True)):
+        length = f.ended_mono - f.started_mono
+        row = f"+{(ts - f.started).total_seconds():.1f}" if ts else "none"
+        lines.append(
+            f"  {f.kind:<{width - 2}}  {f.started:%H:%M:%S.%f}"[:-3]
+            + f"  {length:5.1f}  {_slots(slots.excused.get(i, []))}  {row}"
+        )
     print("\n".join(lines))
     return {"lost": len(lost), "duplicated": len(duplicated), "produced": len(set(produced))}
 
 
 def check(p: Pipeline) -> None:
     settle(p)
-    figures = report(p)
-    assert figures["produced"] > 0
-    assert figures["lost"] == 0
-    assert figures["duplicated"] == 0
-
     # rows about a fault of Redis itself reach Redis (and then PostgreSQL) once it is back
-    def missing() -> list[str]:
-        return [
-            f"{f.kind}: no api_logs row like {f.log_pattern!r}"
-            for f in p.faults
-            if not pg(
-                p.dsn,
-                "SELECT 1 FROM api_logs WHERE timestamp >= $1 AND message LIKE $2 LIMIT 1",
-                f.started,
-                f.log_pattern,
-            )
-        ]
+    logs: list[datetime | None] = []
 
-    try:
-        wait_until(lambda: not missing(), 30, "an api_logs event for each fault")
-    except AssertionError:
-        raise AssertionError(missing()) from None
+    def all_logged() -> bool:
+        logs[:] = fault_logs(p)
+        return all(ts is not None for ts in logs)
+
+    with contextlib.suppress(AssertionError):  # reported below, fault by fault
+        wait_until(all_logged, 30, "an api_logs row for each fault, within its window")
+    slots = portfolio_grid(p)
+    figures = report(p, slots, logs)
+    assert figures["produced"] > 0
+    assert slots.slots > 0
+    # every finding at once: the ledger's view, then PostgreSQL judged by the fault record
+    problems = [
+        f"{figures[k]} {k} against the ledger" for k in ("lost", "duplicated") if figures[k]
+    ]
+    problems += slots.problems() + log_problems(p, logs)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.timeout(600)
