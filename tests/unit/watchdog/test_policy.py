@@ -177,7 +177,7 @@ def test_expired_heartbeat_restarts(state: str | None) -> None:
 
 def test_present_heartbeat_is_fresh_whatever_its_value_says() -> None:
     # the key's TTL (Redis's clock) decides; the value is another process's clock: a skew of
-    # hours (or the test hook shifting the watchdog's clock) must not cause restarts
+    # hours (or libfaketime shifting the watchdog's clock) must not cause restarts
     for age in (0.5, 25.0, 7200.0, -3600.0):
         o = obs("connected", NOON, beat_age_s=age)
         assert not heartbeat_stale(o)
