@@ -159,6 +159,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from database.reads import READ_ERRORS
     from ops.tail import tail
 
     try:
@@ -171,8 +172,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return EXIT_OK
-    except (OSError, TimeoutError) as exc:
-        print(scrub(f"tail_failed PostgreSQL unreachable: {exc}"), file=sys.stderr)
+    except READ_ERRORS as exc:
+        # unreachable, or refusing us (no such database, wrong password): one line, no traceback
+        print(scrub(f"tail_failed PostgreSQL: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
 

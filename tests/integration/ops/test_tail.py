@@ -149,3 +149,23 @@ async def test_tail_on_an_empty_table_starts_after_the_newest_id(pg_url: str) ->
     await insert(pg_url, 0, 1)
     assert await asyncio.wait_for(task, 60) == 1
     assert shown(out.getvalue()) == stamps(0, 1)
+
+
+def test_bridge_tail_on_a_database_that_does_not_exist_says_so_in_one_line(
+    pg_url: str, tmp_path: Path
+) -> None:
+    missing = pg_url.rsplit("/", 1)[0] + "/bridge_no_such_database"
+    env_file = tmp_path / "bridge.env"
+    env_file.write_text(f"DATABASE_URL={missing}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "--env-file", str(env_file), "tail", "--count", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("tail_failed PostgreSQL: InvalidCatalogNameError")
+    assert "Traceback" not in done.stderr
