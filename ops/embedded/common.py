@@ -9,6 +9,7 @@ import os
 import pwd
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,13 +42,47 @@ def stop_process(
         kill()
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:`port` or on every address (/proc/net/tcp)."""
+    # /proc/net/tcp shows an address as the number its bytes make in the host's byte order
+    loopback = int.from_bytes(socket.inet_aton("127.0.0.1"), sys.byteorder)
+    wanted = {f"{loopback:08X}:{port:04X}", f"00000000:{port:04X}"}
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[1] in wanted and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def listens(pid: int, port: int) -> bool:
+    """Process `pid` holds a socket listening on 127.0.0.1:`port`."""
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in sockets:
+                return True
+    return False
+
+
 def wait_port(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | None) -> None:
+    """Wait until `proc` (any process when None) listens on 127.0.0.1:`port`: another
+    process on that port does not count (the server will fail to bind it and exit)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} while starting")
+            raise RuntimeError(
+                f"server exited with code {proc.returncode} while starting"
+                f" (is 127.0.0.1:{port} taken by another process?)"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
+            if proc is None or listens(proc.pid, port):
+                return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {deadline_s} s")
 
