@@ -21,7 +21,7 @@ from writer.errors import DatabaseSetupError, is_config_error
 log = logging.getLogger("writer")
 
 
-def _refused(dsn: str, exc: DatabaseSetupError) -> int:
+def _refused(dsn: str, exc: BaseException) -> int:
     log.error(
         "db_config_invalid %s (DATABASE_URL=%s): fix the configuration; not retried",
         exc,
@@ -50,9 +50,10 @@ async def main(settings: Settings) -> int:
             raise
         return _refused(dsn, exc)
     except TaskDied as exc:
-        # the credentials changed while it ran (met at a reconnect): the same exit code 2
+        # the credentials or the database changed while it ran (met at a reconnect or at a
+        # write): the same exit code 2
         cause = exc.__cause__
-        if isinstance(cause, DatabaseSetupError) and is_config_error(cause):
+        if cause is not None and is_config_error(cause):
             return _refused(dsn, cause)
         raise
     finally:

@@ -98,3 +98,39 @@ async def test_a_schema_it_cannot_complete_is_no_config_error_and_nothing_is_rea
     groups = await redis.xinfo_groups(keys.greeks)
     assert groups == [], "the consumer group is created only once the schema is right"
     assert await redis.xlen(keys.greeks) == 5
+
+
+async def test_database_dropped_while_it_runs_exits_2(
+    spawn: Spawn,
+    pg_server_url: str,
+    pg_url: str,
+    redis_url: str,
+    redis: aioredis.Redis,
+    prefix: str,
+) -> None:
+    """No outage first: the next write meets the missing database itself, the same exit 2."""
+    async with DBManager(pg_url) as db:
+        await db.ensure_schema()
+    name = pg_url.rsplit("/", 1)[-1]
+    keys = Keys(prefix)
+    proc = spawn("writer", writer_env(pg_url, redis_url, prefix))
+    await xadd_all(redis, keys.greeks, rows(3))
+
+    async def stored() -> bool:
+        async with DBManager(pg_url) as db:
+            found = await db.newest_portfolio_row()
+        return found is not None
+
+    await wait_for(stored, 30, "the first rows stored")
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    await xadd_all(redis, keys.greeks, rows(3, start=3))
+    code = await asyncio.to_thread(proc.wait, 60)
+    text = log_of(proc)
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if " ERROR " in line and "db_config" in line]
+    assert len(errors) == 1, text
+    assert f'database "{name}" does not exist' in errors[0]
