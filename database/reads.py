@@ -15,6 +15,7 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a failed read
 )
 
 
@@ -29,6 +30,10 @@ class Reader:
 
     def is_closed(self) -> bool:
         return bool(self._conn.is_closed())
+
+    def terminate(self) -> None:
+        """Drop the connection at once: after a failed or timed-out read it may be unusable."""
+        self._conn.terminate()
 
     async def close(self) -> None:
         if not self._conn.is_closed():

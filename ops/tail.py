@@ -115,6 +115,7 @@ async def tail(
                 rows = await conn.rows_after(after, PAGE_ROWS)
                 failing_since = None
             except READ_ERRORS as exc:
+                conn.terminate()  # reconnect next time: a failed read can leave it mid-operation
                 now = loop.time()
                 failing_since = failing_since or now
                 if now - failing_since > give_up_s:
