@@ -10,7 +10,7 @@ from pathlib import Path
 
 from writer.errors import reason_of
 
-log = logging.getLogger("writer.buffered_store")
+log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 60.0
 

@@ -45,7 +45,7 @@ def dead_fields(entry: Entry, reason: str) -> dict[Any, Any]:
 
 def _scrubbed(value: object) -> object:
     """A field as stored, unless it holds a secret: then as text, the secret hidden."""
-    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    text = as_text(value)
     hidden = scrub(text)
     return value if hidden == text else hidden
 

@@ -6,8 +6,6 @@ letter was not recorded. A database that takes no writes leaves the buffer as it
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from ops.embedded import free_port
 from shared.jsonl import JsonlFile, Record
 from shared.models import ApiLogRow, GreeksRow
 from shared.names import Keys
-from tests.helpers import bridge_env
+from tests.integration.ops.test_drain import drain, write_env
 from writer.lines import encode_line
 
 T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -45,26 +43,12 @@ def setup(tmp_path: Path, lines: list[Record], **env: str) -> Path:
     """The buffer holding `lines`, and an env file for `bridge drain` with `env`."""
     buffer = tmp_path / "buffer.jsonl"
     JsonlFile(buffer).append(lines)
-    env_file = tmp_path / "bridge.env"
     values = {
         "BRIDGE_BUFFER_PATH": str(buffer),
         "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.jsonl"),
         **env,
     }
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    return env_file
-
-
-def drain(env_file: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "--env-file", str(env_file), "drain"],
-        env=bridge_env(),
-        cwd=env_file.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return write_env(tmp_path, **values)
 
 
 async def sql(url: str, *statements: str) -> None:
