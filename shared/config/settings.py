@@ -133,6 +133,18 @@ class Settings:
         "FROZEN",
         "market data type requested (FROZEN: last values after the close)",
     )
+    ib_market_data_lines = Var(
+        "IB_MARKET_DATA_LINES",
+        integer(1, 10_000),
+        "40",
+        "most market-data requests held open at once (the account's lines are shared)",
+    )
+    feed_stall_s = Var(
+        "BRIDGE_FEED_STALL_S",
+        seconds(1, 86400),
+        "120",
+        "live data silent this long: cancel and request again",
+    )
     ibkr_gateway_url = Var(
         "IBKR_GATEWAY_URL",
         url("https", "http"),
