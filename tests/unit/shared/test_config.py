@@ -42,6 +42,7 @@ def test_defaults() -> None:
     assert s.watchdog_interval_s == 30.0
     assert s.reconnect_retries == 3
     assert s.ib_market_data_type == 2
+    assert s.ib_market_data_lines == 40
     assert s.ibkr_tls_verify is True
     assert s.underlying is None and s.per_underlying is False
 
@@ -54,6 +55,8 @@ GOOD = {
     "IB_ACCOUNT": ("U1234567", "ib_account", "U1234567"),
     "IB_CONNECT_TIMEOUT_S": ("2.5", "ib_connect_timeout_s", 2.5),
     "IB_MARKET_DATA_TYPE": ("delayed_frozen", "ib_market_data_type", 4),
+    "IB_MARKET_DATA_LINES": ("95", "ib_market_data_lines", 95),
+    "BRIDGE_FEED_STALL_S": ("45", "feed_stall_s", 45.0),
     "IBKR_GATEWAY_URL": ("https://127.0.0.1:5000", "ibkr_gateway_url", "https://127.0.0.1:5000"),
     "IBKR_CA_FILE": ("ca.pem", "ibkr_ca_file", Path("ca.pem")),  # written by `in_folder_with_ca`
     "IBKR_TLS_VERIFY": ("off", "ibkr_tls_verify", False),
@@ -92,6 +95,8 @@ BAD = {
     "IB_ACCOUNT": "U 123",
     "IB_CONNECT_TIMEOUT_S": "0",
     "IB_MARKET_DATA_TYPE": "REALTIME",
+    "IB_MARKET_DATA_LINES": "0",
+    "BRIDGE_FEED_STALL_S": "0.5",
     "IBKR_GATEWAY_URL": "ftp://x",
     "IBKR_TLS_VERIFY": "maybe",
     "DATABASE_URL": "mysql://u:topsecret@h/db",
