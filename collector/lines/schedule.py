@@ -79,6 +79,7 @@ class LineSchedule(Generic[K]):
         self.refreshed: dict[K, float] = {}  # when each contract's data last arrived
         self._tried: dict[K, float] = {}  # when each contract was last requested
         self._blocked: dict[K, float] = {}  # not requested again before
+        self._revive: set[K] = set()  # held lines to cancel and request again, first in line
         self._wanted = 0
         self._seq = 0
         self.proven = 0  # the most lines the gateway has granted at once
@@ -110,11 +111,10 @@ class LineSchedule(Generic[K]):
         self.proven = min(self.proven, len(self.held))
         return self.budget.refused(len(self.held), now)
 
-    def rerequested(self, key: K, now: float) -> None:
-        """The transport cancelled and requested `key` again (a feed gone silent)."""
+    def revive(self, key: K) -> None:
+        """A held feed went silent: the next plans cancel it and request it again, first."""
         if key in self.held:
-            self.held[key] = self._line(now)
-            self._tried[key] = now
+            self._revive.add(key)
 
     def _line(self, now: float) -> _Line:
         self._seq += 1
@@ -124,6 +124,7 @@ class LineSchedule(Generic[K]):
         """A new session: the gateway holds nothing of ours."""
         self.held.clear()
         self._blocked.clear()
+        self._revive.clear()
         self.proven = 0
 
     # ------------------------------------------------------------------ the plan
@@ -136,6 +137,7 @@ class LineSchedule(Generic[K]):
         for table in (self.refreshed, self._tried, self._blocked):
             for key in [k for k in table if k not in order]:
                 del table[key]
+        self._revive &= order.keys()
         self.budget.probe(now)
         eligible = [k for k in order if self._blocked.get(k, NEVER) <= now]
         self.rotating = len(eligible) > self.budget.value
@@ -149,12 +151,13 @@ class LineSchedule(Generic[K]):
 
     def _release(self, now: float) -> list[K]:
         """Lines to give back: answered or timed-out ones when rotating, and any above budget."""
-        out: list[K] = []
+        out = [k for k in self.held if k in self._revive]
         if self.rotating:
-            out = [
+            out += [
                 k
                 for k, line in self.held.items()
-                if line.answered or now - line.requested_at >= self.dwell_s
+                if k not in self._revive
+                and (line.answered or now - line.requested_at >= self.dwell_s)
             ]
         keep = [k for k in self.held if k not in set(out)]
         out += keep[self.budget.value :]  # the newest requests above a lowered budget
@@ -183,10 +186,14 @@ class LineSchedule(Generic[K]):
         candidates = [k for k in eligible if k not in self.held]
         if self.rotating:
             candidates = [
-                k for k in candidates if now - self.refreshed.get(k, NEVER) >= self.refresh_s
+                k
+                for k in candidates
+                if k in self._revive or now - self.refreshed.get(k, NEVER) >= self.refresh_s
             ]
             candidates.sort(key=lambda k: self._tried.get(k, NEVER))  # stable: book order
+        candidates.sort(key=lambda k: k not in self._revive)  # revivals first
         chosen = candidates[:slots]
+        self._revive.difference_update(chosen)
         self._tokens -= len(chosen)
         return chosen
 

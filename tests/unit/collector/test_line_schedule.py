@@ -158,14 +158,17 @@ def test_requests_are_paced() -> None:
     assert len(sched.plan(list(range(500)), 0.5).request) == 10
 
 
-def test_a_rerequest_restarts_the_line() -> None:
+def test_a_revived_feed_is_cancelled_and_requested_again_first() -> None:
     sched = schedule(5)
-    sched.plan([1], 0.0)
-    sched.delivered(1, 0.1)
-    sched.rerequested(1, 50.0)
-    assert not sched.held[1].answered and sched.held[1].requested_at == 50.0
-    sched.rerequested(2, 50.0)  # not held: nothing happens
-    assert 2 not in sched.held
+    sched.plan([1, 2, 3], 0.0)
+    for key in (1, 2, 3):
+        sched.delivered(key, 0.1)
+    sched.revive(2)
+    sched.revive(9)  # not held: nothing happens
+    plan = sched.plan([1, 2, 3], 50.0)
+    assert plan.cancel == (2,) and plan.request == (2,)
+    assert not sched.held[2].answered and sched.held[2].requested_at == 50.0
+    assert sched.plan([1, 2, 3], 51.0) == Plan()
 
 
 def test_forget_holds_nothing() -> None:
