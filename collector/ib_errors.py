@@ -19,6 +19,8 @@ RESTORED_DATA_KEPT = 1102
 SOCKET_PORT_RESET = 1300
 CLIENT_ID_IN_USE = 326
 NO_SECURITY_DEFINITION = 200
+MARKET_FARM_BROKEN = 2103
+MARKET_FARM_BACK = frozenset({2104, 2108})  # OK, or inactive but available on demand
 
 # broken code -> (OK code, farm kind)
 FARMS: dict[int, tuple[int, str]] = {

@@ -78,3 +78,11 @@ def ticker_price(ticker: Any) -> float | None:
     except (TypeError, ValueError, ArithmeticError):
         market = None
     return price(market) or price(getattr(ticker, "close", None))
+
+
+MARKET_DATA_KINDS = {1: "LIVE", 2: "FROZEN", 3: "DELAYED", 4: "DELAYED_FROZEN"}
+
+
+def md_kind(md_type: int) -> str:
+    """IB's market data type number (the marketDataType message) as a name."""
+    return MARKET_DATA_KINDS.get(md_type, f"TYPE_{md_type}")

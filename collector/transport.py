@@ -53,6 +53,7 @@ class Snapshot:
     account: str
     positions: tuple[PositionData, ...]
     prices: Mapping[str, float] = field(default_factory=dict)  # underlying symbol -> price
+    market_data: tuple[str, ...] = ()  # the market data types delivered (LIVE, DELAYED, ...)
 
 
 @dataclass(frozen=True, slots=True)

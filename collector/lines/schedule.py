@@ -12,7 +12,7 @@ transport applies them and reports back what each request did (`delivered`, `fai
   beyond the most lines it has granted at once, and at most `rate_per_s` requests per second.
   A lower limit at the gateway costs a few refused requests, and its message pacing is never hit.
   A request counts as granted once its data arrived, a later request's data arrived (the gateway
-  answers in order), or `dwell_s` passed without a refusal.
+  answers in order), or `grant_s` passed without a refusal (a refusal comes within a round trip).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collector.lines.budget import WorkingBudget
 K = TypeVar("K", bound=Hashable)
 
 DWELL_S = 4.0  # the longest a rotating line waits for its contract's data
+GRANT_S = 1.0
 MAX_PENDING = 5
 RATE_PER_S = 20.0  # a request and its cancel are two messages: within IB's 50 messages/s
 LATENCY_S = 0.5  # first guess of a request's time to its first data, refined as answers come
@@ -67,12 +68,14 @@ class LineSchedule(Generic[K]):
         *,
         refresh_s: float,
         dwell_s: float = DWELL_S,
+        grant_s: float = GRANT_S,
         max_pending: int = MAX_PENDING,
         rate_per_s: float = RATE_PER_S,
     ) -> None:
         self.budget = budget
         self.refresh_s = refresh_s
         self.dwell_s = dwell_s
+        self.grant_s = grant_s
         self.max_pending = max_pending
         self.rate_per_s = rate_per_s
         self.held: dict[K, _Line] = {}
@@ -170,7 +173,7 @@ class LineSchedule(Generic[K]):
         granted = sum(
             1
             for line in self.held.values()
-            if line.seq <= last or now - line.requested_at >= self.dwell_s
+            if line.seq <= last or now - line.requested_at >= self.grant_s
         )
         self.proven = max(self.proven, granted)
 

@@ -17,15 +17,20 @@ from shared.names import OPTION_TYPES, STOCK_TYPES
 
 @dataclass(slots=True)
 class Subscription:
-    """One streaming market data subscription (an option position or an underlying)."""
+    """One wanted contract (an option position or an underlying) and its last values, whether
+    or not it holds a market-data line right now."""
 
     contract: Any  # ib_async Contract
-    ticker: Any  # ib_async Ticker
-    subscribed_at: datetime
+    ticker: Any  # ib_async Ticker while a request is open, else None
+    subscribed_at: datetime  # the grace period runs from here
     is_option: bool
     greeks: ib_values.ModelGreeks = field(default_factory=lambda: ib_values.model_greeks(None))
     greeks_at: datetime | None = None
     last_comp: Any = None  # the OptionComputation object last seen (identity check)
+    price: float | None = None  # an underlying's last price
+    price_at: datetime | None = None
+    md_type: int | None = None  # the market data type IB says it delivers (1..4)
+    requested_at: datetime | None = None  # the last request of this session
     error: str = ""
 
 
@@ -65,8 +70,11 @@ def greeks_source(ticker: Any) -> Any:
     return None
 
 
-def position_data(pos: Any, sub: Subscription | None, prices: Mapping[str, float]) -> PositionData:
-    """An ib_async Position and its subscription (None when not subscribed) as PositionData."""
+def position_data(
+    pos: Any, sub: Subscription | None, prices: Mapping[str, float], now: datetime
+) -> PositionData:
+    """An ib_async Position and its subscription (None when not wanted) as PositionData. A
+    contract still waiting for its first line this session is pending: subscribed `now`."""
     c = pos.contract
     mult = ib_values.number(c.multiplier) if c.multiplier else None
     if c.secType in STOCK_TYPES:
@@ -79,7 +87,7 @@ def position_data(pos: Any, sub: Subscription | None, prices: Mapping[str, float
         sec_type=c.secType,
         quantity=float(pos.position),
         multiplier=mult,
-        subscribed_at=sub.subscribed_at if sub is not None else None,
+        subscribed_at=None if sub is None else sub.subscribed_at if sub.requested_at else now,
         und_price=prices.get(c.symbol),
         description=describe(c),
     )

@@ -41,6 +41,7 @@ from shared.config import Settings
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 0.5  # bound on waiting for our own socket to finish closing
+PUMP_S = 0.2  # how often the market-data lines are rotated, paced and checked
 
 
 def _fmt(value: Any) -> str:
@@ -61,8 +62,17 @@ class SocketTransport:
         self._connecting = False
         self._id_in_use = asyncio.Event()
         self.market = Subscriptions(
-            self._ib, self._positions, lookup_timeout_s=settings.ib_connect_timeout_s
+            self._ib,
+            self._positions,
+            lookup_timeout_s=settings.ib_connect_timeout_s,
+            budget=settings.ib_market_data_lines,
+            refresh_s=settings.poll_interval_s,
+            stall_s=settings.feed_stall_s,
+            max_age_s=settings.greeks_max_age_s,
+            report=self._report_market,
         )
+        self._pump: asyncio.Task[None] | None = None
+        self._farm_broken_at: datetime | None = None
         self._pnl: Any = None
         self._farms = ib_errors.FarmWatch()
         self._reported: set[tuple[int, int]] = set()  # (reqId, code) of request errors
@@ -94,6 +104,9 @@ class SocketTransport:
         )
         self.events.put_nowait(event)
 
+    def _report_market(self, reason: str, status: str, code: int | None) -> None:
+        self._emit(None, reason, status, code)
+
     @property
     def _where(self) -> str:
         s = self.settings
@@ -124,6 +137,7 @@ class SocketTransport:
             raise TransportError(reason)
         self._connected_at = clock.utcnow()
         self._subscribe_all(fresh=True)
+        self._pump = asyncio.get_running_loop().create_task(self._pump_loop(), name="socket-lines")
         self._emit(
             LinkState.CONNECTED,
             f"connected to IB Gateway at {self._where}, account {self._account}",
@@ -222,8 +236,18 @@ class SocketTransport:
 
     def _forget_session(self) -> None:
         """ib_async reset every Ticker and PnL of the session: ours are orphans now."""
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
         self.market.forget()
         self._pnl = None
+
+    async def _pump_loop(self) -> None:
+        """Rotate and pace the market-data requests; a failure ends the task and `snapshot()`
+        reports it (a bug, not a state of the link)."""
+        while True:
+            await asyncio.sleep(PUMP_S)
+            self.market.pump(clock.utcnow())
 
     # ------------------------------------------------------------------ ib_async events
     def _on_disconnected(self) -> None:
@@ -241,8 +265,11 @@ class SocketTransport:
     def _on_error(self, req_id: int, code: int, text: str, contract: Any) -> None:
         if code == ib_errors.CLIENT_ID_IN_USE and self._connecting:
             self._id_in_use.set()
-        action = ib_errors.classify(code, req_id)
         sub = self.market.of_request(req_id) if req_id > 0 else None
+        if sub is not None and self.market.on_error(sub, code, text):
+            return  # a market-data answer: audited per change of state by the subscriptions
+        self._farm_news(code)
+        action = ib_errors.classify(code, req_id)
         if sub is not None:
             sub.error = f"{code}: {text}"
         report = action.report and self._farms.worth_reporting(code)
@@ -267,6 +294,14 @@ class SocketTransport:
         if action.resubscribe and self._ib.isConnected() and not self._connecting:
             self._subscribe_all(fresh=False)
 
+    def _farm_news(self, code: int) -> None:
+        """2103 broken, then 2104 OK: feeds that got nothing in between are revived."""
+        if code == ib_errors.MARKET_FARM_BROKEN:
+            self._farm_broken_at = self._farm_broken_at or clock.utcnow()
+        elif code in ib_errors.MARKET_FARM_BACK and self._farm_broken_at is not None:
+            self.market.farm_back(self._farm_broken_at)
+            self._farm_broken_at = None
+
     def _on_position(self, position: Any) -> None:
         if self._state is LinkState.CONNECTED and not self._connecting:
             self.market.sync()
@@ -282,7 +317,8 @@ class SocketTransport:
     def _subscribe_all(self, *, fresh: bool) -> None:
         """(Re)make every request of the session: market data type, P&L, market data."""
         ib = self._ib
-        previous = {} if fresh else self.market.cancel_all()
+        if not fresh:
+            self.market.cancel_all()
         if not fresh and self._pnl is not None:
             ib.cancelPnL(self._account)
         self.market.forget()
@@ -290,8 +326,8 @@ class SocketTransport:
         ib.reqMarketDataType(self.settings.ib_market_data_type)
         if self._account:
             self._pnl = ib.reqPnL(self._account)
-        self.market.sync(previous)
-        log.info("socket_subscribed fresh=%s n=%d", fresh, len(self.market.subs))
+        self.market.sync()
+        log.info("socket_subscribed fresh=%s wanted=%d", fresh, len(self.market.subs))
 
     # ------------------------------------------------------------------ snapshot and status
     async def snapshot(self, now: datetime) -> Snapshot:
@@ -299,13 +335,15 @@ class SocketTransport:
             raise TransportError(
                 f"not connected to IB Gateway ({self._last_error or self._state.value})"
             )
+        if self._pump is not None and self._pump.done():
+            raise TransportError(f"market data rotation stopped: {_ended(self._pump)}")
         self.market.sync()
         prices = self.market.prices()
         positions = [
-            position_data(p, self.market.subs.get(p.contract.conId), prices)
+            position_data(p, self.market.subs.get(p.contract.conId), prices, now)
             for p in self._positions()
         ]
-        return Snapshot(now, self._account, tuple(positions), prices)
+        return Snapshot(now, self._account, tuple(positions), prices, self.market.kinds())
 
     def status(self) -> Mapping[str, str]:
         pnl = self._pnl
@@ -315,6 +353,15 @@ class SocketTransport:
             "pnl_realized": _fmt(getattr(pnl, "realizedPnL", None)),
             "account": self._account,
             "client_id": str(self.settings.ib_client_id),
-            "subscriptions": str(len(self.market.subs)),
+            "subscriptions": str(len(self.market.schedule.held)),
+            "market_data": ",".join(self.market.kinds()),
             "last_error": self._last_error,
+            **self.market.lines.status(),
         }
+
+
+def _ended(task: asyncio.Task[None]) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return repr(exc) if exc is not None else "ended"

@@ -177,9 +177,14 @@ async def test_server_reset_resubscribes_without_reconnect(pipeline: Pipeline) -
     assert len(before) == 1
     await gateway.cmd("reset 0.5 1102")
     await wait_for(lambda: _has_log(pg_url, "restored"), 15, "1102 in api_logs")
+
+    async def all_made_again() -> bool:  # requests go out paced: wait for all of them
+        clients = (await gateway.cmd("status"))["clients"]
+        return bool(clients) and clients[0]["mkt_requests"] >= 2 * before[0]["mkt_requests"]
+
+    await wait_for(all_made_again, 10, "every market-data request made again")
     after = (await gateway.cmd("status"))["clients"]
     assert [c["peer"] for c in after] == [before[0]["peer"]]  # same socket: no reconnect
-    assert after[0]["mkt_requests"] >= 2 * before[0]["mkt_requests"]  # all made again
     n = len(await portfolio_rows(pg_url))
     await wait_for(lambda: _rows_after(pg_url, n + 2), 20, "rows continue")
     want = expected_row(default_portfolio(ACCOUNT, step_s=0))

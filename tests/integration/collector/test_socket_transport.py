@@ -79,7 +79,8 @@ async def fresh_ticks(t: SocketTransport, rounds: int = 1, timeout_s: float = 5.
         def fresh(mark: datetime = mark) -> bool:
             subs = list(t.market.subs.values())
             return len(subs) == N_SUBS and all(
-                s.ticker.time is not None and s.ticker.time > mark for s in subs
+                s.ticker is not None and s.ticker.time is not None and s.ticker.time > mark
+                for s in subs
             )
 
         assert await wait_until(fresh, timeout_s), f"round {n}: no fresh tick on every ticker"
@@ -340,7 +341,12 @@ async def test_server_reset_resubscribes_without_reconnect(
     restored = events[-1]
     assert restored.state is LinkState.CONNECTED and connected.state is LinkState.CONNECTED
     assert sim.status()["client_ids"] == [17]  # the same socket: no reconnect
-    assert await wait_until(lambda: len(subs_at_server(sim)) == N_SUBS)
+    assert await wait_until(
+        lambda: (
+            len(subs_at_server(sim)) == N_SUBS
+            and sim.status()["clients"][0]["mkt_requests"] >= requests_before + N_SUBS
+        )
+    )
     assert sim.status()["clients"][0]["mkt_requests"] == requests_before + N_SUBS
     after = utcnow()
     snap = await snapshot_when(
@@ -359,6 +365,9 @@ async def test_handlers_are_not_doubled_by_reconnects(
         await transport.disconnect()
     await transport.connect()
     assert [e.state for e in drain(transport)] == [LinkState.CONNECTED] * 4
+    await fresh_ticks(transport)  # every contract requested and answered
+    requests_before = sim.status()["clients"][0]["mkt_requests"]
+    assert requests_before == N_SUBS
     await sim.reset(0.1, 1102)
     events: list[LinkEvent] = []
     # 2158 (sec-def farm OK) is the last code the reset sends: the 1100 and 1102 before it have
@@ -367,6 +376,13 @@ async def test_handlers_are_not_doubled_by_reconnects(
         events.append(await next_event(transport, 3.0))
     assert [e.code for e in events].count(1100) == 1
     assert [e.code for e in events].count(1102) == 1
+    assert await wait_until(
+        lambda: (
+            len(subs_at_server(sim)) == N_SUBS
+            and sim.status()["clients"][0]["mkt_requests"] >= 2 * N_SUBS
+        )
+    )
+    await fresh_ticks(transport)  # every request answered: nothing more is on its way
     assert sim.status()["clients"][0]["mkt_requests"] == 2 * N_SUBS  # connect + one resubscribe
     sim.drop_all()
     assert (await next_event(transport)).state is LinkState.DISCONNECTED

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from collector.lines.budget import WorkingBudget
-from collector.lines.schedule import DWELL_S, LineSchedule, Plan
+from collector.lines.schedule import GRANT_S, LineSchedule, Plan
 
 
 @dataclass
@@ -145,10 +145,11 @@ def test_no_more_than_max_pending_requests_wait_unproven() -> None:
     assert sched.proven == 5
 
 
-def test_unanswered_requests_count_as_granted_after_the_dwell() -> None:
+def test_unanswered_requests_count_as_granted_when_no_refusal_came_in_time() -> None:
     sched = schedule(40)
     sched.plan(list(range(40)), 0.0)
-    assert sched.plan(list(range(40)), DWELL_S + 0.1).request  # no refusal came: granted
+    assert not sched.plan(list(range(40)), GRANT_S - 0.1).request
+    assert sched.plan(list(range(40)), GRANT_S + 0.1).request  # no refusal came: granted
     assert sched.proven == 5
 
 
