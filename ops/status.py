@@ -22,8 +22,7 @@ Classification (`classify`, a pure function), with `stale_s` = max(3 x BRIDGE_PO
   supervisord is configured but unreachable.
 - **healthy** (exit 0): none of the above.
 
-Dead letters are shown but do not change the classification: each one was also reported as a
-WARN row in api_logs when it happened.
+Dead letters are shown but do not change the classification (each was a WARN in api_logs).
 """
 
 from __future__ import annotations
@@ -69,6 +68,7 @@ class Report:
     link: str | None = None
     link_since: str | None = None
     link_reason: str = ""
+    market_data: dict[str, str] = field(default_factory=dict)  # lines and data types in use
     heartbeat_age_s: float | None = None
     last_tick_age_s: float | None = None
     streams: dict[str, int] = field(default_factory=dict)
@@ -220,6 +220,7 @@ def _with_since(state: str, since: str | None, reason: str) -> str:
 def _redis_rows(r: Report) -> list[tuple[str, str]]:
     rows = [
         ("link", _with_since(r.link or "unknown", r.link_since, r.link_reason)),
+        ("market data", _market_data(r.market_data)),
         ("collector heartbeat", _age(r.heartbeat_age_s)),
         ("last tick", _age(r.last_tick_age_s)),
         ("streams", "  ".join(f"{k}={v}" for k, v in r.streams.items()) or "-"),
@@ -232,6 +233,22 @@ def _redis_rows(r: Report) -> list[tuple[str, str]]:
     rows.append(("writer", {True: "alive", False: "NOT RUNNING", None: "?"}[r.writer_alive]))
     rows.append(("breaker", _with_since(r.breaker, r.breaker_since, r.breaker_reason)))
     return rows
+
+
+def _market_data(m: dict[str, str]) -> str:
+    """Lines in use of the working budget, streaming or rotating, and the data types."""
+    if "lines_in_use" not in m:
+        return "-"
+    working, budget = m.get("lines_working", "?"), m.get("lines_budget", "?")
+    text = f"{m['lines_in_use']}/{working} lines for {m.get('lines_wanted', '?')} contracts"
+    if working != budget:
+        text += f" (budget {budget}, lowered by the gateway's limit)"
+    if m.get("rotating") == "1":
+        text += f", rotating: about {m.get('rotation_s', '?')} s per rotation"
+    else:
+        text += ", streaming"
+    kinds = m.get("market_data", "")
+    return text + (f"; data {kinds}" if kinds else "")
 
 
 def _storage_rows(r: Report) -> list[tuple[str, str]]:
@@ -283,6 +300,9 @@ async def _gather_redis(r: Report, settings: Settings) -> None:
         r.link = link.get("state") or None
         r.link_since = link.get("since") or None
         r.link_reason = link.get("reason", "")
+        r.market_data = {
+            k: v for k, v in link.items() if k.startswith(("lines_", "rotat", "market_"))
+        }
         r.last_tick_age_s = age_s(_parse_time(link.get("last_tick")), r.now)
         r.heartbeat_age_s = age_s(_parse_time(await client.get(keys.heartbeat)), r.now)
         if r.heartbeat_age_s is None and await client.exists(keys.heartbeat):

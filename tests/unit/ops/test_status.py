@@ -171,3 +171,28 @@ def test_render_redis_down() -> None:
     text = render(replace(healthy(), redis_error="Connection refused"))
     assert text.startswith("bridge status: DOWN")
     assert "UNREACHABLE: Connection refused" in text
+
+
+def test_market_data_lines_are_shown_streaming_or_rotating() -> None:
+    r = healthy()
+    assert "market data" in render(r)
+    r.market_data = {
+        "lines_in_use": "9",
+        "lines_working": "40",
+        "lines_budget": "40",
+        "lines_wanted": "9",
+        "rotating": "0",
+        "market_data": "LIVE",
+    }
+    assert "9/40 lines for 9 contracts, streaming; data LIVE" in render(r)
+    r.market_data |= {
+        "lines_in_use": "18",
+        "lines_working": "18",
+        "lines_wanted": "162",
+        "rotating": "1",
+        "rotation_s": "12.5",
+        "market_data": "DELAYED,LIVE",
+    }
+    shown = render(r)
+    assert "18/18 lines for 162 contracts (budget 40, lowered by the gateway's limit)" in shown
+    assert "rotating: about 12.5 s per rotation; data DELAYED,LIVE" in shown
