@@ -25,8 +25,15 @@ class LineReport:
         self._unfit = False
         self._last: LineStats | None = None
         self._logged_at: datetime | None = None
+        self._lowered_from: int | None = None
 
-    def lowered(self, before: int, stats: LineStats) -> None:
+    def lowered(self, before: int) -> None:
+        """Error 101 lowered the working budget; told once per burst, at the next tick."""
+        if self._lowered_from is None:
+            self._lowered_from = before
+
+    def _tell_lowered(self, stats: LineStats) -> None:
+        before, self._lowered_from = self._lowered_from, None
         self._report(
             f"error 101 (max number of tickers reached) with {stats.in_use} line(s) held: "
             f"working line budget lowered from {before} to {stats.working} (IB_MARKET_DATA_LINES"
@@ -40,6 +47,8 @@ class LineReport:
         self._revived.append(label)
 
     def tick(self, stats: LineStats, now: datetime) -> None:
+        if self._lowered_from is not None:
+            self._tell_lowered(stats)
         if self._revived:
             names = ", ".join(sorted(self._revived)[:20])
             more = len(self._revived) - 20

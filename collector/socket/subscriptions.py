@@ -147,7 +147,7 @@ class Subscriptions:
             self._end(sub)
             before = self.schedule.budget.value
             if self.schedule.refused(con_id, now):
-                self.lines.lowered(before, self.schedule.stats(now))
+                self.lines.lowered(before)
             return True
         if code not in de.CODES:
             return False

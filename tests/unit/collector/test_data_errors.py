@@ -93,6 +93,8 @@ def test_line_report_one_row_per_revival_round_and_per_lowering() -> None:
     rep.tick(stats(rotating=False, rotation_s=0.0), datetime(2026, 12, 2, tzinfo=UTC))
     [(message, status, _)] = rows
     assert status == "WARN" and "revived 2 silent" in message and "AAPL STK" in message
-    rep.lowered(30, stats(in_use=20, working=20))
-    assert rows[-1][1:] == ("WARN", 101)
+    rep.lowered(30)
+    rep.lowered(25)  # the same burst of refusals
+    rep.tick(stats(in_use=20, working=20), datetime(2026, 12, 2, tzinfo=UTC))
+    assert [r[1:] for r in rows[1:]] == [("WARN", 101)]
     assert "lowered from 30 to 20" in rows[-1][0]
