@@ -4,7 +4,7 @@ the operator, the Greeks a ticker carries, and one streaming subscription per co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -81,25 +81,31 @@ def position_data(
         mult = mult or 1.0
     elif mult is not None and mult <= 0:
         mult = None
-    data = PositionData(
+    und_price = prices.get(c.symbol)
+    if sub is None or not sub.is_option:
+        return PositionData(
+            con_id=c.conId,
+            symbol=c.symbol,
+            sec_type=c.secType,
+            quantity=float(pos.position),
+            multiplier=mult,
+            subscribed_at=None if sub is None else sub.subscribed_at if sub.requested_at else now,
+            und_price=und_price,
+            description=describe(c),
+        )
+    g = sub.greeks
+    return PositionData(
         con_id=c.conId,
         symbol=c.symbol,
         sec_type=c.secType,
         quantity=float(pos.position),
         multiplier=mult,
-        subscribed_at=None if sub is None else sub.subscribed_at if sub.requested_at else now,
-        und_price=prices.get(c.symbol),
-        description=describe(c),
-    )
-    if sub is None or not sub.is_option:
-        return data
-    g = sub.greeks
-    return replace(
-        data,
         delta=g.delta,
         gamma=g.gamma,
         vega=g.vega,
         theta=g.theta,
         greeks_at=sub.greeks_at,
-        und_price=g.und_price if g.und_price is not None else data.und_price,
+        subscribed_at=sub.subscribed_at if sub.requested_at else now,
+        und_price=g.und_price if g.und_price is not None else und_price,
+        description=describe(c),
     )

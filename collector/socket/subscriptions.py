@@ -234,11 +234,13 @@ class Subscriptions:
         self.lines.tick(self.schedule.stats(t), now)
 
     def farm_back(self, broken_at: datetime) -> None:
-        """A market-data farm is back: feeds that got nothing since it broke are revived."""
+        """A market-data farm is back: feeds requested before it broke that got nothing since
+        are revived."""
         for con_id in self._live():
             sub = self.subs[con_id]
             last = sub.greeks_at if sub.is_option else sub.price_at
-            if last is None or last < broken_at:
+            asked_since = sub.requested_at is not None and sub.requested_at >= broken_at
+            if not asked_since and (last is None or last < broken_at):
                 self.schedule.revive(con_id)
                 self.lines.revived(describe(sub.contract))
 
@@ -267,12 +269,14 @@ class Subscriptions:
             c = pos.contract
             if not c.conId:
                 continue
+            known = self.subs.get(c.conId)  # a routable copy is made once per contract
             if c.secType in OPTION_TYPES:
-                wanted[c.conId] = routable(c)
+                wanted[c.conId] = known.contract if known is not None else routable(c)
                 options_on.setdefault(c.symbol, c.currency or "USD")
             elif c.secType in STOCK_TYPES:
-                wanted[c.conId] = routable(c)
-                self._underlyings.setdefault(c.symbol, routable(c))
+                wanted[c.conId] = known.contract if known is not None else routable(c)
+                if c.symbol not in self._underlyings:
+                    self._underlyings[c.symbol] = wanted[c.conId]
         missing: dict[str, str] = {}
         for symbol, currency in options_on.items():
             und = self._underlyings.get(symbol)
