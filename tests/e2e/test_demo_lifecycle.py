@@ -265,8 +265,13 @@ def test_leftovers_of_an_earlier_run_are_ended_before_a_start(work: Path, procs:
         folder,
     )
     wait_until((data / "postmaster.pid").exists, 60, "the old PostgreSQL")
+    # its server process may still be between fork and exec when the pid file appears
+    wait_until(
+        lambda: any("pginstall/bin/postgres" in cmdline(p) for p in procs.watch(pg_wrapper)),
+        30,
+        "the old PostgreSQL's server process",
+    )
     old = procs.watch(pg_wrapper) | {pg_wrapper.pid, sim.pid}
-    assert any("pginstall/bin/postgres" in cmdline(p) for p in old)
 
     log = work / "demo.out"
     since = datetime.now(UTC)
