@@ -18,6 +18,7 @@ import contextlib
 import json
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -62,14 +63,15 @@ def _port_free(port: int) -> bool:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
-        except OSError:
+        except (OSError, OverflowError):  # OverflowError: no port number (a hand-edited file)
             return False
     return True
 
 
-def _free_port(taken: set[int]) -> int:
+def _free_port(taken: set[int], pick: Callable[[], int] = free_port) -> int:
+    """A free port not `taken` and none of the services' usual ones (`pick`: the kernel's)."""
     for _ in range(100):
-        port = free_port()
+        port = pick()
         if port not in taken and port not in (5432, 6379, 4001, 4002):
             return port
     raise RuntimeError("no free loopback port found")
@@ -78,7 +80,7 @@ def _free_port(taken: set[int]) -> int:
 def choose_ports(demo_dir: Path) -> dict[str, int]:
     """The ports of the last run when they are all still free, else new free ones."""
     saved_path = demo_dir / "ports.json"
-    with contextlib.suppress(OSError, ValueError, TypeError):
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # any bad file: new ports
         saved = json.loads(saved_path.read_text())
         ports = {name: int(saved[name]) for name in PORT_NAMES}
         if len(set(ports.values())) == len(ports) and all(map(_port_free, ports.values())):

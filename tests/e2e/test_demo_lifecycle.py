@@ -31,6 +31,7 @@ import asyncpg
 import pytest
 
 from ops.demo import render
+from ops.demo_owned import programs
 from ops.embedded import free_port, pg_private
 from tests.helpers import bridge_env
 
@@ -212,10 +213,14 @@ def test_closing_the_terminal_stops_everything_and_the_next_start_brings_rows(
     assert all(kinds.values()), kinds
 
     os.killpg(demo.pid, signal.SIGHUP)  # what closing its terminal does
+    sup_log = folder / "logs" / "supervisord.log"
+    asked = "received SIGTERM indicating exit request"  # an orderly stop, not a kill
+    wait_until(lambda: asked in sup_log.read_text(), GONE_S, "supervisord asked to stop")
+    os.killpg(demo.pid, signal.SIGINT)  # a Ctrl-C while it stops: asked once is enough
     assert demo.wait(90) == 0, log.read_text()[-3000:]
     wait_until(lambda: all_gone(pids), GONE_S, "every process of the demo to end")
-    tail = (folder / "logs" / "supervisord.log").read_text()
-    assert "received SIGTERM indicating exit request" in tail  # an orderly stop, not a kill
+    tail = sup_log.read_text()
+    assert tail.count(asked) == 1, tail
     assert "stopped: writer (exit status 0)" in tail
     assert "stopped: postgres (exit status 0)" in tail
 
@@ -225,6 +230,26 @@ def test_closing_the_terminal_stops_everything_and_the_next_start_brings_rows(
     procs.watch(again)
     os.killpg(again.pid, signal.SIGINT)  # Ctrl-C
     assert again.wait(90) == 0
+
+
+def test_ctrl_c_before_the_first_row_stops_in_order_without_a_verdict(
+    work: Path, procs: Processes
+) -> None:
+    """Stopped while it starts: no "no new row, see the logs" (that is for a demo that runs
+    without rows), and nothing of it keeps running."""
+    folder, log = work / "demo", work / "demo.out"
+    demo = start_demo(procs, folder, log)
+
+    def collector_started() -> bool:  # past its wait for the services (ops.waitfor)
+        return any(cmdline(p).endswith("-m collector ") for p in procs.watch(demo))
+
+    wait_until(collector_started, 60, "the demo's collector to start")
+    os.killpg(demo.pid, signal.SIGINT)
+    assert demo.wait(90) == 0, log.read_text()[-3000:]
+    wait_until(lambda: not programs(folder), GONE_S, "every program of the demo to end")
+    text = log.read_text()
+    assert "no new PORTFOLIO row" not in text, text[-3000:]
+    assert "supervisord ended" not in text  # the stop was ours, not from outside
 
 
 def test_supervisord_killed_leaves_no_program_running(work: Path, procs: Processes) -> None:

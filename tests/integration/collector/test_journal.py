@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from collector.journal import CheckedStreams, RecentJournal
+from collector.journal import CheckedStreams, Entry, RecentJournal
 from ops.embedded import RedisServer
 
 
@@ -123,3 +124,73 @@ def test_journal_is_bounded_and_survives_a_torn_line(tmp_path: Path) -> None:
     again = RecentJournal(path, keep=10)
     assert [e["fields"]["n"] for _, e in again.entries()] == [str(i) for i in range(25, 35)]
     assert again.after("1030-0") == [entry(i) for i in range(31, 35)]
+
+
+def test_lines_that_are_no_journal_entry_are_skipped_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    path.write_bytes(
+        b'1000-0\t{"stream": "greeks", "fields": {"n": "0"}}\n'
+        b"a line without a tab\n"
+        b'1001-0\t["json", "but no entry"]\n'
+        b'1002-0\t{"stream": "greeks", "fields": "not a mapping"}\n'
+        b'1003-0\t{"stream": "greeks", "fields": {"n": "3"}}\n'
+    )
+    j = RecentJournal(path, keep=10)
+    assert [(i, e["fields"]["n"]) for i, e in j.entries()] == [("1000-0", "0"), ("1003-0", "3")]
+    assert j.last_id == "1003-0"
+
+
+async def test_redis_lost_more_than_the_journal_holds_resends_what_it_has(
+    redis: aioredis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The marker Redis kept is older than the journal's oldest entry: the entries between
+    them are gone for good (said once, as an ERROR); everything the journal holds is re-sent,
+    in order, before the new entry."""
+    c = CheckedStreams(
+        redis, f"{prefix}collector_last", streams(prefix), RecentJournal(None, keep=3)
+    )
+    for i in range(6):
+        await c.add([entry(i)])
+    await simulate_crash_losing_last(redis, prefix, 5)  # only entry 0 and its marker survive
+    with caplog.at_level(logging.WARNING):
+        assert await c.add([entry(6)]) == 3
+    assert await numbers(redis, f"{prefix}greeks") == [0, 3, 4, 5, 6]
+    lost = [r for r in caplog.records if "redis_lost_beyond_journal" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.ERROR
+    # afresh with the re-sent entries under their new ids, bounded as always
+    assert [e["fields"]["n"] for _, e in c.journal.entries()] == ["4", "5", "6"]
+    assert c.expected == (await redis.get(f"{prefix}collector_last")).decode()
+
+
+async def test_nothing_to_add_sends_nothing(redis: aioredis.Redis, prefix: str) -> None:
+    c = checked(redis, prefix, None)
+    assert await c.add([]) == 0
+    assert await redis.exists(f"{prefix}collector_last", f"{prefix}greeks") == 0
+    assert c.expected == ""
+
+
+async def test_marker_moved_again_while_resending_is_an_error(
+    redis: aioredis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    """Between the refusal and the re-send another writer moved the marker: nothing is sent
+    blindly; the error names the marker and the journal keeps the entries to re-send."""
+    marker = f"{prefix}collector_last"
+
+    class Raced(CheckedStreams):
+        refusals = 0
+
+        async def _run(self, entries: Sequence[Entry], expected: str) -> tuple[list[str], str]:
+            ids, current = await super()._run(entries, expected)
+            if not ids and self.refusals == 0:
+                self.refusals += 1
+                await redis.set(marker, "9999999999999-0")  # the other writer, right now
+            return ids, current
+
+    c = Raced(redis, marker, streams(prefix), RecentJournal(tmp_path / "j", keep=50))
+    for i in range(4):
+        await c.add([entry(i)])
+    await simulate_crash_losing_last(redis, prefix, 2)
+    with pytest.raises(RuntimeError, match=r"collector_last moved to '9999999999999-0'"):
+        await c.add([entry(4)])
+    assert await numbers(redis, f"{prefix}greeks") == [0, 1]
+    assert len(RecentJournal(tmp_path / "j")) == 4  # still there for the next try

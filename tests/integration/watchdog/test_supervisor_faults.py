@@ -1,6 +1,7 @@
 """The watchdog's supervisord client against a real supervisord that answers with an error:
 wrong credentials, a collector that crashes as it starts again, one that dies just as it is
-restarted, and a supervisord shutting down."""
+restarted, one started by someone else meanwhile, and a supervisord shutting down (also between
+the watchdog's look and its stop)."""
 
 from __future__ import annotations
 
@@ -184,3 +185,65 @@ stopwaitsecs=30"""  # a slow stop: supervisord stays in its shutdown until the t
             os.kill(pid, signal.SIGKILL)
         assert await asyncio.to_thread(proc.wait, 20) == 0
     assert str(info.value) == "fault 6: SHUTDOWN_STATE"
+
+
+async def test_a_supervisord_shutting_down_between_look_and_stop_fails_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """supervisord begins its shutdown after the watchdog saw the collector RUNNING: the
+    stopProcess fault (not NOT_RUNNING) is a restart failure naming the call."""
+    script, ready = tmp_path / "collector.py", tmp_path / "ready"
+    script.write_text(IGNORES_SIGTERM)
+    program = f"""command={sys.executable} {script} {ready}
+startsecs=0
+stopwaitsecs=30"""  # supervisord stays in its shutdown until the test kills the program
+    with supervisord_with_collector(program) as (proc, _folder, sock):
+        url = f"unix://{sock}"
+
+        class ShutsDownMeanwhile(Supervisor):
+            def call(self, method: str, *args: Any) -> Any:
+                result = super().call(method, *args)
+                if method == "supervisor.signalProcess":
+                    proc.send_signal(signal.SIGTERM)
+                    end = time.monotonic() + 20
+                    while not shutting_down(url):
+                        assert time.monotonic() < end
+                        time.sleep(0.05)
+                return result
+
+        monkeypatch.setattr(watchdog.supervisor, "Supervisor", ShutsDownMeanwhile)
+        client = SupervisorClient(url, NAME)
+        pid = await running_pid(client)
+        await wait_ready(ready)
+        try:
+            with pytest.raises(RestartFailed) as info:
+                await client.restart()
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    assert str(info.value) == "stopProcess(bridge:collector): fault 6: SHUTDOWN_STATE"
+
+
+async def test_a_collector_started_by_someone_else_meanwhile_is_the_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between the watchdog's stopProcess and its startProcess an operator started it
+    (supervisord: ALREADY_STARTED): the restart is done, with the new pid."""
+    started: list[int] = []
+
+    class StartedMeanwhile(Supervisor):
+        def call(self, method: str, *args: Any) -> Any:
+            result = super().call(method, *args)
+            if method == "supervisor.stopProcess":
+                super().call("supervisor.startProcess", NAME, True)
+                started.append(int(super().call("supervisor.getProcessInfo", NAME)["pid"]))
+            return result
+
+    monkeypatch.setattr(watchdog.supervisor, "Supervisor", StartedMeanwhile)
+    with supervisord_with_collector(f"{SLEEPER}\nstartsecs=0") as (_proc, _folder, sock):
+        client = SupervisorClient(f"unix://{sock}", NAME)
+        pid = await running_pid(client)
+        result = await client.restart()
+    assert result.pid_before == pid
+    assert result.pid_after == started[0] != pid
+    assert result.state_after == "RUNNING"
