@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.config.redact import scrub
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from shared.names import CODEC_VERSION, SOURCES, STATUSES
 
 Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
@@ -53,6 +53,34 @@ def encode_greeks(row: GreeksRow) -> dict[str, str]:
         "account": row.account,
         "mode": row.mode,
     }
+
+
+EXPOSURE_TABLE = "portfolio_exposure"  # the `table` field of an exposure entry
+EXPOSURE_FLOATS = ("delta_dollars", "gamma_dollars", "underlying_price", "greeks_age_max_s")
+EXPOSURE_PNL = ("daily_pnl", "unrealized_pnl", "realized_pnl")
+EXPOSURE_COUNTS = ("legs", "legs_fresh", "legs_carried", "legs_excluded")
+MARKET_DATA_KINDS = ("LIVE", "FROZEN", "DELAYED", "DELAYED_FROZEN", "MIXED")
+
+
+def _optional(value: float | None) -> str:
+    return "" if value is None else format_number(value)
+
+
+def encode_exposure(row: ExposureRow) -> dict[str, str]:
+    """An exposure row travels on the greeks stream, told apart by its `table` field."""
+    out = {
+        "v": CODEC_VERSION,
+        "table": EXPOSURE_TABLE,
+        "ts": format_ts(row.ts),
+        "account": row.account,
+        "scope": row.scope,
+        **{name: format_number(getattr(row, name)) for name in GREEK_FIELDS},
+        **{name: _optional(getattr(row, name)) for name in EXPOSURE_FLOATS + EXPOSURE_PNL},
+        **{name: str(int(getattr(row, name))) for name in EXPOSURE_COUNTS},
+        "market_data": row.market_data or "",
+        "mode": row.mode,
+    }
+    return out
 
 
 def encode_api_log(row: ApiLogRow) -> dict[str, str]:
@@ -189,3 +217,65 @@ def decode_api_log(fields: Fields) -> ApiLogRow | Rejected:
         message=scrub(f["message"]),
         source=source,
     )
+
+
+def _parse_optional(name: str, text: str) -> float | Rejected | None:
+    return None if text == "" else _parse_number(name, text)
+
+
+def decode_exposure(fields: Fields) -> ExposureRow | Rejected:  # noqa: PLR0911  one check each
+    required = ("ts", "account", "scope", *GREEK_FIELDS, *EXPOSURE_COUNTS)
+    envelope = _envelope(fields, required)
+    if isinstance(envelope, Rejected):
+        return envelope
+    f, ts = envelope
+    if not f["scope"] or len(f["scope"]) > 64 or len(f["account"]) > 64:
+        return Rejected("scope must be 1-64 characters, account at most 64")
+    numbers: dict[str, float | None] = {}
+    for name in GREEK_FIELDS:
+        value = _parse_number(name, f[name])
+        if isinstance(value, Rejected):
+            return value
+        numbers[name] = value
+    for name in EXPOSURE_FLOATS + EXPOSURE_PNL:
+        optional = _parse_optional(name, f.get(name, ""))
+        if isinstance(optional, Rejected):
+            return optional
+        numbers[name] = optional
+    counts: dict[str, int] = {}
+    for name in EXPOSURE_COUNTS:
+        if not f[name].isdigit():
+            return Rejected(f"{name} {f[name][:16]!r} is not a count")
+        counts[name] = int(f[name])
+    kind = f.get("market_data", "")
+    if kind and kind not in MARKET_DATA_KINDS:
+        return Rejected(f"market_data {kind[:16]!r} is not one of {', '.join(MARKET_DATA_KINDS)}")
+    return ExposureRow(
+        ts=ts,
+        account=f["account"],
+        scope=f["scope"],
+        delta=numbers["delta"] or 0.0,
+        gamma=numbers["gamma"] or 0.0,
+        vega=numbers["vega"] or 0.0,
+        theta=numbers["theta"] or 0.0,
+        delta_dollars=numbers["delta_dollars"],
+        gamma_dollars=numbers["gamma_dollars"],
+        underlying_price=numbers["underlying_price"],
+        greeks_age_max_s=numbers["greeks_age_max_s"],
+        market_data=kind or None,
+        daily_pnl=numbers["daily_pnl"],
+        unrealized_pnl=numbers["unrealized_pnl"],
+        realized_pnl=numbers["realized_pnl"],
+        mode=f.get("mode", ""),
+        **counts,
+    )
+
+
+def decode_data_entry(fields: Fields) -> GreeksRow | ExposureRow | Rejected:
+    """An entry of the greeks stream: a portfolio_greeks row, or (`table` field) an exposure."""
+    table = fields.get("table") or fields.get(b"table")  # type: ignore[call-overload]
+    if table in (EXPOSURE_TABLE, EXPOSURE_TABLE.encode()):
+        return decode_exposure(fields)
+    if table:
+        return Rejected(f"unknown table {as_text(table)[:32]!r}")
+    return decode_greeks(fields)
