@@ -35,6 +35,7 @@ class Exposure(NamedTuple):
     multiplier: float
     greeks: Greeks | None  # None only for stock
     und_price: float | None = None
+    age_s: float | None = None  # how old the Greeks are (options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,8 @@ class Evaluation:
     excluded: tuple[str, ...] = ()
     assumed_multiplier: tuple[str, ...] = ()
     reports: list[Report] = field(default_factory=list)
+    exposures: tuple[Exposure, ...] = ()  # what the sums used
+    excluded_symbols: tuple[str, ...] = ()  # the underlying of each excluded position
 
 
 class _Known(NamedTuple):
@@ -178,6 +181,7 @@ class _Tally:
     pending: list[str] = field(default_factory=list)
     carried: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    excluded_symbols: list[str] = field(default_factory=list)
     assumed: list[str] = field(default_factory=list)
     needing: int = 0  # option positions that need Greeks
     live: set[int] = field(default_factory=set)  # their conIds
@@ -217,6 +221,7 @@ class GreeksPolicy:
             qty = pos.quantity
             if not math.isfinite(qty):
                 t.excluded.append(_label(pos) + " (quantity unreadable)")
+                t.excluded_symbols.append(pos.symbol)
             elif qty == 0:
                 continue
             elif pos.sec_type in STOCK_TYPES:
@@ -248,6 +253,8 @@ class GreeksPolicy:
             excluded=tuple(t.excluded),
             assumed_multiplier=tuple(t.assumed),
             reports=reports,
+            exposures=tuple(t.exposures),
+            excluded_symbols=tuple(t.excluded_symbols),
         )
 
     def _option(self, pos: PositionData, now_s: float, t: _Tally) -> None:
@@ -272,7 +279,13 @@ class GreeksPolicy:
                 t.carried.append(_label(pos))
             t.exposures.append(
                 Exposure(
-                    pos.symbol, pos.sec_type, pos.quantity, multiplier, known.greeks, pos.und_price
+                    pos.symbol,
+                    pos.sec_type,
+                    pos.quantity,
+                    multiplier,
+                    known.greeks,
+                    pos.und_price,
+                    max(0.0, now_s - known.at_s),
                 )
             )
             return
@@ -281,6 +294,7 @@ class GreeksPolicy:
             t.pending.append(_label(pos))
         else:
             t.excluded.append(_label(pos))
+            t.excluded_symbols.append(pos.symbol)
 
     def _reports(
         self, pending: list[str], excluded: list[str], assumed: list[str], needing: int
