@@ -18,17 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from collector.greeks import Evaluation, Exposure, NetRow, net_rows
+from collector.transport import Pnl
 from shared.models import ExposureRow
 from shared.names import PORTFOLIO_CONTRACT, STOCK_TYPES
 
 MIXED = "MIXED"
-
-
-@dataclass(frozen=True, slots=True)
-class Pnl:
-    daily: float | None = None
-    unrealized: float | None = None
-    realized: float | None = None
 
 
 @dataclass

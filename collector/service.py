@@ -20,14 +20,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from collector.greeks import GreeksPolicy
+from collector.books import Books
 from collector.link import Command, ControlReader, LinkPublisher, sleep_or_stop
 from collector.sink import REDIS_DOWN, Sink
 from collector.ticker import GridTicker
 from collector.transport import LinkEvent, LinkState, Transport, TransportError
 from shared.clock import utcnow
 from shared.config import Settings
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow
 from shared.names import Keys
 from shared.process import supervise
 
@@ -56,12 +56,7 @@ class Collector:
         self.sink = sink
         self.link = LinkPublisher(self.sink.client, self.keys, self.mode, settings.heartbeat_ttl_s)
         self.control = ControlReader(self.sink.client, self.keys)
-        self.policy = GreeksPolicy(
-            settings.greeks_grace_s,
-            settings.greeks_max_age_s,
-            underlying=settings.underlying,
-            per_underlying=settings.per_underlying,
-        )
+        self.books = Books(settings, self.mode)
         self.ticker = ticker or GridTicker(settings.poll_interval_s, clock=clock)
         self.paused_until: datetime | None = None
         self.paused = False
@@ -210,29 +205,16 @@ class Collector:
             except TransportError as exc:
                 await self._no_data(str(exc) or type(exc).__name__)
                 return
-        evaluation = self.policy.evaluate(snap, ts)
-        logs = [self._row(r.status, r.message, ts) for r in evaluation.reports]
-        for report in evaluation.reports:
+        tick = self.books.evaluate(snap, ts)
+        logs = [self._row(r.status, r.message, ts) for r in tick.reports]
+        for report in tick.reports:
             log.info("greeks_policy %s %s", report.status, report.message)
-        if self._no_data_reason is not None and evaluation.rows:
+        if self._no_data_reason is not None and tick.greeks:
             logs.append(self._row("INFO", f"rows resumed after: {self._no_data_reason}", ts))
             self._no_data_reason = None
-        rows = [
-            GreeksRow(
-                ts=ts,
-                contract=r.contract,
-                delta=r.delta,
-                gamma=r.gamma,
-                vega=r.vega,
-                theta=r.theta,
-                underlying_price=r.underlying_price,
-                account=snap.account,
-                mode=self.mode,
-            )
-            for r in evaluation.rows
-        ]
+        rows = tick.greeks
         self.link.account = snap.account
-        await asyncio.shield(self.sink.publish(rows, logs))
+        await asyncio.shield(self.sink.publish(rows, logs, tick.exposure))
         if rows:
             self.rows_produced += len(rows)
             self.link.last_tick = ts.isoformat()

@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from collector.journal import CheckedStreams, RecentJournal
-from shared.codec import encode_api_log, encode_greeks
+from shared.codec import encode_api_log, encode_exposure, encode_greeks
 from shared.jsonl import JsonlFile
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from shared.names import STREAM_API_LOGS, STREAM_GREEKS, Keys
 
 log = logging.getLogger(__name__)
@@ -74,19 +74,28 @@ class Sink:
         self.replayed_total = 0
 
     @staticmethod
-    def _entries(greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> list[dict[str, Any]]:
+    def _entries(
+        greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow], exposure: Sequence[ExposureRow]
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
             {"stream": STREAM_API_LOGS, "fields": encode_api_log(r)} for r in logs
         ]
         out.extend({"stream": STREAM_GREEKS, "fields": encode_greeks(r)} for r in greeks)
+        # the tick's exposure rows ride the same stream: one hand-off, one journal, one marker
+        out.extend({"stream": STREAM_GREEKS, "fields": encode_exposure(r)} for r in exposure)
         return out
 
     async def _xadd(self, entries: Sequence[dict[str, Any]]) -> None:
         await self.streams.add(entries)
 
-    async def publish(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> str:
+    async def publish(
+        self,
+        greeks: Sequence[GreeksRow],
+        logs: Sequence[ApiLogRow],
+        exposure: Sequence[ExposureRow] = (),
+    ) -> str:
         """Hand rows off durably: returns "redis" or "spool". Raises only if both fail."""
-        entries = self._entries(greeks, logs)
+        entries = self._entries(greeks, logs, exposure)
         if not entries:
             return "redis"
         async with self._lock:

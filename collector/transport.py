@@ -45,6 +45,16 @@ class PositionData:
     subscribed_at: datetime | None = None  # when market data for it was (re)requested
     und_price: float | None = None  # the underlying price carried with the Greeks
     description: str = ""  # e.g. 'SPY 20261218 600 C' for log lines
+    account: str = ""  # the account holding it (several accounts: IB_ACCOUNT list or ALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Pnl:
+    """An account's P&L from the broker; None is unknown, never 0."""
+
+    daily: float | None = None
+    unrealized: float | None = None
+    realized: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,8 @@ class Snapshot:
     positions: tuple[PositionData, ...]
     prices: Mapping[str, float] = field(default_factory=dict)  # underlying symbol -> price
     market_data: tuple[str, ...] = ()  # the market data types delivered (LIVE, DELAYED, ...)
+    accounts: tuple[str, ...] = ()  # every account read (empty: just `account`)
+    pnl: Mapping[str, Pnl] = field(default_factory=dict)  # account -> its P&L
 
 
 @dataclass(frozen=True, slots=True)

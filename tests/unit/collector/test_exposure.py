@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.exposure import Pnl, exposure_rows, market_data_kind
+from collector.exposure import exposure_rows, market_data_kind
 from collector.greeks import GreeksPolicy
-from collector.transport import PositionData, Snapshot
+from collector.transport import Pnl, PositionData, Snapshot
 from shared.models import ExposureRow
 
 NOW = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
