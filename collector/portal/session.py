@@ -56,6 +56,11 @@ async def iserver_accounts(client: PortalClient) -> object:
 
 def choose_account(wanted: str, accounts: list[str]) -> str:
     """IB_ACCOUNT (`wanted`) when offered, or the only account; AccountChoiceError otherwise."""
+    if wanted.upper() == "ALL" or "," in wanted:
+        raise AccountChoiceError(
+            f"IB_ACCOUNT={wanted}: PORTAL mode reads one account; run one bridge per account "
+            "(their rows share one database), or use SOCKET mode for several"
+        )
     if wanted:
         if accounts and wanted not in accounts:
             raise AccountChoiceError(

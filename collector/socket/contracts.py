@@ -92,6 +92,7 @@ def position_data(
             subscribed_at=None if sub is None else sub.subscribed_at if sub.requested_at else now,
             und_price=und_price,
             description=describe(c),
+            account=pos.account,
         )
     g = sub.greeks
     return PositionData(
@@ -108,4 +109,5 @@ def position_data(
         subscribed_at=sub.subscribed_at if sub.requested_at else now,
         und_price=g.und_price if g.und_price is not None else und_price,
         description=describe(c),
+        account=pos.account,
     )

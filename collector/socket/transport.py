@@ -32,9 +32,11 @@ from typing import Any
 from ib_async import IB
 
 from collector import ib_errors, ib_values
+from collector.accounts import resolve_accounts
+from collector.books import combined_pnl
 from collector.socket.contracts import describe, position_data
 from collector.socket.subscriptions import Subscriptions
-from collector.transport import LinkEvent, LinkState, Snapshot, TransportError
+from collector.transport import LinkEvent, LinkState, Pnl, Snapshot, TransportError
 from shared import clock
 from shared.config import Settings
 
@@ -73,7 +75,8 @@ class SocketTransport:
         )
         self._pump: asyncio.Task[None] | None = None
         self._farm_broken_at: datetime | None = None
-        self._pnl: Any = None
+        self._pnl: dict[str, Any] = {}  # account -> ib_async PnL object
+        self._accounts: list[str] = []
         self._farms = ib_errors.FarmWatch()
         self._reported: set[tuple[int, int]] = set()  # (reqId, code) of request errors
         self._last_error = ""
@@ -153,7 +156,10 @@ class SocketTransport:
                 s.ib_client_id,
                 timeout=s.ib_connect_timeout_s,
                 readonly=True,
-                account=s.ib_account,
+                # one named account: its updates only; a list or ALL: ib_async syncs every one
+                account=""
+                if s.ib_account.upper() == "ALL" or "," in s.ib_account
+                else s.ib_account,
             )
         )
         in_use = asyncio.ensure_future(self._id_in_use.wait())
@@ -189,19 +195,11 @@ class SocketTransport:
         return reason
 
     def _check_account(self) -> str:
-        """'' when the account to read is known, else why not."""
-        accounts = [a for a in self._ib.managedAccounts() if a]
-        wanted = self.settings.ib_account
-        if wanted:
-            if wanted not in accounts:
-                listed = ", ".join(accounts)
-                return f"IB_ACCOUNT={wanted} is not an account of this login ({listed})"
-            self._account = wanted
-            return ""
-        if len(accounts) == 1:
-            self._account = accounts[0]
-            return ""
-        return f"IB_ACCOUNT must name one of the login's accounts: {', '.join(accounts)}"
+        """'' when the accounts to read are known, else why not."""
+        accounts, why = resolve_accounts(self.settings.ib_account, self._ib.managedAccounts())
+        self._accounts = accounts
+        self._account = ",".join(accounts)
+        return why
 
     async def disconnect(self) -> None:
         """Deliberate close: never reported as a drop."""
@@ -240,7 +238,7 @@ class SocketTransport:
             self._pump.cancel()
             self._pump = None
         self.market.forget()
-        self._pnl = None
+        self._pnl = {}
 
     async def _pump_loop(self) -> None:
         """Rotate and pace the market-data requests; a failure ends the task and `snapshot()`
@@ -308,10 +306,11 @@ class SocketTransport:
 
     # ------------------------------------------------------------------ subscriptions
     def _positions(self) -> list[Any]:
+        accounts = self._accounts
         return [
             p
             for p in self._ib.positions()
-            if p.position != 0 and (not self._account or p.account == self._account)
+            if p.position != 0 and (not accounts or p.account in accounts)
         ]
 
     def _subscribe_all(self, *, fresh: bool) -> None:
@@ -319,13 +318,14 @@ class SocketTransport:
         ib = self._ib
         if not fresh:
             self.market.cancel_all()
-        if not fresh and self._pnl is not None:
-            ib.cancelPnL(self._account)
+        if not fresh:
+            for account in self._pnl:
+                ib.cancelPnL(account)
         self.market.forget()
-        self._pnl = None
+        self._pnl = {}
         ib.reqMarketDataType(self.settings.ib_market_data_type)
-        if self._account:
-            self._pnl = ib.reqPnL(self._account)
+        for account in self._accounts:
+            self._pnl[account] = ib.reqPnL(account)
         self.market.sync()
         log.info("socket_subscribed fresh=%s wanted=%d", fresh, len(self.market.subs))
 
@@ -343,14 +343,22 @@ class SocketTransport:
             position_data(p, self.market.subs.get(p.contract.conId), prices, now)
             for p in self._positions()
         ]
-        return Snapshot(now, self._account, tuple(positions), prices, self.market.kinds())
+        return Snapshot(
+            now,
+            self._account,
+            tuple(positions),
+            prices,
+            self.market.kinds(),
+            tuple(self._accounts),
+            {a: _pnl(p) for a, p in self._pnl.items()},
+        )
 
     def status(self) -> Mapping[str, str]:
-        pnl = self._pnl
+        pnl = combined_pnl([_pnl(p) for p in self._pnl.values()])
         return {
-            "pnl_daily": _fmt(getattr(pnl, "dailyPnL", None)),
-            "pnl_unrealized": _fmt(getattr(pnl, "unrealizedPnL", None)),
-            "pnl_realized": _fmt(getattr(pnl, "realizedPnL", None)),
+            "pnl_daily": _fmt(pnl.daily),
+            "pnl_unrealized": _fmt(pnl.unrealized),
+            "pnl_realized": _fmt(pnl.realized),
             "account": self._account,
             "client_id": str(self.settings.ib_client_id),
             "subscriptions": str(len(self.market.schedule.held)),
@@ -358,6 +366,14 @@ class SocketTransport:
             "last_error": self._last_error,
             **self.market.lines.status(),
         }
+
+
+def _pnl(pnl: Any) -> Pnl:
+    return Pnl(
+        ib_values.number(getattr(pnl, "dailyPnL", None)),
+        ib_values.number(getattr(pnl, "unrealizedPnL", None)),
+        ib_values.number(getattr(pnl, "realizedPnL", None)),
+    )
 
 
 def _ended(task: asyncio.Task[None]) -> str:

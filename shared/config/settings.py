@@ -120,9 +120,12 @@ class Settings:
     )
     ib_account = Var(
         "IB_ACCOUNT",
-        text(r"[A-Za-z0-9]{0,32}", "an account id such as U1234567"),
+        text(
+            r"(ALL|[A-Za-z0-9]{1,32}(,[A-Za-z0-9]{1,32}){0,99})?",
+            "an account id such as U1234567, a comma-separated list of them, or ALL",
+        ),
         "",
-        "account to read; empty = the only managed account",
+        "account(s) to read: one, a list, or ALL; empty = the only managed account",
     )
     ib_connect_timeout_s = Var(
         "IB_CONNECT_TIMEOUT_S", seconds(0.1, 300), "10", "bound on one connect attempt"

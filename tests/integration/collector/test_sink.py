@@ -16,10 +16,10 @@ import redis.asyncio as aioredis
 from collector.__main__ import REDIS_TIMEOUT_S, make_redis
 from collector.sink import REPLAY_CHUNK_ROWS, Sink
 from ops.embedded import free_port
-from shared.codec import decode_greeks
+from shared.codec import decode_data_entry
 from shared.config import load_settings
 from shared.jsonl import JsonlFile
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from shared.names import Keys
 
 T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -48,9 +48,10 @@ async def unreachable() -> AsyncIterator[aioredis.Redis]:
 async def deltas(redis: aioredis.Redis, key: str) -> list[float]:
     out = []
     for _id, fields in await redis.xrange(key):
-        row = decode_greeks(fields)
-        assert isinstance(row, GreeksRow)
-        out.append(row.delta)
+        row = decode_data_entry(fields)  # the tick's exposure rows ride the same stream
+        assert isinstance(row, GreeksRow | ExposureRow)
+        if isinstance(row, GreeksRow):
+            out.append(row.delta)
     return out
 
 

@@ -16,10 +16,10 @@ from collector.service import Collector
 from collector.sink import Sink, TickLedger
 from collector.ticker import GridTicker
 from collector.transport import LinkEvent, LinkState, PositionData, Snapshot, TransportError
-from shared.codec import decode_api_log, decode_greeks
+from shared.codec import decode_api_log, decode_data_entry
 from shared.config import Settings, load_settings
 from shared.jsonl import JsonlFile
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from shared.names import Keys
 
 START = datetime(2026, 11, 25, 14, 30, 1, 234567, tzinfo=UTC)
@@ -128,9 +128,10 @@ def _row(i: int, contract: str = "PORTFOLIO") -> GreeksRow:
 def _entries(stream: list[tuple[bytes, Mapping[bytes, bytes]]]) -> list[GreeksRow]:
     out = []
     for _id, fields in stream:
-        row = decode_greeks(fields)
-        assert isinstance(row, GreeksRow)
-        out.append(row)
+        row = decode_data_entry(fields)  # the tick's exposure rows ride the same stream
+        assert isinstance(row, GreeksRow | ExposureRow)
+        if isinstance(row, GreeksRow):
+            out.append(row)
     return out
 
 
