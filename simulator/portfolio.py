@@ -11,12 +11,13 @@ share (IB's convention): the bridge multiplies by position and multiplier.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo
 
 RISK_FREE = 0.04
 EASTERN = ZoneInfo("America/New_York")  # the exchanges' clock: market hours, IB's time stamps
+VALUATION_DATE = date(2026, 11, 25)  # the model's today unless a portfolio says otherwise
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class SimPortfolio:
     underlyings: dict[str, Underlying]
     positions: list[SimPosition]
     step_s: float = 1.0  # prices and Greeks change once per step; 0 freezes them
-    valuation_date: date = field(default_factory=lambda: date(2026, 11, 25))
+    valuation_date: date = VALUATION_DATE
 
     def step(self, t: float) -> int:
         return 0 if self.step_s <= 0 else math.floor(t / self.step_s)

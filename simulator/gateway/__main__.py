@@ -1,4 +1,5 @@
-"""`python -m simulator.gateway --port N [--control-port M] [--account DU1234567] [--step-s 1]`
+"""`python -m simulator.gateway --port N [--control-port M] [--account DU1234567] [--step-s 1]
+[--book LEGS:UNDERLYINGS:SEED] [--lines N]`
 
 Runs the IB Gateway simulator on 127.0.0.1 until SIGTERM or SIGINT. Prints one line
 `gateway-sim listening port=N control_port=M account=A` on stdout once both ports are open
@@ -11,10 +12,11 @@ import argparse
 import logging
 import sys
 
+from simulator.book import generate_book, parse_book_spec
 from simulator.gateway import control as control_mod
 from simulator.gateway.control import ControlServer
 from simulator.gateway.server import LOOPBACK, GatewaySimulator
-from simulator.portfolio import default_portfolio
+from simulator.portfolio import SimPortfolio, default_portfolio
 from simulator.program import add_common_args, run_program, stop_on_signals
 
 
@@ -38,15 +40,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="how often market data and P&L are pushed to subscribers",
     )
-    ap.add_argument("--extra-options", type=int, default=0, help="more SPY option positions")
+    book = ap.add_mutually_exclusive_group()
+    book.add_argument("--extra-options", type=int, default=0, help="more SPY option positions")
+    book.add_argument(
+        "--book",
+        type=_book_spec,
+        default=None,
+        metavar="LEGS:UNDERLYINGS:SEED",
+        help="serve a generated book instead of the default account (simulator.book)",
+    )
+    ap.add_argument(
+        "--lines",
+        type=int,
+        default=None,
+        help="the account's market-data line limit (default: unlimited)",
+    )
     return ap.parse_args(argv)
+
+
+def _book_spec(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_book_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def make_portfolio(args: argparse.Namespace) -> SimPortfolio:
+    if args.book is not None:
+        legs, underlyings, seed = args.book
+        return generate_book(legs, underlyings, seed, account=args.account, step_s=args.step_s)
+    return default_portfolio(args.account, args.extra_options, args.step_s)
 
 
 async def run(args: argparse.Namespace) -> None:
     stop = stop_on_signals()
-    portfolio = default_portfolio(args.account, args.extra_options, args.step_s)
     sim = GatewaySimulator(
-        portfolio, host=args.host, port=args.port, push_interval_s=args.push_interval_s
+        make_portfolio(args),
+        host=args.host,
+        port=args.port,
+        push_interval_s=args.push_interval_s,
+        lines=args.lines,
     )
     control = (
         ControlServer(sim, args.host, args.control_port) if args.control_port is not None else None

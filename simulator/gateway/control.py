@@ -16,6 +16,40 @@ Commands (case-insensitive):
     error CODE [TEXT]           send a system error (reqId -1) to every client
     ping
 
+Market data (the replies of `lines` and `others` carry the `lines` object of `status`):
+
+    lines [N|off|reset]         the account's market-data line limit (off: unlimited), shared
+                                by all sessions; a reqMktData (streaming or snapshot) when the
+                                open lines reach it gets error 101 and nothing is subscribed.
+                                reset: zero max_open/refused/requests/cancels (max_open
+                                restarts from the lines open now); no argument: just show
+    others N                    lines the account's other sessions use (the trader's screens)
+    data-error CODE CONID...|all  reqMktData for these contracts gets CODE on its reqId:
+                                354, 10168: no data, no line (open subscriptions get it and end)
+                                10090: prices but no option Greeks (tick 13/83)
+                                10167: delayed data, marketDataType 3 (4 if closed and frozen)
+    data-error clear [CONID...] serve these (all) normally again; open subscriptions keep what
+                                they were granted until requested again
+    expire CONID                an expired contract: reqMktData and contract details get 200,
+                                its subscriptions get 200 and end; the position stays listed
+    unexpire CONID
+    compete on|off              a competing live session: every subscription and new request
+                                gets 10197 and no data (they stay registered, lines held); off:
+                                each gets its current values at once
+    stall on [farm]|off         the subscriptions open now stop getting ticks (registered, lines
+                                held, socket healthy); later requests are served. farm: 2103
+                                now and 2104 a second later. off: they resume
+
+Their replies: lines/others `{"ok": true, "lines": {...}}`; data-error `{"ok": true, "code": C,
+"con_ids": [..] or "all", "hit": N}` (N: open subscriptions it reached); data-error clear
+`{"ok": true, "cleared": [..] or "all"}`; expire/unexpire `{"ok": true, "con_id": C, "ended": N}`;
+compete `{"ok": true, "competing": B, "subscriptions": N}`; stall `{"ok": true, "stalled": N}`
+(N: subscriptions stalled or resumed by it).
+
+Status (`status`) adds `lines` {limit (null: unlimited), others, open, max_open, refused,
+requests, cancels}, `data_errors` {CONID: CODE or null}, `data_error_all`, `expired`,
+`competing`, `stalled` (subscriptions stalled now).
+
 Replies: `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. `send_command` is a client.
 """
 
@@ -92,6 +126,70 @@ def _freeze(sim: GatewaySimulator, args: list[str]) -> Reply:
     return {"ok": True, "model_time": sim.freeze(args[0].lower() == "on")}
 
 
+def _lines(sim: GatewaySimulator, args: list[str]) -> Reply:
+    desk = sim.market_data
+    word = args[0].lower() if args else ""
+    if word == "reset":
+        desk.reset_counters()
+    elif word == "off":
+        desk.set_limit(None)
+    elif word:
+        desk.set_limit(int(word))
+    return {"ok": True, "lines": desk.lines_status()}
+
+
+def _others(sim: GatewaySimulator, args: list[str]) -> Reply:
+    sim.market_data.set_others(int(args[0]))
+    return {"ok": True, "lines": sim.market_data.lines_status()}
+
+
+def _con_ids(args: list[str]) -> list[int] | None:
+    """`all` -> None (every contract), else the conIds (at least one)."""
+    if not args:
+        raise IndexError
+    if len(args) == 1 and args[0].lower() == "all":
+        return None
+    return [int(a) for a in args]
+
+
+def _data_error(sim: GatewaySimulator, args: list[str]) -> Reply:
+    desk = sim.market_data
+    if args[0].lower() == "clear":
+        ids = [int(a) for a in args[1:]] or None
+        desk.clear_data_errors(ids)
+        return {"ok": True, "cleared": "all" if ids is None else ids}
+    code, ids = int(args[0]), _con_ids(args[1:])
+    hit = desk.data_error(code, ids)
+    return {"ok": True, "code": code, "con_ids": "all" if ids is None else ids, "hit": hit}
+
+
+def _expire(expired: bool) -> Command:
+    def run(sim: GatewaySimulator, args: list[str]) -> Reply:
+        con_id = int(args[0])
+        return {"ok": True, "con_id": con_id, "ended": sim.market_data.expire(con_id, expired)}
+
+    return run
+
+
+def _on_off(word: str, usage: str) -> bool:
+    if word.lower() not in ("on", "off"):
+        raise ControlError(usage)
+    return word.lower() == "on"
+
+
+def _compete(sim: GatewaySimulator, args: list[str]) -> Reply:
+    on = _on_off(args[0], "compete on|off")
+    return {"ok": True, "competing": on, "subscriptions": sim.market_data.compete(on)}
+
+
+def _stall(sim: GatewaySimulator, args: list[str]) -> Reply:
+    on = _on_off(args[0], "stall on [farm]|off")
+    farm = [a.lower() for a in args[1:]]
+    if farm not in ([], ["farm"]) or (farm and not on):
+        raise ControlError("stall on [farm]|off")
+    return {"ok": True, "stalled": sim.market_data.stall(on, farm=bool(farm))}
+
+
 def _done(action: Callable[[GatewaySimulator, list[str]], object]) -> Command:
     """A command whose reply is a bare ok."""
 
@@ -116,6 +214,13 @@ _COMMANDS: dict[str, Command] = {
     "freeze": _freeze,
     "position": _done(lambda sim, args: sim.set_position(int(args[0]), float(args[1]))),
     "error": _done(lambda sim, args: sim.inject_error(int(args[0]), " ".join(args[1:]) or None)),
+    "lines": _lines,
+    "others": _others,
+    "data-error": _data_error,
+    "expire": _expire(True),
+    "unexpire": _expire(False),
+    "compete": _compete,
+    "stall": _stall,
 }
 
 

@@ -5,7 +5,9 @@ One `GatewaySimulator` listens on a loopback port; each client connection is a `
 fault controls.
 Controls (in process, and through `simulator.gateway.control` from another process):
 `drop_all`, `refuse`, `reset`, `hold_client_id`, `set_greeks_mode` (sentinel Greeks),
-`set_market_closed`, `freeze`, `set_position` / `add_position`, `inject_error`, `status`.
+`set_market_closed`, `freeze`, `set_position` / `add_position`, `inject_error`, `status`;
+market data (line limit, data errors, expired contracts, competing session, stall) through
+`market_data` (`mktdata.py`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from simulator.gateway import protocol as p
 from simulator.gateway.catalog import GREEKS_MODES, Catalog
-from simulator.gateway.session import FARMS_BROKEN, FARMS_OK, MktSub, Session
+from simulator.gateway.mktdata import MarketDataDesk, MktSub
+from simulator.gateway.session import FARMS_BROKEN, FARMS_OK, Session
 from simulator.portfolio import SimPortfolio, SimPosition, default_portfolio
 
 log = logging.getLogger(__name__)
@@ -38,11 +41,15 @@ class GatewaySimulator:
         port: int = 0,
         push_interval_s: float = 0.5,
         server_version: int = p.SERVER_VERSION,
+        lines: int | None = None,
     ) -> None:
+        """`lines`: the account's market-data line limit, shared by every session (None:
+        unlimited)."""
         if host not in LOOPBACK:
             raise ValueError(f"the simulator listens on loopback only, not {host!r}")
         self.portfolio = portfolio if portfolio is not None else default_portfolio()
         self.catalog = Catalog(self.portfolio)
+        self.market_data = MarketDataDesk(self, lines)
         self.host = host
         self.port = port
         self.push_interval_s = push_interval_s
@@ -163,23 +170,14 @@ class GatewaySimulator:
         t = self.model_time()
         for sess in list(self.sessions.values()):
             if not self.feeds_down:
-                for sub in list(sess.mkt.values()):
-                    self.push_one(sess, sub, t)
+                self.market_data.push_session(sess, t)
             for req_id in list(sess.pnl):
                 sess.send_pnl(req_id, t)
             for req_id in list(sess.pnl_single):
                 sess.send_pnl_single(req_id, t)
 
     def push_one(self, sess: Session, sub: MktSub, t: float | None = None) -> None:
-        if self.feeds_down:
-            return
-        t = self.model_time() if t is None else t
-        for tick in self.catalog.price_ticks(sub.inst, t, sub.md_type, self.market_closed):
-            sess.send(p.tick_price(sub.req_id, tick.tick_type, tick.price, tick.size))
-        mode = self.greeks_mode_by_con.get(sub.inst.con_id, self.greeks_mode)
-        msg = self.catalog.greeks_msg(sub.req_id, sub.inst, t, sub.md_type, mode)
-        if msg is not None:
-            sess.send(msg)
+        self.market_data.push_one(sess, sub, t)
 
     def _broadcast_error(self, code: int, text: str | None = None) -> None:
         for sess in list(self.sessions.values()):
@@ -231,7 +229,11 @@ class GatewaySimulator:
         log.info("gateway.reset_done code=%s", restored_code)
 
     def start_reset(self, delay_s: float = 1.0, restored_code: int = 1102) -> asyncio.Task[None]:
-        task = asyncio.create_task(self.reset(delay_s, restored_code), name="gateway-reset")
+        return self.spawn(self.reset(delay_s, restored_code), "gateway-reset")
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `coro` as a task that `stop()` cancels."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -300,4 +302,5 @@ class GatewaySimulator:
             "frozen": self._frozen_t is not None,
             "model_time": self.model_time(),
             "positions": len(self.portfolio.positions),
+            **self.market_data.status(),
         }

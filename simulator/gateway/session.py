@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from simulator.gateway import faults
 from simulator.gateway import protocol as p
-from simulator.gateway.catalog import Instrument
+from simulator.gateway.mktdata import MktSub
 from simulator.portfolio import EASTERN
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ TEXTS = {
     2106: "HMDS data farm connection is OK:ushmds",
     2157: "Sec-def data farm connection is broken:secdefil",
     2158: "Sec-def data farm connection is OK:secdefil",
+    **faults.TEXTS,
 }
 FARMS_OK = (2104, 2106, 2158)
 FARMS_BROKEN = (2103, 2105, 2157)
@@ -44,13 +46,6 @@ ACCOUNT_SUMMARY_TAGS = ("NetLiquidation", "TotalCashValue", "BuyingPower", "Avai
 
 def error_text(code: int) -> str:
     return TEXTS.get(code, f"simulated error {code}")
-
-
-@dataclass(slots=True)
-class MktSub:
-    req_id: int
-    inst: Instrument
-    md_type: int
 
 
 @dataclass(eq=False)
@@ -172,7 +167,7 @@ class Session:
         }
 
     def _cancel_mkt_data(self, f: list[str]) -> None:
-        self.mkt.pop(int(f[2]), None)
+        self.sim.market_data.cancel(self, int(f[2]))
 
     def _cancel_pnl(self, f: list[str]) -> None:
         self.pnl.pop(int(f[1]), None)
@@ -216,7 +211,9 @@ class Session:
     def _req_contract_details(self, f: list[str]) -> None:
         req_id, cat = int(f[2]), self.sim.catalog
         inst = cat.find(p.ContractFields.parse(f[3:15]))
-        if inst is None:
+        include_expired = len(f) > 15 and f[15] == "1"
+        expired = inst is not None and inst.con_id in self.sim.market_data.faults.expired
+        if inst is None or (expired and not include_expired):
             self.error(req_id, 200)
         else:
             self.send(cat.contract_data_msg(req_id, inst))
@@ -243,17 +240,7 @@ class Session:
         rest = rest[4:] if dnc else rest[1:]
         snapshot = len(rest) > 1 and rest[1] == "1"
         self.mkt_requests += 1
-        inst = self.sim.catalog.find(contract)
-        if inst is None:
-            self.error(req_id, 200)
-            return
-        sub = MktSub(req_id, inst, self.md_type)
-        self.send(p.market_data_type(req_id, self.md_type))
-        self.sim.push_one(self, sub)
-        if snapshot:
-            self.send(p.tick_snapshot_end(req_id))
-        else:
-            self.mkt[req_id] = sub
+        self.sim.market_data.request(self, req_id, contract, snapshot)
 
     def _account_values(self, t: float) -> list[tuple[str, str]]:
         net = self.sim.catalog.net_liquidation(t)

@@ -145,7 +145,7 @@ async def test_delayed_frozen_uses_delayed_tick_types(
     )
     call = tickers[600000001]
     assert await wait_until(lambda: call.modelGreeks is not None and call.close > 0)
-    assert call.marketDataType == 4
+    assert call.marketDataType == 3  # DELAYED_FROZEN asked, market open: delayed is delivered
     assert sim.status()["clients"][0]["market_data_type"] == 4
     assert await wait_until(lambda: {66, 67, 68} <= tick_types)
     assert not tick_types & {1, 2, 4}

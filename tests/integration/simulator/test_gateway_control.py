@@ -66,6 +66,16 @@ async def test_commands_change_the_simulator(sim: GatewaySimulator, control: Con
         ("market maybe", "market open|closed"),
         ("freeze later", "freeze on|off"),
         ("refuse", "missing argument for 'refuse'"),
+        ("data-error 999 600000001", "data error code must be one of"),
+        ("data-error 354 42", "data-error: 'unknown conId 42'"),
+        ("data-error 354", "missing argument for 'data-error'"),
+        ("data-error clear 42", "data-error: 'unknown conId 42'"),
+        ("expire 42", "expire: 'unknown conId 42'"),
+        ("unexpire", "missing argument for 'unexpire'"),
+        ("compete maybe", "compete on|off"),
+        ("stall sideways", "stall on [farm]|off"),
+        ("stall off farm", "stall on [farm]|off"),
+        ("stall on farms", "stall on [farm]|off"),
     ],
 )
 async def test_bad_commands_are_answered_not_fatal(
