@@ -178,7 +178,12 @@ class PortalLines:
     def _wanted(self, t: float) -> list[int]:
         for con_id in [c for c, until in self._gone.items() if until <= t]:
             del self._gone[con_id]
-        return [c for c in self.book.wanted_conids() if c not in self._gone]
+        book = self.book.wanted_conids()
+        held = set(book)
+        for con_id in [c for c in self._seen if c not in held]:  # no growth over months
+            del self._seen[con_id]
+        self._requested &= held
+        return [c for c in book if c not in self._gone]
 
     def _process(self, rows: Iterable[SnapshotRow], t: float, *, opening: bool) -> None:
         options = {p.con_id for p in self.book.rows if p.sec_type in OPTION_TYPES}
