@@ -58,7 +58,9 @@ class Switches:
             if key in ("frozen_at", "stall_at") and raw is False:
                 value = None
             if key == "availability":
-                value = {str(k): str(v).upper()[:1] for k, v in dict(raw).items()}
+                if not isinstance(raw, dict):
+                    raise ValueError("availability must map conids to a letter of field 6509")
+                value = {str(k): str(v).upper()[:1] for k, v in raw.items()}
             if key == "logout_style" and raw not in LOGOUT_STYLES:
                 raise ValueError(f"logout_style must be one of {', '.join(LOGOUT_STYLES)}")
             setattr(self, key, value)

@@ -80,6 +80,8 @@ async def test_availability_expired_and_a_stall(
     }
     status, body = await call(http, sim, "POST", "/sim/switches", json=switches)
     assert status == 200 and body["availability"] == {str(OPTIONS[0]): "N", "756733": "Z"}
+    status, body = await call(http, sim, "POST", "/sim/switches", json={"availability": ["N"]})
+    assert status == 400 and "availability" in body["error"]
     conids = (OPTIONS[0], OPTIONS[1], OPTIONS[2], 756733)
     await snapshot(http, sim, *conids)
     rows = await snapshot(http, sim, *conids)
