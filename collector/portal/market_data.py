@@ -1,16 +1,17 @@
 """Market data from the gateway's snapshot endpoint, and the `Snapshot` a tick hands on.
 
-One snapshot call per `SNAPSHOT_CHUNK` conids with fields 31, 7635, 7308-7311, 7633, for the
-options and for their underlyings (the underlying price comes from the underlying's own conid).
-The first snapshot of a conid opens its stream and carries no values (the pre-flight); the Greeks
-may come a little later, so a tick asks again, briefly (`MarketData.late_greeks`).
+One snapshot call per `SNAPSHOT_CHUNK` conids with fields 31, 7635, 7308-7311, 7633, 6509, for
+the options and for their underlyings (the underlying price comes from the underlying's own
+conid). The first snapshot of a conid opens its stream and carries no values (the pre-flight);
+the Greeks may come a little later, so a tick asks again, briefly (`MarketData.late_greeks`).
+Which conids are asked for, and when their streams are released, `lines.PortalLines` decides.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,29 +48,31 @@ class MarketData:
 
     def __init__(self, client: PortalClient) -> None:
         self.client = client
-        self.subscribed: dict[int, datetime] = {}
+        self.subscribed: dict[int, datetime] = {}  # when each conid was (re)requested
+        self.kinds: dict[int, str] = {}  # what field 6509 says is delivered (LIVE, FROZEN, ...)
         self._fields: dict[int, dict[str, _Field]] = {}
-        self._prices: dict[int, float] = {}
+        self._prices: dict[int, _Field] = {}
 
     def forget_except(self, wanted: set[int]) -> None:
         """Drop the contracts no longer held (no growth over months)."""
-        for table in (self._fields, self._prices, self.subscribed):
+        for table in (self._fields, self._prices, self.subscribed, self.kinds):
             for con_id in [c for c in table if c not in wanted]:
                 del table[con_id]
 
-    async def fetch(self, conids: list[int], now: datetime) -> None:
-        """One snapshot call per SNAPSHOT_CHUNK conids, the calls side by side."""
+    async def fetch(self, conids: list[int], now: datetime) -> list[SnapshotRow]:
+        """One snapshot call per SNAPSHOT_CHUNK conids, the calls side by side; the rows."""
         chunks = [conids[i : i + SNAPSHOT_CHUNK] for i in range(0, len(conids), SNAPSHOT_CHUNK)]
-        for con_id in conids:
-            self.subscribed.setdefault(con_id, now)
         results = await asyncio.gather(
             *(self._snapshot_chunk(c) for c in chunks), return_exceptions=True
         )
+        rows: list[SnapshotRow] = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
             for row in result:
                 self._remember(row, now)
+            rows.extend(result)
+        return rows
 
     async def _snapshot_chunk(self, chunk: list[int]) -> list[SnapshotRow]:
         body = await self.client.get(
@@ -88,7 +91,13 @@ class MarketData:
         return rows
 
     async def late_greeks(
-        self, book: PositionBook, now: datetime, *, poll_interval_s: float, grace_s: float
+        self,
+        book: PositionBook,
+        now: datetime,
+        refetch: Callable[[], Awaitable[object]],
+        *,
+        poll_interval_s: float,
+        grace_s: float,
     ) -> None:
         """Greeks arrive late after a pre-flight: ask again within this tick, briefly.
 
@@ -110,10 +119,10 @@ class MarketData:
             if not waiting or loop.time() + LATE_GREEKS_PAUSE_S > deadline:
                 return
             await asyncio.sleep(LATE_GREEKS_PAUSE_S)
-            await self.fetch(book.wanted_conids(), now)
+            await refetch()
 
     def _remember(self, row: SnapshotRow, now: datetime) -> None:
-        if row.preflight:
+        if row.preflight or row.error:
             return
         fields = self._fields.setdefault(row.con_id, {})
         for name, value in zip(GREEKS, (row.delta, row.gamma, row.vega, row.theta), strict=True):
@@ -124,14 +133,30 @@ class MarketData:
             log.debug("portal_snapshot_values_unreadable conid %s: %s", row.con_id, problems)
         price = row.price
         if price is not None and price > 0:
-            self._prices[row.con_id] = price
+            self._prices[row.con_id] = _Field(price, now)
+
+    def has_greeks(self, con_id: int) -> bool:
+        return len(self._fields.get(con_id, {})) == len(GREEKS)
 
     # ---- the Snapshot ----------------------------------------------------------------------
-    def build(self, positions: Sequence[PortalPosition], account: str, now: datetime) -> Snapshot:
+    def build(
+        self,
+        positions: Sequence[PortalPosition],
+        account: str,
+        now: datetime,
+        *,
+        max_age_s: float | None = None,
+    ) -> Snapshot:
+        """The tick's `Snapshot`; an underlying price older than `max_age_s` is not used."""
+        fresh: dict[int, float] = {
+            con_id: f.value
+            for con_id, f in self._prices.items()
+            if max_age_s is None or (age_s(f.at, now) or 0.0) <= max_age_s
+        }
         prices: dict[str, float] = {}
         for pos in positions:
-            if pos.und_con_id and pos.und_con_id in self._prices and pos.symbol:
-                prices.setdefault(pos.symbol, self._prices[pos.und_con_id])
+            if pos.und_con_id and pos.und_con_id in fresh and pos.symbol:
+                prices.setdefault(pos.symbol, fresh[pos.und_con_id])
         for pos in positions:  # fallback: the stock position's own market price
             if pos.sec_type in STOCK_TYPES and pos.symbol and pos.mkt_price and pos.mkt_price > 0:
                 prices.setdefault(pos.symbol, pos.mkt_price)

@@ -237,6 +237,8 @@ class SnapshotRow(NamedTuple):
     last: Value = ABSENT
     mark: Value = ABSENT
     updated_ms: int | None = None
+    availability: str = ""  # field 6509: R realtime, D delayed, Z frozen, Y frozen delayed, N ...
+    error: str = ""  # the row's own error (no line left, contract not found)
 
     @property
     def price(self) -> float | None:
@@ -259,7 +261,7 @@ class SnapshotRow(NamedTuple):
         return out
 
 
-_META_KEYS = frozenset({"conid", "conidEx", "_updated", "server_id", "6119", "6509"})
+_META_KEYS = frozenset({"conid", "conidEx", "_updated", "server_id", "6119", "6509", "error"})
 
 
 def parse_snapshot_row(row: object) -> SnapshotRow | Unreadable:
@@ -272,9 +274,13 @@ def parse_snapshot_row(row: object) -> SnapshotRow | Unreadable:
     if con_id is None:
         return Unreadable(f"snapshot conid {_short(row.get('conid'))} unreadable")
     keys = {str(k) for k in row}
-    if not keys - _META_KEYS:
-        return SnapshotRow(con_id, preflight=True)
+    availability = _str(row.get("6509"))[:MAX_TEXT]
+    error = _str(row.get("error"))[:200]
     updated = parse_int(row.get("_updated"))
+    if error:
+        return SnapshotRow(con_id, preflight=False, availability=availability, error=error)
+    if not keys - _META_KEYS:
+        return SnapshotRow(con_id, preflight=True, updated_ms=updated, availability=availability)
 
     def get(field: str, *, price: bool = False) -> Value:
         return parse_number(row.get(field), price=price) if field in row else ABSENT
@@ -289,6 +295,7 @@ def parse_snapshot_row(row: object) -> SnapshotRow | Unreadable:
         last=get(FIELD_LAST, price=True),
         mark=get(FIELD_MARK, price=True),
         updated_ms=updated,
+        availability=availability,
     )
 
 

@@ -8,7 +8,8 @@ no values).
 
 Each tick (`snapshot`): /tickle about every 60 s; the positions (`positions.PositionBook`)
 refreshed every `POSITIONS_REFRESH_S`; /portfolio/{acct}/summary every `SUMMARY_REFRESH_S`; the
-market data of the options and their underlyings (`market_data.MarketData`).
+market data of the options and their underlyings (`market_data.MarketData`), within the line
+budget (`lines.PortalLines`: one round per tick, or rounds in a background job while rotating).
 
 The link in PORTAL mode is the gateway session, and HTTP has no connection to keep: when a call
 says the session is gone (401, a redirect to the login page, 400 "no bridge" / "Init session
@@ -35,6 +36,7 @@ from collector.portal.client import (
     PortalError,
     RateLimited,
 )
+from collector.portal.lines import PortalLines
 from collector.portal.market_data import MarketData
 from collector.portal.pacing import Pacer
 from collector.portal.parsers import parse_auth_status
@@ -87,6 +89,7 @@ class PortalTransport:
         self._last_tickle: datetime | None = None
         self.book = PositionBook(self.client)
         self.market = MarketData(self.client)
+        self.lines = PortalLines(self.client, self.market, self.book, settings, self._data_event)
         self._positions_at: datetime | None = None
         self._summary_at: datetime | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -109,6 +112,7 @@ class PortalTransport:
             "keepalive_age_s": "" if keepalive is None else f"{keepalive:.0f}",
             "requests": str(self.client.requests),
             "rate_limited": str(self.client.pacer.rate_limited),
+            **self.lines.status(),
         }
         out.update(self.extras)
         return out
@@ -183,12 +187,14 @@ class PortalTransport:
                     await asyncio.shield(task)
             self._reap()
             await self._market_data(now)
-            await self.market.late_greeks(
-                self.book,
-                now,
-                poll_interval_s=self.settings.poll_interval_s,
-                grace_s=self.settings.greeks_grace_s,
-            )
+            if not self.lines.rotating:
+                await self.market.late_greeks(
+                    self.book,
+                    now,
+                    lambda: self.lines.round(now),
+                    poll_interval_s=self.settings.poll_interval_s,
+                    grace_s=self.settings.greeks_grace_s,
+                )
             self._reap()
         except AuthProblem as exc:
             self._auth_lost(await self._diagnose(str(exc)))
@@ -203,7 +209,9 @@ class PortalTransport:
             self._wanted = False
             self._set_state(LinkState.DISCONNECTED, str(exc), "ERROR")
             raise
-        return self.market.build(self.book.rows, self.account, now)
+        self.lines.stamp_waiting(now)
+        max_age_s = self.settings.greeks_max_age_s
+        return self.market.build(self.book.rows, self.account, now, max_age_s=max_age_s)
 
     # ---- state -------------------------------------------------------------------------------
     def _set_state(self, state: LinkState, reason: str, status: str = "INFO") -> None:
@@ -221,6 +229,13 @@ class PortalTransport:
         log.info("portal_link %s: %s", state, reason)
         self.events.put_nowait(
             LinkEvent(state, self.clock(), reason, status, code, dict(self.status()))
+        )
+
+    def _data_event(self, status: str, reason: str) -> None:
+        """Something about the market data the audit trail must hear (the state is unchanged)."""
+        log.log(logging.INFO if status == "INFO" else logging.WARNING, "portal_lines %s", reason)
+        self.events.put_nowait(
+            LinkEvent(self._state, self.clock(), reason, status, None, dict(self.status()))
         )
 
     def _auth_lost(self, reason: str) -> None:
@@ -260,6 +275,7 @@ class PortalTransport:
         await self._stop_background()  # jobs of the previous session may still fail late
         self._session_ready = True
         self.market.subscribed.clear()  # a new brokerage session: every stream is opened again
+        self.lines.forget()
         self._positions_at = None
         self._set_state(LinkState.CONNECTED, f"session ready, account {self.account}")
         now = self.clock()
@@ -312,7 +328,8 @@ class PortalTransport:
             age = age_s(last, now)
             if name in self._tasks or (age is not None and age < every_s):
                 continue
-            self._tasks[name] = asyncio.create_task(_in_background(job(now)), name=f"portal-{name}")
+            task = asyncio.create_task(_in_background(job, now), name=f"portal-{name}")
+            self._tasks[name] = task
 
     def _reap(self) -> None:
         """Forget finished background jobs; raise the first that lost the session or link."""
@@ -363,9 +380,18 @@ class PortalTransport:
         self.extras.update(await account_summary(self.client, self.account))
 
     async def _market_data(self, now: datetime) -> None:
-        await self.market.fetch(self.book.wanted_conids(), now)
+        """The tick's round while the book fits the lines; else the rounds' background job."""
+        if not self.lines.rotating:
+            await self.lines.round(now)
+        if self.lines.rotating and "lines" not in self._tasks:
+            job = _in_background(lambda _: self.lines.run(self.clock), now)
+            self._tasks["lines"] = asyncio.create_task(job, name="portal-lines")
 
 
-async def _in_background(job: Coroutine[Any, Any, None]) -> None:
+async def _in_background(
+    job: Callable[[datetime], Coroutine[Any, Any, None]], now: datetime
+) -> None:
+    """The job's coroutine is made here, so a task cancelled before it starts leaves none behind
+    never awaited."""
     BACKGROUND.set(True)  # this task's own context: its requests yield to the ticks'
-    await job
+    await job(now)

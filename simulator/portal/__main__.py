@@ -1,4 +1,5 @@
-"""`python -m simulator.portal --port N [--extra-options 120] [--step-s 1] [--freeze]`
+"""`python -m simulator.portal --port N [--extra-options 120 | --book LEGS:UNDERLYINGS:SEED]
+[--lines N] [--step-s 1]`
 
 Runs the Client Portal gateway simulator on 127.0.0.1 (HTTPS, a self-signed certificate made at
 start) until SIGTERM or SIGINT. Prints one line once listening:
@@ -14,8 +15,9 @@ import logging
 import sys
 from pathlib import Path
 
+from simulator.book import generate_book, parse_book_spec
 from simulator.portal.server import LOOPBACK, PortalSimulator
-from simulator.portfolio import default_portfolio
+from simulator.portfolio import SimPortfolio, default_portfolio
 from simulator.program import add_common_args, run_program, stop_on_signals
 
 
@@ -26,11 +28,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_args(ap, loopback=LOOPBACK, port=5000, port_help="HTTPS port")
-    ap.add_argument(
+    book = ap.add_mutually_exclusive_group()
+    book.add_argument(
         "--extra-options",
         type=int,
         default=120,
         help="more SPY option positions (default 120: more than one page)",
+    )
+    book.add_argument(
+        "--book",
+        type=_book_spec,
+        default=None,
+        metavar="LEGS:UNDERLYINGS:SEED",
+        help="serve a generated book instead of the default account (simulator.book)",
+    )
+    ap.add_argument(
+        "--lines",
+        type=int,
+        default=0,
+        help="the market-data streams this session may hold (switch line_limit; 0: no limit)",
     )
     ap.add_argument(
         "--cert-dir",
@@ -42,10 +58,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _book_spec(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_book_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def make_portfolio(args: argparse.Namespace) -> SimPortfolio:
+    if args.book is not None:
+        legs, underlyings, seed = args.book
+        return generate_book(legs, underlyings, seed, account=args.account, step_s=args.step_s)
+    return default_portfolio(args.account, args.extra_options, args.step_s)
+
+
 async def run(args: argparse.Namespace) -> None:
     stop = stop_on_signals()
-    portfolio = default_portfolio(args.account, args.extra_options, args.step_s)
+    portfolio = make_portfolio(args)
     sim = PortalSimulator(portfolio, host=args.host, port=args.port, cert_dir=args.cert_dir)
+    sim.switches.update({"line_limit": args.lines})
     if args.switches:
         sim.switches.update(json.loads(args.switches))
     await sim.start()

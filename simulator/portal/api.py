@@ -7,10 +7,11 @@ server's middleware; here are the answers of a gateway that lets the call throug
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from simulator.portal.market import SnapshotMaker
 from simulator.portal.shapes import (
     PAGE_SIZE,
     account_obj,
@@ -59,6 +60,8 @@ class PortalApi:
         r.add_get(API + "/portfolio2/{acct}/positions", self.positions2)
         r.add_get(API + "/iserver/accounts", self.iserver_accounts)
         r.add_get(API + "/iserver/marketdata/snapshot", self.snapshot)
+        r.add_post(API + "/iserver/marketdata/unsubscribe", self.unsubscribe)
+        r.add_get(API + "/iserver/marketdata/unsubscribeall", self.unsubscribe_all)
         r.add_get("/sso/Login", self.sso_login)
 
     # ---- session endpoints ---------------------------------------------------------------------
@@ -202,11 +205,6 @@ class PortalApi:
             iserver_accounts_body(self.portfolio.account, self.sim.session.epoch)
         )
 
-    def _fmt(self, value: float, digits: int | None = None) -> str:
-        if self.switches.quirks and abs(value) >= 1000 and digits is not None:
-            return f"{value:,.{digits}f}"
-        return repr(float(value)) if digits is None else f"{value:.{digits}f}"
-
     async def snapshot(self, request: web.Request) -> web.Response:
         if self.switches.require_prerequisites and not self.sim.session.iserver_accounts:
             return error(400, "Please query /accounts first")
@@ -217,51 +215,22 @@ class PortalApi:
             return error(400, "conids must be integers")
         if not conids:
             return error(400, "conids required")
-        t = self.sim.model_time()
-        by_con = self.portfolio.by_con_id()
-        und_by_con = {u.con_id: u for u in self.portfolio.underlyings.values()}
-        sw = self.switches
-        out: list[dict[str, Any]] = []
-        now_ms = int(time.time() * 1000)
-        for con_id in conids:
-            calls = self.sim.session.snapshot_calls.get(con_id, 0) + 1
-            self.sim.session.snapshot_calls[con_id] = calls
-            base: dict[str, Any] = {"conid": con_id, "conidEx": str(con_id)}
-            known = con_id in by_con or con_id in und_by_con
-            if sw.preflight and calls == 1:
-                if not sw.empty_preflight:
-                    out.append(base)
-                continue
-            if not known:
-                out.append(base)
-                continue
-            row = dict(base)
-            row.update(
-                {
-                    "_updated": now_ms,
-                    "server_id": f"q{len(out)}",
-                    "6119": f"q{len(out)}",
-                    "6509": "RpB",
-                }
-            )
-            pos = by_con.get(con_id)
-            if pos is not None and pos.is_option:
-                quote = self.portfolio.quote(pos, t)
-                row["31"] = ("C" if sw.quirks else "") + self._fmt(quote.price, 2)
-                row["7635"] = self._fmt(quote.price, 2)
-                data_calls = calls - (1 if sw.preflight else 0)
-                if data_calls > sw.greeks_missing_calls and con_id not in sw.greeks_missing_conids:
-                    row["7308"] = self._fmt(quote.delta)
-                    row["7309"] = self._fmt(quote.gamma)
-                    row["7310"] = self._fmt(quote.theta)
-                    row["7311"] = self._fmt(quote.vega)
-                    row["7633"] = f"{quote.iv * 100:.1f}%"
-            else:
-                symbol = (
-                    und_by_con[con_id].symbol if con_id in und_by_con else by_con[con_id].symbol
-                )
-                price = self.portfolio.price(symbol, t)
-                row["31"] = self._fmt(price, 2)
-                row["7635"] = self._fmt(price, 2)
-            out.append(row)
-        return web.json_response(out)
+        session = self.sim.session
+        maker = SnapshotMaker(self.portfolio, self.switches, session.streams, self.sim.stats)
+        return web.json_response(maker.rows(conids, self.sim.model_time()))
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """POST {"conid": N}: 404 when no stream of N is open (as the gateway answers)."""
+        try:
+            body = await request.json()
+            con_id = int(body["conid"])
+        except (ValueError, KeyError, TypeError):
+            return error(400, "a JSON body with an integer conid is required")
+        if not self.sim.session.streams.unsubscribe(con_id):
+            return error(404, f"no market data subscription for conid {con_id}")
+        self.sim.stats.unsubscribed += 1
+        return web.json_response({"success": True})
+
+    async def unsubscribe_all(self, request: web.Request) -> web.Response:
+        self.sim.stats.unsubscribed += self.sim.session.streams.unsubscribe_all()
+        return web.json_response({"unsubscribed": True})

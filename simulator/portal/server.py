@@ -4,7 +4,9 @@ Serves `simulator.portfolio.SimPortfolio` under /v1/api with the shapes of IBKR'
 /tickle, /iserver/auth/status, /iserver/auth/ssodh/init, /iserver/reauthenticate, /logout,
 /portfolio/accounts, /portfolio/{acct}/positions/{page} (100 a page, [] past the end),
 /portfolio/{acct}/positions/invalidate, /portfolio/{acct}/summary, /portfolio2/{acct}/positions,
-/iserver/accounts, /iserver/marketdata/snapshot (pre-flight first, values as strings).
+/iserver/accounts, /iserver/marketdata/snapshot (pre-flight first, values as strings),
+/iserver/marketdata/unsubscribe and /iserver/marketdata/unsubscribeall (market.py: the streams,
+the line limit and the data errors).
 
 The endpoints are in `api.py` (their bodies in `shapes.py`); here: the server's lifecycle, the
 session model (login, logout, a new session after a login), the faults applied before an
@@ -27,6 +29,7 @@ from aiohttp import web
 
 from simulator.portal.api import API, PortalApi, error
 from simulator.portal.certs import CertPair, generate
+from simulator.portal.market import Streams
 from simulator.portal.state import Stats, Switches
 from simulator.portfolio import SimPortfolio
 
@@ -53,7 +56,7 @@ class PortalSession:
         self.epoch = epoch
         self.portfolio_accounts = False
         self.iserver_accounts = False
-        self.snapshot_calls: dict[int, int] = {}
+        self.streams = Streams()  # its market-data streams
         self.started = time.time()
 
 
@@ -275,7 +278,12 @@ class PortalSimulator:
 
     async def sim_stats(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {**self.stats.as_dict(), "session": self.session.epoch, "model_time": self.model_time()}
+            {
+                **self.stats.as_dict(),
+                "session": self.session.epoch,
+                "model_time": self.model_time(),
+                "streams": len(self.session.streams.open),
+            }
         )
 
     async def sim_stats_reset(self, request: web.Request) -> web.Response:

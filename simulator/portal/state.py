@@ -39,19 +39,28 @@ class Switches:
     no_invalidate: bool = False  # /portfolio/{acct}/positions/invalidate answers 404
     extra_accounts: list[str] = field(default_factory=list)  # more ids in /portfolio/accounts
     missing_endpoints: list[str] = field(default_factory=list)  # API path prefixes -> 404
+    # market-data lines and data errors (the assumed behaviour: simulator/portal/market.py)
+    line_limit: int = 0  # most conids holding a stream at once (0: no limit); beyond: refused
+    availability: dict[str, str] = field(default_factory=dict)  # conid -> 6509 letter (R D Z Y N)
+    expired_conids: list[int] = field(default_factory=list)  # "Contract not found", no stream
+    stall_at: float | None = None  # streams open at this time stop moving (true: now)
 
     def update(self, values: dict[str, Any]) -> list[str]:
-        """Apply known keys; returns the unknown ones. `frozen_at: true` freezes at now."""
+        """Apply known keys; returns the unknown ones. `frozen_at` or `stall_at: true`: now."""
         known = {f.name for f in fields(self)}
         unknown = [k for k in values if k not in known]
         for key, raw in values.items():
             if key not in known:
                 continue
             value = raw
-            if key == "frozen_at" and raw is True:
+            if key in ("frozen_at", "stall_at") and raw is True:
                 value = time.time()
-            if key == "frozen_at" and raw is False:
+            if key in ("frozen_at", "stall_at") and raw is False:
                 value = None
+            if key == "availability":
+                if not isinstance(raw, dict):
+                    raise ValueError("availability must map conids to a letter of field 6509")
+                value = {str(k): str(v).upper()[:1] for k, v in raw.items()}
             if key == "logout_style" and raw not in LOGOUT_STYLES:
                 raise ValueError(f"logout_style must be one of {', '.join(LOGOUT_STYLES)}")
             setattr(self, key, value)
@@ -119,6 +128,10 @@ class Stats:
         self.max_per_endpoint: dict[str, int] = {}
         self.penalty_until = 0.0
         self.min_gap_s: dict[str, float] = {}
+        self.max_streams = 0  # the most market-data streams open at once
+        self.line_refusals = 0  # conids refused a stream (line_limit reached)
+        self.unsubscribed = 0  # streams closed by unsubscribe or unsubscribeall
+        self.conid_requests: dict[int, int] = {}  # snapshot calls that named each conid
 
     def record(self, path: str, now: float) -> str:
         key = endpoint_class(path)
@@ -161,4 +174,8 @@ class Stats:
             "max_per_s": self.max_per_s,
             "max_per_endpoint_1s": dict(self.max_per_endpoint),
             "min_gap_s": {k: round(v, 4) for k, v in self.min_gap_s.items()},
+            "max_streams": self.max_streams,
+            "line_refusals": self.line_refusals,
+            "unsubscribed": self.unsubscribed,
+            "conid_requests": {str(k): v for k, v in self.conid_requests.items()},
         }

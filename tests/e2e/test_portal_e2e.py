@@ -16,8 +16,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from ops.embedded import RedisServer
+from shared.names import Keys
 from simulator.portal.server import PortalSimulator
 from simulator.portfolio import default_portfolio
 from tests.helpers import bridge_env, wait_for
@@ -107,7 +109,13 @@ async def test_portfolio_rows_equal_the_simulated_net_greeks(
     spawn("writer", env)
     collector = spawn("collector", env)
     await wait_for(lambda: _at_least(portfolio_rows(pg_url), 8), 60, "8 PORTFOLIO rows")
+    # 129 conids and the default 40 lines: the contracts took turns, the gateway held <= 40
+    link = await _link(redis_url, prefix)
+    assert link["rotating"] == "true" and link["lines_budget"] == "40"
+    assert int(link["lines_in_use"]) <= 40 and sim.stats.max_streams <= 40
+    assert link["market_data"] == "LIVE"
     assert stop_process(collector) == 0
+    assert any("market data rotating" in m for m in await api_logs(pg_url))
     expected = sim.portfolio.net_greeks(FROZEN)
     rows = await portfolio_rows(pg_url)
     for row in rows:
@@ -220,6 +228,15 @@ async def test_pacing_enforced_collector_stays_under_the_limits(
     assert stats["rate_limited"] == 0, stats
     assert stats["max_per_s"] <= 10
     assert stats["counts"]["/portfolio/accounts"] == 1
+
+
+async def _link(redis_url: str, prefix: str) -> dict[str, str]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        raw = await client.hgetall(Keys(prefix).link)
+        return {str(k): str(v) for k, v in raw.items()}
+    finally:
+        await client.aclose()
 
 
 def _ticks(tmp: Path) -> int:

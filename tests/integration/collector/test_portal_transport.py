@@ -38,6 +38,8 @@ def settings_for(sim: PortalSimulator, **extra: str) -> Settings:
         "IBKR_GATEWAY_URL": sim.url,
         "IBKR_CA_FILE": str(sim.ca_file),
         "IB_CONNECT_TIMEOUT_S": "5",
+        # lines for every contract: each streams, as without a budget (rotation: test_portal_lines)
+        "IB_MARKET_DATA_LINES": "10000",
     }
     env.update(extra)
     return load_settings(env, dotenv=None)

@@ -311,6 +311,23 @@ def test_snapshot_rows() -> None:
     assert bad.problems() and "delta" in bad.problems()[0]
 
 
+def test_snapshot_rows_availability_and_errors() -> None:
+    """Field 6509 is kept (on a row without values too: "not subscribed" carries none), and a
+    row's own error (no line left, a contract the gateway does not know) is neither a
+    pre-flight nor values."""
+    late = parse_snapshot_row({"conid": 7, "31": "12.5", "6509": "DpB", "_updated": 5})
+    assert isinstance(late, SnapshotRow) and late.availability == "DpB"
+    assert late.updated_ms == 5
+    none = parse_snapshot_row({"conid": 7, "conidEx": "7", "_updated": 6, "6509": "N"})
+    assert isinstance(none, SnapshotRow) and none.preflight and none.availability == "N"
+    refused = parse_snapshot_row(
+        {"conid": 7, "conidEx": "7", "error": "Max number of tickers has been reached"}
+    )
+    assert isinstance(refused, SnapshotRow) and not refused.preflight
+    assert refused.error.startswith("Max number") and not refused.has_greeks
+    assert parse_snapshot_row({"conid": 7, "error": 404}) == SnapshotRow(7, preflight=True)
+
+
 def test_auth_status_and_accounts() -> None:
     ok = parse_auth_status({"authenticated": True, "competing": False, "connected": True})
     assert ok.usable
