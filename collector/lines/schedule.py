@@ -114,6 +114,12 @@ class LineSchedule(Generic[K]):
         self.proven = min(self.proven, len(self.held))
         return self.budget.refused(len(self.held), now)
 
+    def rerequested(self, key: K, now: float) -> None:
+        """The transport itself released and opened `key` again (PORTAL: a new pre-flight)."""
+        if key in self.held:
+            self.held[key] = self._line(now)
+            self._tried[key] = now
+
     def revive(self, key: K) -> None:
         """A held feed went silent: the next plans cancel it and request it again, first."""
         if key in self.held:

@@ -217,3 +217,13 @@ class TestWorkingBudget:
         assert not b.probe(1e9)
         with pytest.raises(ValueError, match="at least 1"):
             WorkingBudget(0)
+
+
+def test_a_line_reopened_by_the_transport_restarts_unanswered() -> None:
+    sched = schedule(5)
+    sched.plan([1], 0.0)
+    sched.delivered(1, 0.1)
+    sched.rerequested(1, 50.0)
+    assert not sched.held[1].answered and sched.held[1].requested_at == 50.0
+    sched.rerequested(2, 50.0)  # not held: nothing happens
+    assert 2 not in sched.held
