@@ -1,7 +1,9 @@
 """The simulated account: positions on several underlyings whose prices and Greeks move over time.
 
 Both simulators (IB Gateway and Client Portal) serve the same model, and tests compute the
-expected net Greeks from it independently of the bridge (`SimPortfolio.net_greeks`).
+expected net Greeks from it independently of the bridge (`SimPortfolio.net_greeks`). A login
+may manage several accounts, one `SimPortfolio` each: `shared_market` checks that they see one
+market, `combined` / `net_greeks_sum` give what a bridge reading all of them must show.
 
 Prices and Greeks are a deterministic function of a *step* (`floor(t / step_s)`), so a test can
 recompute exactly what the simulator served at a given moment. Greeks are Black-Scholes values per
@@ -11,7 +13,8 @@ share (IB's convention): the bridge multiplies by position and multiplier.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 from zoneinfo import ZoneInfo
 
@@ -217,3 +220,81 @@ def default_portfolio(
             )
         )
     return SimPortfolio(account=account, underlyings=und, positions=p, step_s=step_s)
+
+
+# ---------------------------------------------------------------- several accounts of one login
+ALL = "ALL"  # the account id of a combined book
+
+
+def contract_terms(pos: SimPosition) -> tuple[object, ...]:
+    """What makes a contract itself (not a holding of it)."""
+    return (pos.symbol, pos.sec_type, pos.und_con_id, pos.expiry, pos.strike, pos.right,
+            pos.multiplier)  # fmt: skip
+
+
+def shared_market(portfolios: Sequence[SimPortfolio]) -> SimPortfolio:
+    """The one market several accounts of a login see: their underlyings merged, no positions.
+
+    Prices and Greeks are a function of the underlying, the step and the valuation date, so the
+    accounts must agree on them, and a conId held by two accounts must be the same contract in
+    both (ValueError otherwise): one instrument, one price, whichever account holds it."""
+    if not portfolios:
+        raise ValueError("no portfolio")
+    first = portfolios[0]
+    underlyings: dict[str, Underlying] = {}
+    und_symbol: dict[int, str] = {}
+    terms: dict[int, tuple[object, ...]] = {}
+    for pf in portfolios:
+        if (pf.step_s, pf.valuation_date) != (first.step_s, first.valuation_date):
+            raise ValueError(f"{pf.account}: another step or valuation date than {first.account}")
+        for und in pf.underlyings.values():
+            if underlyings.setdefault(und.symbol, und) != und:
+                raise ValueError(f"{pf.account}: underlying {und.symbol} differs between accounts")
+            if und_symbol.setdefault(und.con_id, und.symbol) != und.symbol:
+                raise ValueError(f"{pf.account}: conId {und.con_id} names two underlyings")
+        for pos in pf.positions:
+            if terms.setdefault(pos.con_id, contract_terms(pos)) != contract_terms(pos):
+                raise ValueError(f"{pf.account}: conId {pos.con_id} is another contract elsewhere")
+    return SimPortfolio(
+        account="",
+        underlyings=underlyings,
+        positions=[],
+        step_s=first.step_s,
+        valuation_date=first.valuation_date,
+    )
+
+
+def combined(portfolios: Sequence[SimPortfolio], account: str = ALL) -> SimPortfolio:
+    """The accounts' books as one (what a bridge reading every account shows in its ALL row):
+    one position per contract with the quantities summed and the cost of the holdings summed
+    (a contract whose holdings cancel out is left out). Its net Greeks are the sum of the
+    accounts' net Greeks (`net_greeks_sum`)."""
+    market = shared_market(portfolios)
+    qty: dict[int, float] = {}
+    cost: dict[int, float] = {}
+    first: dict[int, SimPosition] = {}
+    for pf in portfolios:
+        for pos in pf.positions:
+            first.setdefault(pos.con_id, pos)
+            qty[pos.con_id] = qty.get(pos.con_id, 0.0) + pos.quantity
+            cost[pos.con_id] = cost.get(pos.con_id, 0.0) + pos.quantity * pos.avg_cost
+    market.account = account
+    market.positions = [
+        replace(pos, quantity=qty[con_id], avg_cost=cost[con_id] / qty[con_id])
+        for con_id, pos in first.items()
+        if qty[con_id] != 0
+    ]
+    return market
+
+
+def net_greeks_sum(
+    portfolios: Sequence[SimPortfolio], t: float, symbol: str | None = None
+) -> NetGreeks:
+    """The accounts' net Greeks added up, account by account (independent of `combined`)."""
+    parts = [pf.net_greeks(t, symbol) for pf in portfolios]
+    return NetGreeks(
+        delta=sum(g.delta for g in parts),
+        gamma=sum(g.gamma for g in parts),
+        vega=sum(g.vega for g in parts),
+        theta=sum(g.theta for g in parts),
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,10 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     it listens (its control port too); each one still running is ended afterwards."""
     started: list[asyncio.subprocess.Process] = []
 
-    async def start(step_s: float = 0.0, push_interval_s: float = 0.2) -> Gateway:
+    async def start(
+        step_s: float = 0.0, push_interval_s: float = 0.2, extra: Sequence[str] = ()
+    ) -> Gateway:
+        """`extra`: more command-line arguments (`--account2 ID`, ...)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -72,6 +75,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
             str(push_interval_s),
             "--log-level",
             "WARNING",
+            *extra,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )

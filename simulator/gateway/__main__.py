@@ -1,9 +1,17 @@
 """`python -m simulator.gateway --port N [--control-port M] [--account DU1234567] [--step-s 1]
-[--book LEGS:UNDERLYINGS:SEED] [--lines N]`
+[--book LEGS:UNDERLYINGS:SEED] [--lines N] [--account2 ID] [--book2 LEGS:UNDERLYINGS:SEED]`
 
 Runs the IB Gateway simulator on 127.0.0.1 until SIGTERM or SIGINT. Prints one line
-`gateway-sim listening port=N control_port=M account=A` on stdout once both ports are open
-(with `--port 0` / `--control-port 0` the kernel picks them: read them from that line).
+`gateway-sim listening port=N control_port=M account=A accounts=A[,B]` on stdout once both
+ports are open (with `--port 0` / `--control-port 0` the kernel picks them: read them from that
+line).
+
+A second account under the same login: `--account2 ID` and/or `--book2 LEGS:UNDERLYINGS:SEED`
+(either one is enough; the other defaults to DU7654321 and 6:3:1). Its book is
+`simulator.book.linked_book` of the first account's book: LEGS options on the first UNDERLYINGS
+of the first account's underlyings (the same prices), some on the first account's own contracts
+(the same conId in both accounts: one instrument, one market-data line), drawn from SEED, and a
+stock position. managedAccounts then lists both, first account first.
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ import argparse
 import logging
 import sys
 
-from simulator.book import generate_book, parse_book_spec
+from simulator.book import generate_book, linked_book, parse_book_spec
 from simulator.gateway import control as control_mod
 from simulator.gateway.control import ControlServer
 from simulator.gateway.server import LOOPBACK, GatewaySimulator
 from simulator.portfolio import SimPortfolio, default_portfolio
 from simulator.program import add_common_args, run_program, stop_on_signals
+
+ACCOUNT2 = "DU7654321"
+BOOK2 = "6:3:1"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,12 +61,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve a generated book instead of the default account (simulator.book)",
     )
     ap.add_argument(
+        "--account2",
+        default=None,
+        metavar="ID",
+        help=f"a second account of the login (default with --book2: {ACCOUNT2})",
+    )
+    ap.add_argument(
+        "--book2",
+        type=_book_spec,
+        default=None,
+        metavar="LEGS:UNDERLYINGS:SEED",
+        help="the second account's book, linked to the first one's (simulator.book.linked_book;"
+        f" default with --account2: {BOOK2})",
+    )
+    ap.add_argument(
         "--lines",
         type=int,
         default=None,
         help="the account's market-data line limit (default: unlimited)",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.account2 is None and args.book2 is not None:
+        args.account2 = ACCOUNT2
+    if args.account2 is not None and args.account2 == args.account:
+        ap.error(f"the second account must differ from the first ({args.account})")
+    return args
 
 
 def _book_spec(text: str) -> tuple[int, int, int]:
@@ -72,10 +102,20 @@ def make_portfolio(args: argparse.Namespace) -> SimPortfolio:
     return default_portfolio(args.account, args.extra_options, args.step_s)
 
 
+def make_more(args: argparse.Namespace, first: SimPortfolio) -> list[SimPortfolio]:
+    """The other accounts of the login: none, or the second one `--account2`/`--book2` ask."""
+    if args.account2 is None:
+        return []
+    legs, underlyings, seed = args.book2 if args.book2 is not None else parse_book_spec(BOOK2)
+    return [linked_book(first, legs, underlyings, seed, account=args.account2)]
+
+
 async def run(args: argparse.Namespace) -> None:
     stop = stop_on_signals()
+    first = make_portfolio(args)
     sim = GatewaySimulator(
-        make_portfolio(args),
+        first,
+        more=make_more(args, first),
         host=args.host,
         port=args.port,
         push_interval_s=args.push_interval_s,
@@ -90,7 +130,8 @@ async def run(args: argparse.Namespace) -> None:
             await control.start()
         print(
             f"gateway-sim listening port={sim.port} "
-            f"control_port={control.port if control else ''} account={sim.account}",
+            f"control_port={control.port if control else ''} account={sim.account} "
+            f"accounts={','.join(sim.accounts)}",
             flush=True,
         )
         await stop.wait()

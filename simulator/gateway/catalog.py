@@ -1,16 +1,18 @@
-"""The simulated account seen as TWS messages: contracts, positions, portfolio, prices, Greeks.
+"""The simulated accounts seen as TWS messages: contracts, positions, portfolio, prices, Greeks.
 
-Wraps `simulator.portfolio.SimPortfolio` (the one account model both simulators serve) and turns
-it into the field lists of the TWS messages. Holds no socket state.
+Wraps the `simulator.portfolio.SimPortfolio` of each account of the login (the account model
+both simulators serve) and turns them into the field lists of the TWS messages. Holds no socket
+state.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from simulator.gateway import protocol as p
-from simulator.portfolio import SimPortfolio, SimPosition, Underlying
+from simulator.portfolio import SimPortfolio, SimPosition, Underlying, contract_terms, shared_market
 
 DOUBLE_MAX = sys.float_info.max
 GREEKS_MODES = ("normal", "sentinel", "max", "absent", "last")
@@ -82,21 +84,46 @@ class Tick:
 
 
 class Catalog:
-    """Instruments, positions and quotes of one SimPortfolio (which it may change: positions)."""
+    """Instruments, positions and quotes of the accounts of one login: a SimPortfolio each (the
+    first is the primary account, the one an empty account code means), whose positions it may
+    change. One instrument has one price and one set of Greeks whichever account holds it: they
+    come from the market the accounts share (`shared_market`)."""
 
-    def __init__(self, portfolio: SimPortfolio) -> None:
+    def __init__(self, portfolio: SimPortfolio, more: Sequence[SimPortfolio] = ()) -> None:
         self.portfolio = portfolio
-        self._known: dict[int, SimPosition] = {}
+        self.books: dict[str, SimPortfolio] = {}
+        for book in (portfolio, *more):
+            if book.account in self.books:
+                raise ValueError(f"account {book.account} given twice")
+            self.books[book.account] = book
+        self.market = shared_market(list(self.books.values()))
+        self._known: dict[tuple[str, int], SimPosition] = {}  # the last holding per account
+        self._terms: dict[int, SimPosition] = {}  # conId -> a position on it: its contract
         self._instruments: dict[int, Instrument] = {}
-        for und in portfolio.underlyings.values():
+        for und in self.market.underlyings.values():
             self._instruments[und.con_id] = stock_instrument(und)
-        for pos in portfolio.positions:
-            self._learn(pos)
+        for book in self.books.values():
+            for pos in book.positions:
+                self._learn(book.account, pos)
 
-    def _learn(self, pos: SimPosition) -> None:
-        self._known[pos.con_id] = pos
+    def _learn(self, account: str, pos: SimPosition) -> None:
+        self._known[account, pos.con_id] = pos
+        self._terms.setdefault(pos.con_id, pos)
         if pos.is_option:
-            self._instruments[pos.con_id] = option_instrument(pos)
+            self._instruments.setdefault(pos.con_id, option_instrument(pos))
+
+    # ------------------------------------------------------------ accounts
+    def accounts(self) -> list[str]:
+        return list(self.books)
+
+    def book(self, account: str | None = None) -> SimPortfolio:
+        """The portfolio of `account` (None or '': the primary one); KeyError if unknown."""
+        if not account:
+            return self.portfolio
+        book = self.books.get(account)
+        if book is None:
+            raise KeyError(f"unknown account {account}")
+        return book
 
     # ------------------------------------------------------------ lookups
     def instrument(self, con_id: int) -> Instrument | None:
@@ -126,59 +153,67 @@ class Catalog:
             return inst
         return None
 
-    def positions(self) -> list[SimPosition]:
-        return list(self.portfolio.positions)
+    def positions(self, account: str | None = None) -> list[SimPosition]:
+        return list(self.book(account).positions)
 
-    def position(self, con_id: int) -> SimPosition | None:
-        for pos in self.portfolio.positions:
+    def position(self, con_id: int, account: str | None = None) -> SimPosition | None:
+        for pos in self.book(account).positions:
             if pos.con_id == con_id:
                 return pos
         return None
 
     # ------------------------------------------------------------ changes
-    def set_position(self, con_id: int, quantity: float) -> SimPosition:
-        """Change (0 closes) or reopen a position that the account has held before, or open a
-        stock position on a known underlying. Returns the position with its new quantity."""
-        base = self._known.get(con_id)
+    def set_position(self, con_id: int, quantity: float, account: str | None = None) -> SimPosition:
+        """Change (0 closes) or reopen a position that the account has held before, open one on
+        a contract another account holds (at no cost), or open a stock position on a known
+        underlying. Returns the position with its new quantity."""
+        book = self.book(account)
+        base = self._known.get((book.account, con_id))
+        if base is None and con_id in self._terms:
+            base = replace(self._terms[con_id], quantity=0, avg_cost=0.0)
         if base is None:
             inst = self._instruments.get(con_id)
             if inst is None or inst.is_option:
                 raise KeyError(f"unknown conId {con_id}")
             base = SimPosition(con_id, inst.symbol, "STK", 0, con_id)
         new = replace(base, quantity=quantity)
-        kept = [q for q in self.portfolio.positions if q.con_id != con_id]
+        kept = [q for q in book.positions if q.con_id != con_id]
         if quantity != 0:
             kept.append(new)
-        self.portfolio.positions = kept
-        self._known[con_id] = new
+        book.positions = kept
+        self._known[book.account, con_id] = new
         return new
 
-    def add_position(self, pos: SimPosition) -> None:
-        self._learn(pos)
-        self.set_position(pos.con_id, pos.quantity)
+    def add_position(self, pos: SimPosition, account: str | None = None) -> None:
+        known = self._terms.get(pos.con_id)
+        if known is not None and known.is_option and contract_terms(known) != contract_terms(pos):
+            raise ValueError(f"conId {pos.con_id} is another contract already")
+        self._learn(self.book(account).account, pos)
+        self.set_position(pos.con_id, pos.quantity, account)
 
     # ------------------------------------------------------------ values
     def stock_price(self, symbol: str, t: float) -> float:
-        return self.portfolio.price(symbol, t)
+        return self.market.price(symbol, t)
 
     def mark(self, pos: SimPosition, t: float) -> float:
         """The price of one unit (per share for options: IB's marketPrice convention)."""
         if pos.is_option:
-            return self.portfolio.quote(pos, t).price
+            return self.market.quote(pos, t).price
         return self.stock_price(pos.symbol, t)
 
     def unrealized(self, pos: SimPosition, t: float) -> float:
         return pos.quantity * self.mark(pos, t) * pos.multiplier - pos.quantity * pos.avg_cost
 
-    def pnl(self, t: float) -> tuple[float, float, float]:
-        """(daily, unrealized, realized) of the account."""
-        unreal = sum(self.unrealized(pos, t) for pos in self.portfolio.positions)
+    def pnl(self, t: float, account: str | None = None) -> tuple[float, float, float]:
+        """(daily, unrealized, realized) of the account (None: the primary one)."""
+        unreal = sum(self.unrealized(pos, t) for pos in self.book(account).positions)
         daily = 0.1 * unreal
         return round(daily, 2), round(unreal, 2), 0.0
 
-    def net_liquidation(self, t: float) -> float:
+    def net_liquidation(self, t: float, account: str | None = None) -> float:
         value = sum(
-            pos.quantity * self.mark(pos, t) * pos.multiplier for pos in self.portfolio.positions
+            pos.quantity * self.mark(pos, t) * pos.multiplier
+            for pos in self.book(account).positions
         )
         return round(100_000.0 + value, 2)
 
@@ -192,7 +227,7 @@ class Catalog:
         ]  # fmt: skip
 
     def closed_position_msg(self, account: str, con_id: int) -> list[p.Field]:
-        pos = self._known[con_id]
+        pos = self._known[account, con_id]
         return self.position_msg(account, replace(pos, quantity=0))
 
     def portfolio_msg(self, account: str, pos: SimPosition, t: float) -> list[p.Field]:
@@ -224,7 +259,7 @@ class Catalog:
     def price_ticks(self, inst: Instrument, t: float, md_type: int, closed: bool) -> list[Tick]:
         if inst.is_option:
             pos = self._option_position(inst)
-            price = round(self.portfolio.quote(pos, t).price, 4)
+            price = round(self.market.quote(pos, t).price, 4)
         else:
             price = self.stock_price(inst.symbol, t)
         delayed = p.is_delayed(md_type)
@@ -236,7 +271,7 @@ class Catalog:
         if closed:
             return [Tick(bid_t, -1.0, 0.0), Tick(ask_t, -1.0, 0.0), Tick(close_t, price, 0.0)]
         spread = 0.01 if not inst.is_option else 0.05
-        und = self.portfolio.underlyings.get(inst.symbol)
+        und = self.market.underlyings.get(inst.symbol)
         prev_close = und.base_price if (und is not None and not inst.is_option) else price
         return [
             Tick(bid_t, round(price - spread, 4), 100.0),
@@ -264,14 +299,14 @@ class Catalog:
                 req_id, tick_type, iv=m, delta=m, opt_price=m, pv_dividend=m, gamma=m, vega=m,
                 theta=m, und_price=m,
             )  # fmt: skip
-        q = self.portfolio.quote(self._option_position(inst), t)
+        q = self.market.quote(self._option_position(inst), t)
         return p.tick_option_computation(
             req_id, tick_type, iv=q.iv, delta=q.delta, opt_price=q.price, pv_dividend=0.0,
             gamma=q.gamma, vega=q.vega, theta=q.theta, und_price=q.und_price,
         )  # fmt: skip
 
     def _option_position(self, inst: Instrument) -> SimPosition:
-        pos = self._known.get(inst.con_id)
+        pos = self._terms.get(inst.con_id)
         assert pos is not None, f"option {inst.con_id} without a position"
         return pos
 

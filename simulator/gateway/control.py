@@ -2,7 +2,7 @@
 
 Commands (case-insensitive):
 
-    status                      connected client ids, subscriptions, modes
+    status                      connected client ids, subscriptions, modes, accounts
     drop                        abort every client socket (the nightly gateway restart)
     refuse SECONDS [drop]       stop listening for SECONDS (then listen again on the same port)
     reset [DELAY_S] [1101|1102] 1100 + farms broken, DELAY_S later 1102 (default) or 1101
@@ -12,7 +12,8 @@ Commands (case-insensitive):
                                 (Greeks as tick 12/82 instead of the model's 13/83)
     market open|closed          closed: bid/ask -1 size 0, no last, close present
     freeze on|off               pin the model time (values stop moving)
-    position CONID QTY          change a known position (0 closes it)
+    position CONID QTY [ACCOUNT]  change a known position of ACCOUNT (default: the first
+                                account; 0 closes it)
     error CODE [TEXT]           send a system error (reqId -1) to every client
     ping
 
@@ -46,7 +47,10 @@ Their replies: lines/others `{"ok": true, "lines": {...}}`; data-error `{"ok": t
 compete `{"ok": true, "competing": B, "subscriptions": N}`; stall `{"ok": true, "stalled": N}`
 (N: subscriptions stalled or resumed by it).
 
-Status (`status`) adds `lines` {limit (null: unlimited), others, open, max_open, refused,
+Status (`status`): `account` (the first account) and `positions` (its position count),
+`accounts` [{"account": ID, "positions": N}, ...] every account of the login in
+managedAccounts order, `clients` (per session, `account_updates_account`: the account whose
+values stream to it), and `lines` {limit (null: unlimited), others, open, max_open, refused,
 requests, cancels}, `data_errors` {CONID: CODE or null}, `data_error_all`, `expired`,
 `competing`, `stalled` (subscriptions stalled now).
 
@@ -212,7 +216,7 @@ _COMMANDS: dict[str, Command] = {
     "greeks": _greeks,
     "market": _market,
     "freeze": _freeze,
-    "position": _done(lambda sim, args: sim.set_position(int(args[0]), float(args[1]))),
+    "position": _done(lambda sim, args: sim.set_position(int(args[0]), float(args[1]), *args[2:3])),
     "error": _done(lambda sim, args: sim.inject_error(int(args[0]), " ".join(args[1:]) or None)),
     "lines": _lines,
     "others": _others,

@@ -2,7 +2,8 @@
 
 One `GatewaySimulator` listens on a loopback port; each client connection is a `Session`
 (`session.py`: the protocol). Here: the lifecycle, the streaming of market data and P&L, and the
-fault controls.
+fault controls. The login manages one account or several (a `SimPortfolio` each, sharing one
+market: a contract two accounts hold is one instrument with one price, one market-data line).
 Controls (in process, and through `simulator.gateway.control` from another process):
 `drop_all`, `refuse`, `reset`, `hold_client_id`, `set_greeks_mode` (sentinel Greeks),
 `set_market_closed`, `freeze`, `set_position` / `add_position`, `inject_error`, `status`;
@@ -37,18 +38,21 @@ class GatewaySimulator:
         self,
         portfolio: SimPortfolio | None = None,
         *,
+        more: Sequence[SimPortfolio] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         push_interval_s: float = 0.5,
         server_version: int = p.SERVER_VERSION,
         lines: int | None = None,
     ) -> None:
-        """`lines`: the account's market-data line limit, shared by every session (None:
-        unlimited)."""
+        """`portfolio`: the primary account (default: `default_portfolio()`); `more`: the other
+        accounts of the login, each with its own account id (ValueError if two accounts share an
+        id or disagree on the market: `shared_market`). `lines`: the login's market-data line
+        limit, shared by every session and account (None: unlimited)."""
         if host not in LOOPBACK:
             raise ValueError(f"the simulator listens on loopback only, not {host!r}")
         self.portfolio = portfolio if portfolio is not None else default_portfolio()
-        self.catalog = Catalog(self.portfolio)
+        self.catalog = Catalog(self.portfolio, more)
         self.market_data = MarketDataDesk(self, lines)
         self.host = host
         self.port = port
@@ -70,7 +74,20 @@ class GatewaySimulator:
 
     @property
     def account(self) -> str:
+        """The primary account."""
         return self.portfolio.account
+
+    @property
+    def accounts(self) -> list[str]:
+        """Every account of the login, the primary one first (managedAccounts)."""
+        return self.catalog.accounts()
+
+    @property
+    def portfolios(self) -> list[SimPortfolio]:
+        return list(self.catalog.books.values())
+
+    def portfolio_of(self, account: str) -> SimPortfolio:
+        return self.catalog.book(account)
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> GatewaySimulator:
@@ -270,28 +287,33 @@ class GatewaySimulator:
         self._frozen_t = (self._frozen_t or time.time()) if on else None
         return self.model_time()
 
-    def set_position(self, con_id: int, quantity: float) -> None:
-        """Change a position (0 closes it) and stream it to subscribed clients."""
-        pos = self.catalog.set_position(con_id, quantity)
-        self._announce(pos)
+    def set_position(self, con_id: int, quantity: float, account: str | None = None) -> None:
+        """Change a position of `account` (None: the primary one; 0 closes it) and stream it
+        to subscribed clients."""
+        pos = self.catalog.set_position(con_id, quantity, account)
+        self._announce(self.catalog.book(account).account, pos)
 
-    def add_position(self, pos: SimPosition) -> None:
-        self.catalog.add_position(pos)
-        self._announce(pos)
+    def add_position(self, pos: SimPosition, account: str | None = None) -> None:
+        self.catalog.add_position(pos, account)
+        self._announce(self.catalog.book(account).account, pos)
 
-    def _announce(self, pos: SimPosition) -> None:
+    def _announce(self, account: str, pos: SimPosition) -> None:
         t = self.model_time()
         for sess in self.sessions.values():
             if sess.positions_on:
-                sess.send(self.catalog.position_msg(self.account, pos))
-            if sess.account_updates_on:
-                sess.send(self.catalog.portfolio_msg(self.account, pos, t))
+                sess.send(self.catalog.position_msg(account, pos))
+            if sess.account_updates == account:
+                sess.send(self.catalog.portfolio_msg(account, pos, t))
 
     def status(self) -> dict[str, Any]:
         return {
             "port": self.port,
             "listening": self.listening,
             "account": self.account,
+            "accounts": [
+                {"account": b.account, "positions": len(b.positions)}
+                for b in self.catalog.books.values()
+            ],
             "clients": [s.describe() for s in self.sessions.values()],
             "client_ids": sorted(self.sessions),
             "held_client_ids": sorted(self.held_client_ids),

@@ -42,6 +42,11 @@ TEXTS = {
 FARMS_OK = (2104, 2106, 2158)
 FARMS_BROKEN = (2103, 2105, 2157)
 ACCOUNT_SUMMARY_TAGS = ("NetLiquidation", "TotalCashValue", "BuyingPower", "AvailableFunds")
+INVALID_ACCOUNT = 321
+
+
+def invalid_account_text(code: str) -> str:
+    return f"Error validating request: invalid account code '{code}'."
 
 
 def error_text(code: int) -> str:
@@ -59,9 +64,9 @@ class Session:
     md_type: int = p.LIVE
     mkt: dict[int, MktSub] = field(default_factory=dict)
     pnl: dict[int, str] = field(default_factory=dict)  # reqId -> account
-    pnl_single: dict[int, int] = field(default_factory=dict)  # reqId -> conId
+    pnl_single: dict[int, tuple[str, int]] = field(default_factory=dict)  # reqId -> account, conId
     positions_on: bool = False
-    account_updates_on: bool = False
+    account_updates: str = ""  # the account whose values and portfolio stream ('': none)
     mkt_requests: int = 0  # reqMktData received over the session's life
     peer: str = ""
     _handlers: dict[int, Callable[[list[str]], None]] = field(init=False, repr=False)
@@ -111,7 +116,7 @@ class Session:
             await self.writer.drain()
             return False
         self.client_id = client_id
-        self.send(p.managed_accounts([self.sim.account]))
+        self.send(p.managed_accounts(self.sim.accounts))
         self.send(p.next_valid_id(1))
         for code in FARMS_OK:
             self.error(-1, code)
@@ -163,7 +168,7 @@ class Session:
             p.In.CANCEL_ACCOUNT_UPDATES_MULTI: _ignore,
             p.In.CANCEL_HISTORICAL_DATA: _ignore,
             p.In.REQ_IDS: lambda f: self.send(p.next_valid_id(1)),
-            p.In.REQ_MANAGED_ACCTS: lambda f: self.send(p.managed_accounts([self.sim.account])),
+            p.In.REQ_MANAGED_ACCTS: lambda f: self.send(p.managed_accounts(self.sim.accounts)),
         }
 
     def _cancel_mkt_data(self, f: list[str]) -> None:
@@ -178,34 +183,61 @@ class Session:
     def _req_market_data_type(self, f: list[str]) -> None:
         self.md_type = int(f[2])
 
+    def _account(self, code: str, req_id: int) -> str | None:
+        """The account a request names ('' names the primary one); None after error 321 when
+        the login has no such account."""
+        try:
+            return self.sim.catalog.book(code).account
+        except KeyError:
+            self.error(req_id, INVALID_ACCOUNT, invalid_account_text(code))
+            return None
+
     def _req_positions(self, f: list[str]) -> None:
         self.positions_on = True
         cat = self.sim.catalog
-        for pos in cat.positions():
-            self.send(cat.position_msg(self.sim.account, pos))
+        for acct in cat.accounts():
+            for pos in cat.positions(acct):
+                self.send(cat.position_msg(acct, pos))
         self.send([p.Out.POSITION_END, 1])
 
     def _cancel_positions(self, f: list[str]) -> None:
         self.positions_on = False
 
     def _req_account_updates(self, f: list[str]) -> None:
-        self.account_updates_on = f[2] == "1"
-        if self.account_updates_on:
-            self._account_download(self.sim.model_time())
+        """One account at a time, as IB does: subscribing to another replaces it. An account
+        the login lacks gets 321, then an empty download's end (a client waiting for the
+        download goes on, and finds the account missing from managedAccounts)."""
+        if f[2] != "1":
+            self.account_updates = ""
+            return
+        code = f[3] if len(f) > 3 else ""
+        acct = self._account(code, -1)
+        if acct is None:
+            self.send([p.Out.ACCT_DOWNLOAD_END, 1, code])
+            return
+        self.account_updates = acct
+        self._account_download(acct, self.sim.model_time())
 
     def _req_account_updates_multi(self, f: list[str]) -> None:
-        req_id, acct = int(f[2]), self.sim.account
-        for key, value in self._account_values(self.sim.model_time()):
-            self.send([p.Out.ACCOUNT_UPDATE_MULTI, 1, req_id, acct, f[4], key, value, "USD"])
+        """One account, or every account when it names none (or `All`)."""
+        req_id, code, t = int(f[2]), f[3], self.sim.model_time()
+        accounts = self.sim.accounts if code in ("", "All") else [code]
+        if code not in ("", "All") and self._account(code, req_id) is None:
+            accounts = []
+        for acct in accounts:
+            for key, value in self._account_values(acct, t):
+                self.send([p.Out.ACCOUNT_UPDATE_MULTI, 1, req_id, acct, f[4], key, value, "USD"])
         self.send([p.Out.ACCOUNT_UPDATE_MULTI_END, 1, req_id])
 
     def _req_account_summary(self, f: list[str]) -> None:
-        req_id, acct = int(f[2]), self.sim.account
-        values = dict(self._account_values(self.sim.model_time()))
+        """The group `All`: every account of the login, account by account."""
+        req_id, t = int(f[2]), self.sim.model_time()
         tags = [x for x in f[4].split(",") if x] if len(f) > 4 else []
-        for tag in tags or ACCOUNT_SUMMARY_TAGS:
-            if tag in values:
-                self.send([p.Out.ACCOUNT_SUMMARY, 1, req_id, acct, tag, values[tag], "USD"])
+        for acct in self.sim.catalog.accounts():
+            values = dict(self._account_values(acct, t))
+            for tag in tags or ACCOUNT_SUMMARY_TAGS:
+                if tag in values:
+                    self.send([p.Out.ACCOUNT_SUMMARY, 1, req_id, acct, tag, values[tag], "USD"])
         self.send([p.Out.ACCOUNT_SUMMARY_END, 1, req_id])
 
     def _req_contract_details(self, f: list[str]) -> None:
@@ -221,13 +253,17 @@ class Session:
 
     def _req_pnl(self, f: list[str]) -> None:
         req_id = int(f[1])
-        self.pnl[req_id] = f[2]
-        self.send_pnl(req_id, self.sim.model_time())
+        acct = self._account(f[2], req_id)
+        if acct is not None:
+            self.pnl[req_id] = acct
+            self.send_pnl(req_id, self.sim.model_time())
 
     def _req_pnl_single(self, f: list[str]) -> None:
         req_id = int(f[1])
-        self.pnl_single[req_id] = int(f[4] or 0)
-        self.send_pnl_single(req_id, self.sim.model_time())
+        acct = self._account(f[2], req_id)
+        if acct is not None:
+            self.pnl_single[req_id] = (acct, int(f[4] or 0))
+            self.send_pnl_single(req_id, self.sim.model_time())
 
     def _req_mkt_data(self, f: list[str]) -> None:
         req_id = int(f[2])
@@ -242,8 +278,8 @@ class Session:
         self.mkt_requests += 1
         self.sim.market_data.request(self, req_id, contract, snapshot)
 
-    def _account_values(self, t: float) -> list[tuple[str, str]]:
-        net = self.sim.catalog.net_liquidation(t)
+    def _account_values(self, acct: str, t: float) -> list[tuple[str, str]]:
+        net = self.sim.catalog.net_liquidation(t, acct)
         return [
             ("NetLiquidation", f"{net:.2f}"),
             ("TotalCashValue", "100000.00"),
@@ -251,11 +287,11 @@ class Session:
             ("AvailableFunds", f"{net:.2f}"),
         ]
 
-    def _account_download(self, t: float) -> None:
-        acct, cat = self.sim.account, self.sim.catalog
-        for key, value in self._account_values(t):
+    def _account_download(self, acct: str, t: float) -> None:
+        cat = self.sim.catalog
+        for key, value in self._account_values(acct, t):
             self.send([p.Out.ACCT_VALUE, 2, key, value, "USD", acct])
-        for pos in cat.positions():
+        for pos in cat.positions(acct):
             self.send(cat.portfolio_msg(acct, pos, t))
         self.send([p.Out.ACCT_UPDATE_TIME, 1, datetime.now(EASTERN).strftime("%H:%M")])
         self.send([p.Out.ACCT_DOWNLOAD_END, 1, acct])
@@ -273,12 +309,12 @@ class Session:
         self.send([p.Out.HISTORICAL_DATA, req_id, first, last, n, *bars])
 
     def send_pnl(self, req_id: int, t: float) -> None:
-        daily, unreal, real = self.sim.catalog.pnl(t)
+        daily, unreal, real = self.sim.catalog.pnl(t, self.pnl[req_id])
         self.send([p.Out.PNL, req_id, daily, unreal, real])
 
     def send_pnl_single(self, req_id: int, t: float) -> None:
-        con_id = self.pnl_single[req_id]
-        pos = self.sim.catalog.position(con_id)
+        acct, con_id = self.pnl_single[req_id]
+        pos = self.sim.catalog.position(con_id, acct)
         if pos is None:
             self.send([p.Out.PNL_SINGLE, req_id, 0.0, 0.0, 0.0, 0.0, 0.0])
             return
@@ -305,7 +341,8 @@ class Session:
             "mkt_requests": self.mkt_requests,
             "pnl": len(self.pnl),
             "positions": self.positions_on,
-            "account_updates": self.account_updates_on,
+            "account_updates": bool(self.account_updates),
+            "account_updates_account": self.account_updates,
         }
 
 
