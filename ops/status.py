@@ -27,76 +27,36 @@ Dead letters are shown but do not change the classification (each was a WARN in 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from ops.status_gather import gather
+from ops.status_report import (
+    BACKLOG_LIMIT,
+    DEGRADED,
+    DOWN,
+    EXIT_CODES,
+    HEALTHY,
+    MIN_STALE_S,
+    Report,
+    stale_after_s,
+)
+from shared.config import scrub, scrub_all
 
-from database.reads import READ_ERRORS, Reader
-from shared.clock import age_s, parse_time, utcnow
-from shared.codec import as_text as _text
-from shared.config import Settings, mask_url, scrub, scrub_all
-from shared.jsonl import JsonlFile
-from shared.names import PORTFOLIO_CONTRACT, WRITER_GROUP, Keys
-from shared.supervisor_rpc import RPC_ERRORS, Supervisor, full_name
-
-HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
-EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
-BACKLOG_LIMIT = 100
-MIN_STALE_S = 15.0
-UNDELIVERED_SCAN_MAX = 10_000
-TIMEOUT_S = 3.0
-
-
-def stale_after_s(poll_interval_s: float) -> float:
-    return max(3.0 * poll_interval_s, MIN_STALE_S)
-
-
-@dataclass
-class Report:
-    """Everything `bridge status` shows; None means "unknown" (the source was not reachable)."""
-
-    mode: str
-    prefix: str
-    now: datetime
-    stale_s: float
-    redis_error: str | None = None
-    link: str | None = None
-    link_since: str | None = None
-    link_reason: str = ""
-    market_data: dict[str, str] = field(default_factory=dict)  # lines and data types in use
-    heartbeat_age_s: float | None = None
-    last_tick_age_s: float | None = None
-    streams: dict[str, int] = field(default_factory=dict)
-    pending_by_consumer: dict[str, dict[str, int]] = field(default_factory=dict)
-    undelivered: dict[str, int] = field(default_factory=dict)
-    dead_letters: int | None = None
-    writer_alive: bool | None = None
-    breaker: str = "unknown"
-    breaker_since: str = ""
-    breaker_reason: str = ""
-    buffer_rows: int | None = None
-    buffer_bytes: int | None = None
-    buffer_path: str = ""
-    db_error: str | None = None
-    last_row_ts: str | None = None
-    last_row_age_s: float | None = None
-    supervisor_url: str = ""
-    supervisor_error: str | None = None
-    processes: dict[str, str] = field(default_factory=dict)
-    watchdog: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pending(self) -> int:
-        return sum(n for by in self.pending_by_consumer.values() for n in by.values())
-
-    @property
-    def backlog(self) -> int:
-        return self.pending + sum(self.undelivered.values())
+__all__ = [
+    "BACKLOG_LIMIT",
+    "DEGRADED",
+    "DOWN",
+    "EXIT_CODES",
+    "HEALTHY",
+    "MIN_STALE_S",
+    "Report",
+    "classify",
+    "gather",
+    "render",
+    "stale_after_s",
+    "to_json",
+]
 
 
 def classify(r: Report) -> tuple[str, list[str]]:
@@ -274,127 +234,3 @@ def _storage_rows(r: Report) -> list[tuple[str, str]]:
 
 
 # ---- gathering -----------------------------------------------------------------------------
-def _texts(mapping: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in mapping.items()}
-
-
-def _parse_time(value: object) -> datetime | None:
-    return parse_time(_text(value))
-
-
-def _short(exc: BaseException) -> str:
-    text = scrub(str(exc) or type(exc).__name__)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-async def _gather_redis(r: Report, settings: Settings) -> None:
-    keys = Keys(settings.redis_prefix)
-    client = aioredis.Redis.from_url(
-        settings.require_redis(),
-        socket_timeout=TIMEOUT_S,
-        socket_connect_timeout=TIMEOUT_S,
-        decode_responses=True,
-    )
-    try:
-        link = _texts(await client.hgetall(keys.link))
-        r.link = link.get("state") or None
-        r.link_since = link.get("since") or None
-        r.link_reason = link.get("reason", "")
-        r.market_data = {
-            k: v for k, v in link.items() if k.startswith(("lines_", "rotat", "market_"))
-        }
-        r.last_tick_age_s = age_s(_parse_time(link.get("last_tick")), r.now)
-        r.heartbeat_age_s = age_s(_parse_time(await client.get(keys.heartbeat)), r.now)
-        if r.heartbeat_age_s is None and await client.exists(keys.heartbeat):
-            r.heartbeat_age_s = 0.0  # present but not an ISO time: alive all the same
-        for stream in (keys.greeks, keys.api_logs, keys.dead):
-            r.streams[stream.removeprefix(keys.prefix)] = int(await client.xlen(stream))
-        r.dead_letters = r.streams.get("dead")
-        for stream in keys.data_streams:
-            short = stream.removeprefix(keys.prefix)
-            r.pending_by_consumer[short], r.undelivered[short] = await _group_state(client, stream)
-        r.writer_alive = bool(await client.exists(keys.writer_heartbeat))
-        writer = _texts(await client.hgetall(keys.writer_state))
-        r.breaker = writer.get("breaker") or ("unknown" if not writer else "closed")
-        r.breaker_since = writer.get("since", "")
-        r.breaker_reason = writer.get("reason", "")
-        with contextlib.suppress(ValueError):
-            if "buffer_rows" in writer:
-                r.buffer_rows = int(writer["buffer_rows"])
-            if "buffer_bytes" in writer:
-                r.buffer_bytes = int(writer["buffer_bytes"])
-        r.watchdog = _texts(await client.hgetall(keys.watchdog_state))
-    except (RedisError, OSError) as exc:
-        r.redis_error = _short(exc)
-    finally:
-        await client.aclose()
-
-
-async def _group_state(client: aioredis.Redis, stream: str) -> tuple[dict[str, int], int]:
-    """(pending entries per consumer of the writers group, entries not yet delivered)."""
-    try:
-        groups = await client.xinfo_groups(stream)
-    except ResponseError:  # no such stream yet
-        return {}, 0
-    group = next((g for g in groups if g.get("name") == WRITER_GROUP), None)
-    if group is None:
-        return {}, int(await client.xlen(stream))
-    consumers = await client.xinfo_consumers(stream, WRITER_GROUP)
-    by_consumer = {str(c["name"]): int(c["pending"]) for c in consumers}
-    last = str(group.get("last-delivered-id", "0-0"))
-    newer = await client.xrange(stream, min=f"({last}", max="+", count=UNDELIVERED_SCAN_MAX)
-    return by_consumer, len(newer or [])
-
-
-async def _gather_db(r: Report, settings: Settings) -> None:
-    try:
-        conn = await Reader.connect(settings.require_database(), timeout_s=TIMEOUT_S)
-    except READ_ERRORS as exc:
-        r.db_error = _short(exc)
-        return
-    try:
-        row = await conn.newest_portfolio_row(PORTFOLIO_CONTRACT)
-    except READ_ERRORS as exc:
-        r.db_error = _short(exc)
-        return
-    finally:
-        await conn.close()
-    if row is not None:
-        ts: datetime = row["timestamp"]
-        r.last_row_ts = ts.isoformat()
-        r.last_row_age_s = age_s(ts, r.now)
-
-
-def _gather_supervisor(r: Report, url: str) -> None:
-    try:
-        infos = Supervisor(url, timeout_s=TIMEOUT_S).all_process_info()
-    except RPC_ERRORS as exc:
-        r.supervisor_error = _short(exc)
-        return
-    r.processes = {full_name(i): str(i.get("statename", "UNKNOWN")) for i in infos}
-
-
-def _gather_buffer(r: Report, settings: Settings) -> None:
-    buffer = JsonlFile(settings.buffer_path)
-    r.buffer_path = str(buffer.path)
-    if buffer.path.exists():
-        # unreadable here: the writer's own figures (from Redis) stay
-        with contextlib.suppress(OSError):
-            r.buffer_rows, r.buffer_bytes = buffer.count()
-
-
-async def gather(settings: Settings, supervisor_url: str = "") -> Report:
-    now = utcnow()
-    r = Report(
-        mode=settings.ib_api_mode,
-        prefix=settings.redis_prefix,
-        now=now,
-        stale_s=stale_after_s(settings.poll_interval_s),
-        supervisor_url=mask_url(supervisor_url),
-    )
-    tasks = [_gather_redis(r, settings), _gather_db(r, settings)]
-    if supervisor_url:
-        tasks.append(asyncio.to_thread(_gather_supervisor, r, supervisor_url))
-    await asyncio.gather(*tasks)
-    _gather_buffer(r, settings)
-    return r
