@@ -80,8 +80,11 @@ class LinkPublisher:
         return fields
 
     def set_state(self, event: LinkEvent) -> None:
+        # `since` is when the state began: an event that keeps it (a data error, a farm
+        # message) tells its reason without moving it
+        if event.state != self.state or self.since is None:
+            self.since = event.since
         self.state = event.state
-        self.since = event.since
         self.reason = event.reason
         self.code = "" if event.code is None else str(event.code)
 

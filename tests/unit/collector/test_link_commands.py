@@ -27,3 +27,17 @@ def test_anything_else_is_refused_naming_it_shortly() -> None:
     assert parse_command({"cmd": "shutdown"}) == "unknown command 'shutdown'"
     assert parse_command({}) == "unknown command ''"
     assert parse_command({"cmd": "x" * 100}) == f"unknown command {'x' * 32!r}"
+
+
+def test_an_event_that_keeps_the_state_does_not_move_its_since() -> None:
+    from collector.link import LinkPublisher
+    from collector.transport import LinkEvent, LinkState
+    from shared.names import Keys
+
+    link = LinkPublisher(None, Keys("t:"), "SOCKET", 10.0)
+    t0, t1, t2 = (datetime(2026, 12, 2, h, tzinfo=UTC) for h in (9, 10, 11))
+    link.set_state(LinkEvent(LinkState.CONNECTED, t0, "connected"))
+    link.set_state(LinkEvent(LinkState.CONNECTED, t1, "354 no market-data subscription", "WARN"))
+    assert link.since == t0 and link.reason.startswith("354")
+    link.set_state(LinkEvent(LinkState.DISCONNECTED, t2, "socket closed", "ERROR"))
+    assert link.since == t2
