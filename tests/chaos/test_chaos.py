@@ -185,6 +185,14 @@ def report(p: Pipeline, slots: Grid, logs: list[datetime | None]) -> dict[str, i
     counts = {(r["timestamp"], r["contract"]): int(r["n"]) for r in stored}
     lost = [k for k in set(produced) if counts.get(k, 0) == 0]
     duplicated = [k for k, n in counts.items() if n > 1]
+    # the second table rides the same path: one exposure row for every stored row's tick
+    exposure = pg(
+        p.dsn,
+        "SELECT timestamp, scope, count(*) AS n FROM portfolio_exposure GROUP BY timestamp, scope",
+    )
+    exp_counts = {(r["timestamp"], r["scope"]): int(r["n"]) for r in exposure}
+    exp_lost = [k for k in counts if exp_counts.get(k, 0) == 0]
+    exp_duplicated = [k for k, n in exp_counts.items() if n > 1]
     recovery: list[float] = []
     for f in p.faults:
         first = pg(
@@ -213,6 +221,9 @@ def report(p: Pipeline, slots: Grid, logs: list[datetime | None]) -> dict[str, i
         f"{'rows landed':<{width}}  {sum(counts.values()):>8}",
         f"{'lost':<{width}}  {len(lost):>8}",
         f"{'duplicated':<{width}}  {len(duplicated):>8}",
+        f"{'exposure rows landed':<{width}}  {sum(exp_counts.values()):>8}",
+        f"{'exposure rows lost (a row without one)':<{width}}  {len(exp_lost):>8}",
+        f"{'exposure rows duplicated':<{width}}  {len(exp_duplicated):>8}",
         f"{'longest fault end -> first new row, s':<{width}}  {max(recovery):>8.1f}",
         rule,
         f"{'PORTFOLIO rows (PostgreSQL)':<{width}}  {slots.rows:>8}",
@@ -232,7 +243,13 @@ def report(p: Pipeline, slots: Grid, logs: list[datetime | None]) -> dict[str, i
             + f"  {length:5.1f}  {_slots(slots.excused.get(i, []))}  {row}"
         )
     print("\n".join(lines))
-    return {"lost": len(lost), "duplicated": len(duplicated), "produced": len(set(produced))}
+    return {
+        "lost": len(lost),
+        "duplicated": len(duplicated),
+        "produced": len(set(produced)),
+        "exposure lost": len(exp_lost),
+        "exposure duplicated": len(exp_duplicated),
+    }
 
 
 def check(p: Pipeline) -> None:
@@ -253,6 +270,11 @@ def check(p: Pipeline) -> None:
     # every finding at once: the ledger's view, then PostgreSQL judged by the fault record
     problems = [
         f"{figures[k]} {k} against the ledger" for k in ("lost", "duplicated") if figures[k]
+    ]
+    problems += [
+        f"{figures[k]} {k} against portfolio_greeks"
+        for k in ("exposure lost", "exposure duplicated")
+        if figures[k]
     ]
     problems += slots.problems() + log_problems(p, logs)
     assert not problems, "\n".join(problems)
