@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from database.db_manager import DBManager
 from shared.jsonl import JsonlFile
-from shared.names import Keys
+from shared.names import WRITER_GROUP, Keys
 from tests.helpers import wait_for
 from tests.integration.writer.test_writer_process import rows, writer_env, xadd_all
 
@@ -134,3 +134,32 @@ async def test_database_dropped_while_it_runs_exits_2(
     errors = [line for line in text.splitlines() if " ERROR " in line and "db_config" in line]
     assert len(errors) == 1, text
     assert f'database "{name}" does not exist' in errors[0]
+
+
+async def test_a_refusal_that_is_no_outage_bad_row_or_configuration_exits_1(
+    spawn: Spawn, pg_url: str, redis_url: str, redis: aioredis.Redis, prefix: str
+) -> None:
+    """A trigger refuses every insert (an error of no known kind): exit 1, so supervisord
+    restarts it, not the configuration's exit 2; nothing is acked or dead-lettered."""
+    async with DBManager(pg_url) as db:
+        await db.ensure_schema()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by a trigger'; END $$; "
+            "CREATE TRIGGER refuse BEFORE INSERT ON portfolio_greeks "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    finally:
+        await conn.close()
+    keys = Keys(prefix)
+    await xadd_all(redis, keys.greeks, rows(3))
+    proc = spawn("writer", writer_env(pg_url, redis_url, prefix))
+    code = await asyncio.to_thread(proc.wait, 60)
+    text = log_of(proc)
+    assert code == 1, text
+    assert "process_failed task consume died: RaiseError" in text, text
+    assert "db_config_invalid" not in text
+    assert int((await redis.xpending(keys.greeks, WRITER_GROUP))["pending"]) == 3
+    assert await redis.exists(keys.dead) == 0
