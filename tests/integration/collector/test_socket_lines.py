@@ -253,3 +253,20 @@ async def test_a_competing_session_stops_the_rows_and_they_resume_when_it_ends()
     assert back.status == "INFO" and "flows again" in back.reason
     assert rows and not rows[-1].excluded
     assert row_of(rows[-1]) == pytest.approx(full, rel=1e-9, abs=1e-9)
+
+
+async def test_a_rotation_that_cannot_fit_the_max_age_is_one_error_naming_the_numbers() -> None:
+    book = generate_book(150, 12, seed=7, account=ACCOUNT, step_s=0)
+    env = {
+        "IB_MARKET_DATA_LINES": "3",
+        "BRIDGE_GREEKS_MAX_AGE_S": "5",
+        "BRIDGE_POLL_INTERVAL_S": "1",
+    }
+    async with bridge(book, None, **env) as (_, t):
+        error = await wait_event(t, lambda e: e.status == "ERROR", 10)
+        await asyncio.sleep(2)  # more pumps: the same state is not told again
+        again = [e for e in events(t) if e.status == "ERROR"]
+    assert "IB_MARKET_DATA_LINES=3" in error.reason and "BRIDGE_GREEKS_MAX_AGE_S=5" in error.reason
+    wanted = int(error.reason.split(" contracts need market data")[0])
+    assert wanted >= 150  # the legs, and the underlyings found so far
+    assert again == []
