@@ -126,12 +126,14 @@ async def apply(conn: Any, pending: Sequence[Migration]) -> list[tuple[Migration
     return those this call applied with their seconds (one another process applied meanwhile is
     skipped). Needs the right to create and alter the tables."""
     async with conn.transaction():
+        await conn.execute(queries.NO_STATEMENT_TIMEOUT)  # waiting for another's migration too
         await conn.execute(queries.LOCK_SCHEMA, queries.SCHEMA_LOCK_KEY)
         await conn.execute(queries.CREATE_MIGRATIONS_TABLE)
     done: list[tuple[Migration, float]] = []
     for m in sorted(pending, key=lambda m: m.version):
         started = time.monotonic()
         async with conn.transaction():
+            await conn.execute(queries.NO_STATEMENT_TIMEOUT)
             await conn.execute(queries.LOCK_SCHEMA, queries.SCHEMA_LOCK_KEY)
             if await conn.fetchval(queries.MIGRATION_RECORDED, m.version):
                 continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 SCHEMA_LOCK_KEY = 0x1B6B_C0DE  # pg_advisory_xact_lock key of the schema's changes
 LOCK_SCHEMA = "SELECT pg_advisory_xact_lock($1)"
+# a migration is never cut short by a statement_timeout of the role or the database
+NO_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = 0"
 
 # ---- the migrations' own record (database/migrate.py)
 CREATE_MIGRATIONS_TABLE = """

@@ -223,9 +223,16 @@ async def test_a_failed_migration_leaves_nothing_half_done(pg_url: str) -> None:
 
 
 async def test_a_migration_longer_than_the_pools_command_timeout_completes(pg_url: str) -> None:
-    """The migrations run on a connection without the pool's command timeout: a migration that
-    waits (here for a lock a test session holds) longer than it is not rolled back."""
+    """The migrations run on a connection without the pool's command timeout nor the database's
+    statement_timeout: a migration that waits (here for a lock a test session holds) longer
+    than either is not rolled back."""
     await release_database(pg_url)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        name = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'ALTER DATABASE "{name}" SET statement_timeout = 500')
+    finally:
+        await conn.close()
     holder = await asyncpg.connect(pg_url)
     monitor = await asyncpg.connect(pg_url)  # outside the holder's transaction: a fresh view
     try:
