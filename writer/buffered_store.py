@@ -110,8 +110,8 @@ class BufferedStore:
             )
 
     async def check_database(self) -> None:
-        """At start, before any entry is read: connect and check the schema. PostgreSQL down:
-        the breaker opens (rows go to the buffer; the schema is checked when it is back).
+        """At start, before any entry is read: connect and apply the pending migrations.
+        PostgreSQL down: the breaker opens (rows go to the buffer; migrated when it is back).
         Raises DatabaseSetupError when PostgreSQL refuses the writer (bad password...)."""
         try:
             await self._ensure_db()
