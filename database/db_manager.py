@@ -1,7 +1,8 @@
-"""DBManager: the asyncpg pool, the schema check, and every write the bridge makes.
+"""DBManager: the asyncpg pool, the schema's migrations, and every write the bridge makes.
 
-Only the writer process writes `portfolio_greeks` and `api_logs`. The pre-existing tables
-`greek_snapshots` and `trades` keep their own small API here, unchanged by the bridge.
+Only the writer process writes `portfolio_greeks`, `portfolio_exposure` and `api_logs`. The
+pre-existing tables `greek_snapshots` and `trades` keep their own small API here, unchanged by
+the bridge.
 """
 
 from __future__ import annotations
@@ -9,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from database import queries
+from database import batches, migrate, queries
+from database.batches import WriteResult
+from database.migrate import Migration, MigrationState
 from shared.config import mask_url
-from shared.models import ApiLogRow, GreeksRow
-from shared.names import TABLE_GREEKS
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DBManager", "WriteResult", "is_connection_error", "is_data_error"]
 
 # Failures that mean "the database is not reachable right now", as opposed to a bad row.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -59,19 +62,6 @@ ROW_ERRORS: tuple[type[BaseException], ...] = (
 def is_data_error(exc: BaseException) -> bool:
     """The database (or the client library, encoding a value) refused the rows themselves."""
     return isinstance(exc, ROW_ERRORS) and not is_connection_error(exc)
-
-
-# the row fields in the order of the parameters of queries.INSERT_GREEKS / INSERT_API_LOGS
-GREEKS_FIELDS = ("ts", "contract", "delta", "gamma", "vega", "theta", "underlying_price")
-API_LOG_FIELDS = ("ts", "api_mode", "status", "message")
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    greeks_inserted: int
-    greeks_skipped: int
-    logs_inserted: int
-    logs_skipped: int
 
 
 class DBManager:
@@ -159,118 +149,112 @@ class DBManager:
         await self.close()
 
     # ---- schema --------------------------------------------------------------------------
-    async def ensure_schema(self) -> None:
-        """Create the four tables and the idempotency indexes that are absent (nothing, and no
-        CREATE privilege needed, when all are present)."""
+    async def migrate(self) -> list[tuple[Migration, float]]:
+        """Apply the pending migrations (database/migrate.py); returns those this call applied,
+        with their seconds. When none is pending: one read, no lock, no CREATE privilege."""
+        known = migrate.available()
         async with self.pool.acquire() as conn:
-            if await conn.fetchval(queries.SCHEMA_PRESENT, queries.schema_objects()):
-                return
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(queries.LOCK_SCHEMA, queries.SCHEMA_LOCK_KEY)
-            await conn.execute(queries.schema_sql())
+            applied = await migrate.read_applied(conn)
+        for state in migrate.states(known, applied):
+            if state.state == "changed":
+                log.warning(
+                    "schema_migration_changed %s: the file differs from the one applied at %s",
+                    state.label,
+                    state.applied_at,
+                )
+        pending = [m for m in known if m.version not in applied]
+        if not pending:
+            return []
+        # a connection of its own, without the pool's command timeout: building an index on a
+        # large table may take longer, and a timeout would roll the migration back every time
+        conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
+        try:
+            done = await migrate.apply(conn, pending)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            log.error(
+                "schema_migrations_pending %s: this role may not apply them (%s); run "
+                "`bridge schema` once as the owner of the tables",
+                ", ".join(m.label for m in pending),
+                exc,
+            )
+            raise
+        finally:
+            await conn.close()
+        for m, seconds in done:
+            log.info("schema_migration_applied %s in %.2f s", m.label, seconds)
+        return done
+
+    async def migration_states(self) -> list[MigrationState]:
+        """Every migration, applied or pending (read-only)."""
+        async with self.pool.acquire() as conn:
+            applied = await migrate.read_applied(conn)
+        return migrate.states(migrate.available(), applied)
 
     # ---- the writer's batch ------------------------------------------------------------------
     async def write_batch(
-        self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]
+        self,
+        greeks: Sequence[GreeksRow],
+        logs: Sequence[ApiLogRow],
+        exposures: Sequence[ExposureRow] = (),
     ) -> WriteResult:
-        """Insert both kinds of rows in one transaction; rows already present are skipped."""
+        """Insert every kind of row in one transaction; rows already present are skipped."""
         async with self.pool.acquire() as conn, conn.transaction():
-            g = await self._insert_greeks(conn, greeks) if greeks else 0
-            n = await self._insert_logs(conn, logs) if logs else 0
-        return WriteResult(g, len(greeks) - g, n, len(logs) - n)
+            return await batches.insert_rows(conn, greeks, logs, exposures)
 
     async def copy_batch(
-        self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]
-    ) -> WriteResult:
-        """Like `write_batch`, for large batches (the buffer drain), one transaction.
-
-        Fast path: a binary COPY straight into `portfolio_greeks` (rows in input order, so `id`
-        order is input order). When a row is already stored (a replay), the COPY fails as a
-        whole and the batch goes through session temp tables instead: COPY into the staging
-        table, then INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING.
-        """
-        records = [_record(r) for r in greeks]
-
-        async def fast(conn: Any) -> None:
-            await conn.copy_records_to_table(
-                TABLE_GREEKS, records=records, columns=queries.GREEKS_COLUMNS
-            )
-
-        async def staged(conn: Any) -> int:
-            await conn.execute(queries.STAGE_TABLES)
-            await conn.copy_records_to_table(
-                queries.STAGE_GREEKS_TABLE,
-                records=[(i, *rec) for i, rec in enumerate(records)],
-                columns=queries.STAGE_GREEKS_COLUMNS,
-            )
-            return _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_STAGE))
-
-        return await self._fast_or_staged(len(records), logs, fast, staged)
-
-    async def copy_greeks_text(self, payload: bytes, logs: Sequence[ApiLogRow] = ()) -> WriteResult:
-        """Greeks rows given as COPY text lines (`ts contract delta gamma vega theta und`,
-        tab-separated, `\\N` for NULL, no escapes needed) plus api_logs rows, one transaction.
-
-        The server parses the values: the caller has checked their shape. Fast path: COPY
-        straight into `portfolio_greeks`; on a row already stored, the staging table and
-        INSERT ... SELECT ... ORDER BY input order ON CONFLICT DO NOTHING instead.
-        """
-        rows = payload.count(b"\n")
-
-        async def copy(conn: Any, table: str, columns: Sequence[str]) -> None:
-            # a memoryview: asyncpg would take `bytes` for a file name
-            source = memoryview(payload)
-            await conn.copy_to_table(table, source=source, columns=columns, format="text")
-
-        async def fast(conn: Any) -> None:
-            await copy(conn, TABLE_GREEKS, queries.GREEKS_COLUMNS)
-
-        async def staged(conn: Any) -> int:
-            await conn.execute(queries.STAGE_TEXT_TABLE)
-            await copy(conn, queries.STAGE_TEXT_TABLE_NAME, queries.STAGE_TEXT_COLUMNS)
-            return _inserted(await conn.execute(queries.INSERT_GREEKS_FROM_TEXT_STAGE))
-
-        return await self._fast_or_staged(rows, logs, fast, staged)
-
-    async def _fast_or_staged(
         self,
-        count: int,
+        greeks: Sequence[GreeksRow],
         logs: Sequence[ApiLogRow],
-        fast: Callable[[Any], Awaitable[None]],
-        staged: Callable[[Any], Awaitable[int]],
+        exposures: Sequence[ExposureRow] = (),
     ) -> WriteResult:
-        """`count` greeks rows by `fast` (a COPY straight into the table, which fails as a whole
-        on a row already stored) or else by `staged` (returns the rows inserted), with `logs`, in
-        one transaction."""
+        """Like `write_batch`, for large batches (the buffer drain), one transaction: COPY
+        straight into the tables, or, when a row is stored already (a replay), through the
+        staging tables (database/batches.py)."""
+        records = [batches.greeks_record(r) for r in greeks]
+        exposure = [batches.exposure_record(r) for r in exposures]
+
+        async def fast(conn: Any) -> None:
+            await batches.copy_greeks_records(conn, records)
+            await batches.copy_exposure(conn, exposure)
+
+        async def staged(conn: Any) -> tuple[int, int]:
+            g = await batches.stage_greeks_records(conn, records)
+            return g, await batches.stage_exposure(conn, exposure)
+
         async with self.pool.acquire() as conn:
-            if count:
-                try:
-                    async with conn.transaction():
-                        await fast(conn)
-                        n = await self._insert_logs(conn, logs) if logs else 0
-                    return WriteResult(count, 0, n, len(logs) - n)
-                except asyncpg.UniqueViolationError:
-                    pass  # some rows are stored already: the conflict-tolerant path below
-            async with conn.transaction():
-                g = n = 0
-                if count:
-                    g = await staged(conn)
-                if logs:
-                    n = await self._insert_logs(conn, logs)
-        return WriteResult(g, count - g, n, len(logs) - n)
+            counts = (len(records), len(exposure))
+            return await batches.fast_or_staged(conn, counts, logs, fast, staged)
+
+    async def copy_greeks_text(
+        self,
+        payload: bytes,
+        logs: Sequence[ApiLogRow] = (),
+        exposures: Sequence[ExposureRow] = (),
+    ) -> WriteResult:
+        """Greeks rows given as COPY text lines (`ts contract delta gamma vega theta und
+        account`, tab-separated, `\\N` for NULL, no escapes needed) plus exposure and api_logs
+        rows, one transaction; COPY straight into the tables, or the staging tables on a replay.
+
+        The server parses the values: the caller has checked their shape.
+        """
+        exposure = [batches.exposure_record(r) for r in exposures]
+
+        async def fast(conn: Any) -> None:
+            await batches.copy_greeks_text(conn, payload, staged=False)
+            await batches.copy_exposure(conn, exposure)
+
+        async def staged(conn: Any) -> tuple[int, int]:
+            g = await batches.copy_greeks_text(conn, payload, staged=True)
+            return g, await batches.stage_exposure(conn, exposure)
+
+        async with self.pool.acquire() as conn:
+            counts = (payload.count(b"\n"), len(exposure))
+            return await batches.fast_or_staged(conn, counts, logs, fast, staged)
 
     async def expire_connections(self) -> None:
         """After an outage: replace the pool's connections on their next use (no I/O)."""
         if self._pool is not None:
             await self._pool.expire_connections()
-
-    @staticmethod
-    async def _insert_greeks(conn: Any, rows: Sequence[GreeksRow]) -> int:
-        return await _insert_columns(conn, queries.INSERT_GREEKS, rows, GREEKS_FIELDS)
-
-    @staticmethod
-    async def _insert_logs(conn: Any, rows: Sequence[ApiLogRow]) -> int:
-        return await _insert_columns(conn, queries.INSERT_API_LOGS, rows, API_LOG_FIELDS)
 
     async def newest_portfolio_row(self, contract: str = "PORTFOLIO") -> asyncpg.Record | None:
         async with self.pool.acquire() as conn:
@@ -326,22 +310,3 @@ class DBManager:
         async with self.pool.acquire() as conn:
             rows: list[asyncpg.Record] = await conn.fetch(queries.SELECT_TRADES, since)
             return rows
-
-
-def _inserted(status: str) -> int:
-    # "INSERT 0 <n>"
-    try:
-        return int(status.rsplit(" ", 1)[-1])
-    except (ValueError, AttributeError):
-        return 0
-
-
-async def _insert_columns(conn: Any, sql: str, rows: Sequence[Any], fields: Sequence[str]) -> int:
-    """Run an INSERT ... SELECT FROM unnest(...) with one array a field, in `fields` order."""
-    status = await conn.execute(sql, *([getattr(r, name) for r in rows] for name in fields))
-    return _inserted(status)
-
-
-def _record(r: GreeksRow) -> tuple[Any, ...]:
-    """A greeks row as COPY values, in the order of `queries.GREEKS_COLUMNS`."""
-    return (r.ts, r.contract, r.delta, r.gamma, r.vega, r.theta, r.underlying_price)

@@ -1,38 +1,37 @@
-"""Every SQL statement of the bridge except the schema (database/sql/schema.sql)."""
+"""Every SQL statement of the bridge except the schema's (database/migrations/*.sql)."""
 
 from __future__ import annotations
 
-import re
-from importlib import resources
-
-SCHEMA_LOCK_KEY = 0x1B6B_C0DE  # pg_advisory_xact_lock key of the schema check
-
-
-def schema_sql() -> str:
-    return resources.files("database").joinpath("sql/schema.sql").read_text(encoding="utf-8")
-
-
+SCHEMA_LOCK_KEY = 0x1B6B_C0DE  # pg_advisory_xact_lock key of the schema's changes
 LOCK_SCHEMA = "SELECT pg_advisory_xact_lock($1)"
+# a migration is never cut short by a statement_timeout of the role or the database
+NO_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = 0"
 
-
-def schema_objects() -> list[str]:
-    """The tables and indexes schema.sql creates, by name."""
-    return re.findall(r"IF NOT EXISTS (\w+)", schema_sql())
-
-
-# True when every object exists: needs no privilege, so a role with only INSERT/SELECT on the
-# bridge's tables starts (CREATE ... IF NOT EXISTS checks the CREATE privilege first)
-SCHEMA_PRESENT = "SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest($1::text[]) AS n"
+# ---- the migrations' own record (database/migrate.py)
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+# needs no privilege: to_regclass reads the catalog
+MIGRATIONS_TABLE_PRESENT = "SELECT to_regclass('schema_migrations')"
+SELECT_MIGRATIONS = "SELECT version, name, checksum, applied_at FROM schema_migrations"
+MIGRATION_RECORDED = "SELECT true FROM schema_migrations WHERE version = $1"
+RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
 
 # Batches arrive in stream order; WITH ORDINALITY + ORDER BY keeps `id` order = input order.
 INSERT_GREEKS = """
-INSERT INTO portfolio_greeks (timestamp, contract, delta, gamma, vega, theta, underlying_price)
-SELECT ts, contract, delta, gamma, vega, theta, und
+INSERT INTO portfolio_greeks
+    (timestamp, contract, delta, gamma, vega, theta, underlying_price, account)
+SELECT ts, contract, delta, gamma, vega, theta, und, account
 FROM unnest($1::timestamptz[], $2::text[], $3::float8[], $4::float8[], $5::float8[],
-            $6::float8[], $7::float8[])
-     WITH ORDINALITY AS r(ts, contract, delta, gamma, vega, theta, und, n)
+            $6::float8[], $7::float8[], $8::text[])
+     WITH ORDINALITY AS r(ts, contract, delta, gamma, vega, theta, und, account, n)
 ORDER BY n
-ON CONFLICT (timestamp, contract) DO NOTHING
+ON CONFLICT (timestamp, contract, account) DO NOTHING
 """
 
 INSERT_API_LOGS = """
@@ -84,33 +83,92 @@ FROM portfolio_greeks WHERE contract = $1 ORDER BY timestamp DESC LIMIT 1
 # ---- the writer's bulk path (buffer drain). Fast path: COPY straight into the table (fails as a
 # whole on a row already stored). Replay path: COPY into a session temp table, then one INSERT ...
 # SELECT in input order. ON COMMIT DELETE ROWS empties the staging table at every COMMIT/ROLLBACK.
-GREEKS_COLUMNS = ("timestamp", "contract", "delta", "gamma", "vega", "theta", "underlying_price")
+GREEKS_COLUMNS = (
+    "timestamp",
+    "contract",
+    "delta",
+    "gamma",
+    "vega",
+    "theta",
+    "underlying_price",
+    "account",
+)
 STAGE_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS bridge_greeks_in (
     n bigint, ts timestamptz, contract text, delta float8, gamma float8, vega float8,
-    theta float8, und float8
+    theta float8, und float8, account text
 ) ON COMMIT DELETE ROWS
 """
 STAGE_GREEKS_TABLE = "bridge_greeks_in"
-STAGE_GREEKS_COLUMNS = ("n", "ts", "contract", "delta", "gamma", "vega", "theta", "und")
+STAGE_GREEKS_COLUMNS = ("n", "ts", "contract", "delta", "gamma", "vega", "theta", "und", "account")
 
 INSERT_GREEKS_FROM_STAGE = """
-INSERT INTO portfolio_greeks (timestamp, contract, delta, gamma, vega, theta, underlying_price)
-SELECT ts, contract, delta, gamma, vega, theta, und FROM bridge_greeks_in ORDER BY n
-ON CONFLICT (timestamp, contract) DO NOTHING
+INSERT INTO portfolio_greeks
+    (timestamp, contract, delta, gamma, vega, theta, underlying_price, account)
+SELECT ts, contract, delta, gamma, vega, theta, und, account FROM bridge_greeks_in ORDER BY n
+ON CONFLICT (timestamp, contract, account) DO NOTHING
 """
 
 # The drain's text route: the buffer's own decimal and ISO-8601 strings, parsed by the server.
 STAGE_TEXT_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS bridge_greeks_text_in (
     n bigint GENERATED ALWAYS AS IDENTITY, ts timestamptz, contract text, delta float8,
-    gamma float8, vega float8, theta float8, und float8
+    gamma float8, vega float8, theta float8, und float8, account text
 ) ON COMMIT DELETE ROWS
 """
 STAGE_TEXT_TABLE_NAME = "bridge_greeks_text_in"
-STAGE_TEXT_COLUMNS = ("ts", "contract", "delta", "gamma", "vega", "theta", "und")
+STAGE_TEXT_COLUMNS = ("ts", "contract", "delta", "gamma", "vega", "theta", "und", "account")
 INSERT_GREEKS_FROM_TEXT_STAGE = """
-INSERT INTO portfolio_greeks (timestamp, contract, delta, gamma, vega, theta, underlying_price)
-SELECT ts, contract, delta, gamma, vega, theta, und FROM bridge_greeks_text_in ORDER BY n
-ON CONFLICT (timestamp, contract) DO NOTHING
+INSERT INTO portfolio_greeks
+    (timestamp, contract, delta, gamma, vega, theta, underlying_price, account)
+SELECT ts, contract, delta, gamma, vega, theta, und, account FROM bridge_greeks_text_in
+ORDER BY n
+ON CONFLICT (timestamp, contract, account) DO NOTHING
+"""
+
+# ---- portfolio_exposure: the same three routes (unnest insert, COPY, staged insert)
+EXPOSURE_TYPES = (
+    ("timestamp", "timestamptz"),
+    ("account", "text"),
+    ("scope", "text"),
+    ("delta", "float8"),
+    ("gamma", "float8"),
+    ("vega", "float8"),
+    ("theta", "float8"),
+    ("delta_dollars", "float8"),
+    ("gamma_dollars", "float8"),
+    ("underlying_price", "float8"),
+    ("legs", "int4"),
+    ("legs_fresh", "int4"),
+    ("legs_carried", "int4"),
+    ("legs_excluded", "int4"),
+    ("greeks_age_max_s", "float8"),
+    ("market_data", "text"),
+    ("daily_pnl", "float8"),
+    ("unrealized_pnl", "float8"),
+    ("realized_pnl", "float8"),
+)
+EXPOSURE_COLUMNS = tuple(name for name, _ in EXPOSURE_TYPES)
+_EXPOSURE_LIST = ", ".join(EXPOSURE_COLUMNS)
+EXPOSURE_CONFLICT = "ON CONFLICT (timestamp, account, scope) DO NOTHING"
+
+INSERT_EXPOSURE = f"""
+INSERT INTO portfolio_exposure ({_EXPOSURE_LIST})
+SELECT {_EXPOSURE_LIST}
+FROM unnest({", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(EXPOSURE_TYPES, 1))})
+     WITH ORDINALITY AS r({_EXPOSURE_LIST}, n)
+ORDER BY n
+{EXPOSURE_CONFLICT}
+"""
+STAGE_EXPOSURE_TABLE = "bridge_exposure_in"
+STAGE_EXPOSURE = f"""
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_EXPOSURE_TABLE} (
+    n bigint, {", ".join(f"{c} {t}" for c, t in EXPOSURE_TYPES)}
+) ON COMMIT DELETE ROWS
+"""
+STAGE_EXPOSURE_COLUMNS = ("n", *EXPOSURE_COLUMNS)
+INSERT_EXPOSURE_FROM_STAGE = f"""
+INSERT INTO portfolio_exposure ({_EXPOSURE_LIST})
+SELECT {_EXPOSURE_LIST} FROM {STAGE_EXPOSURE_TABLE} ORDER BY n
+{EXPOSURE_CONFLICT}
 """

@@ -2,7 +2,7 @@
 
     bridge status [--json]          one screen; exit 0 healthy, 1 degraded, 2 down
     bridge check-config [--example] effective configuration, secrets masked; exit 2 if invalid
-    bridge schema                   create the tables and indexes that are absent
+    bridge schema [--status]        apply the pending migrations; --status: list them
     bridge drain                    drain the writer's buffer into PostgreSQL now
     bridge tail [--count N]         follow new portfolio_greeks rows as a table
     bridge demo [--dir DIR]         the demo profile in the foreground (what `make demo` runs)
@@ -123,28 +123,13 @@ def config_lines(settings: Settings, path: Path | None) -> list[str]:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from database.db_manager import DBManager
+    from ops.schema import schema_command
 
     try:
         dsn = _settings(args).require_database()
     except ConfigError as exc:
         return _config_error(exc)
-
-    async def run() -> None:
-        db = DBManager(dsn, connect_attempts=1)
-        await db.connect()
-        try:
-            await db.ensure_schema()
-        finally:
-            await db.close()
-
-    try:
-        asyncio.run(run())
-    except Exception as exc:
-        print(scrub(f"schema_failed {type(exc).__name__}: {exc}"), file=sys.stderr)
-        return EXIT_FAIL
-    print("schema ok: portfolio_greeks, api_logs, greek_snapshots, trades and their indexes")
-    return EXIT_OK
+    return schema_command(dsn, status_only=args.status)
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -199,7 +184,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="effective configuration, secrets masked")
     p.add_argument("--example", action="store_true", help="print deploy/.env.example")
     p.set_defaults(func=cmd_check_config)
-    p = sub.add_parser("schema", help="create absent tables and indexes")
+    p = sub.add_parser("schema", help="apply the pending schema migrations")
+    p.add_argument(
+        "--status", action="store_true", help="list applied and pending migrations, change nothing"
+    )
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser("drain", help="drain the writer's buffer into PostgreSQL now")
     p.set_defaults(func=cmd_drain)

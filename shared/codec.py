@@ -60,6 +60,7 @@ EXPOSURE_FLOATS = ("delta_dollars", "gamma_dollars", "underlying_price", "greeks
 EXPOSURE_PNL = ("daily_pnl", "unrealized_pnl", "realized_pnl")
 EXPOSURE_COUNTS = ("legs", "legs_fresh", "legs_carried", "legs_excluded")
 MARKET_DATA_KINDS = ("LIVE", "FROZEN", "DELAYED", "DELAYED_FROZEN", "MIXED")
+MAX_COUNT = 2**31 - 1  # the counts are INTEGER columns
 
 
 def _optional(value: float | None) -> str:
@@ -244,9 +245,11 @@ def decode_exposure(fields: Fields) -> ExposureRow | Rejected:  # noqa: PLR0911 
         numbers[name] = optional
     counts: dict[str, int] = {}
     for name in EXPOSURE_COUNTS:
-        if not f[name].isdigit():
-            return Rejected(f"{name} {f[name][:16]!r} is not a count")
-        counts[name] = int(f[name])
+        # ASCII digits only (str.isdigit takes '²', which int() refuses), within an INTEGER
+        text = f[name]
+        if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_COUNT:
+            return Rejected(f"{name} {text[:16]!r} is not a count")
+        counts[name] = int(text)
     kind = f.get("market_data", "")
     if kind and kind not in MARKET_DATA_KINDS:
         return Rejected(f"market_data {kind[:16]!r} is not one of {', '.join(MARKET_DATA_KINDS)}")

@@ -1,8 +1,9 @@
 """`python -m writer`: the only process that writes PostgreSQL.
 
-At start it connects and checks the schema before it reads any entry. PostgreSQL down: it starts
-anyway with the breaker open (rows go to the buffer). PostgreSQL refusing the writer (bad
-password, no such database): one ERROR line and exit code 2, which supervisord does not loop on.
+At start it connects and applies the pending migrations before it reads any entry. PostgreSQL
+down: it starts anyway with the breaker open (rows go to the buffer). PostgreSQL refusing the
+writer (bad password, no such database, no right to apply a pending migration): ERROR lines
+saying why and exit code 2, which supervisord does not loop on.
 """
 
 from __future__ import annotations

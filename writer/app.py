@@ -23,9 +23,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from database.db_manager import DBManager
 from shared.clock import utcnow
-from shared.codec import Rejected, decode_api_log, decode_greeks
+from shared.codec import Rejected, decode_api_log, decode_data_entry
 from shared.config import Settings
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from shared.names import Keys
 from writer.buffered_store import BufferedStore, BufferUnavailable
 from writer.consumer import Entry, StreamConsumer, dead_fields
@@ -42,8 +42,10 @@ T = TypeVar("T")
 class Batch:
     entries: list[Entry]
     greeks: list[GreeksRow] = field(default_factory=list)
+    exposures: list[ExposureRow] = field(default_factory=list)
     logs: list[ApiLogRow] = field(default_factory=list)
     greeks_entries: list[Entry] = field(default_factory=list)
+    exposures_entries: list[Entry] = field(default_factory=list)
     logs_entries: list[Entry] = field(default_factory=list)
     rejected: list[tuple[Entry, str]] = field(default_factory=list)
 
@@ -56,7 +58,11 @@ def decode_batch(keys: Keys, entries: list[Entry]) -> Batch:
     batch = Batch(entries)
     for e in entries:
         if e.stream == keys.greeks:
-            _sort(batch, e, decode_greeks(e.fields), batch.greeks, batch.greeks_entries)
+            row = decode_data_entry(e.fields)  # a portfolio_greeks or a portfolio_exposure row
+            if isinstance(row, ExposureRow):
+                _sort(batch, e, row, batch.exposures, batch.exposures_entries)
+            else:
+                _sort(batch, e, row, batch.greeks, batch.greeks_entries)
         elif e.stream == keys.api_logs:
             _sort(batch, e, decode_api_log(e.fields), batch.logs, batch.logs_entries)
         else:
@@ -155,12 +161,16 @@ class Writer:
     async def handle(self, entries: list[Entry]) -> None:
         batch = decode_batch(self.keys, entries)
         warns = await self.dead_letter(batch.rejected)
-        await self._store_until_done(batch.greeks, [*batch.logs, *warns], batch)
+        await self._store_until_done(batch.greeks, [*batch.logs, *warns], batch.exposures, batch)
         self.commits += 1
         await self._with_redis(lambda: self.consumer.ack(entries))
 
     async def _store_until_done(
-        self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch
+        self,
+        greeks: list[GreeksRow],
+        logs: list[ApiLogRow],
+        exposures: list[ExposureRow],
+        batch: Batch,
     ) -> None:
         """Store the batch. The buffer unwritable (the store buffers a database outage itself):
         wait with capped back-off, nothing acked, until it works or stop is requested. A data
@@ -168,12 +178,12 @@ class Writer:
         delay = 0.2
         while True:
             try:
-                await self.store.store(greeks, logs)
+                await self.store.store(greeks, logs, exposures)
                 return
             except Exception as exc:
                 if is_row_error(exc):
                     log.error("db_refused_batch %r: isolating the bad rows", exc)
-                    await self._isolate(greeks, logs, batch)
+                    await self._isolate([*greeks, *exposures, *logs], batch)
                     return
                 if not (isinstance(exc, BufferUnavailable) or is_outage(exc)):
                     raise  # neither an outage nor a bad row: let the process restart
@@ -187,13 +197,12 @@ class Writer:
                 delay = min(delay * 2, 5.0, max(self.settings.flush_retry_s, 0.2))
                 await self._beat()
 
-    async def _isolate(self, greeks: list[GreeksRow], logs: list[ApiLogRow], batch: Batch) -> None:
+    async def _isolate(self, rows: list[Row], batch: Batch) -> None:
         """Bisect until the rows the database refuses are found; dead-letter those."""
-        rows: list[Row] = [*greeks, *logs]
         by_row = dict(
             zip(
-                map(id, [*batch.greeks, *batch.logs]),
-                [*batch.greeks_entries, *batch.logs_entries],
+                map(id, [*batch.greeks, *batch.exposures, *batch.logs]),
+                [*batch.greeks_entries, *batch.exposures_entries, *batch.logs_entries],
                 strict=True,
             )
         )

@@ -3,9 +3,9 @@
 Each chunk is committed (COPY; COMMIT), then checkpointed in the file; the file is emptied only
 once all of it is committed. Pipelined: the next chunk is read and prepared in a thread while the
 current one is written, so the CPU work overlaps the database's. A chunk of ordinary greeks lines
-goes as COPY text (the server parses the values, `copy_line` checked their shape); anything
-unusual goes through the stream codec, and a chunk PostgreSQL refuses is bisected down to the
-refused rows, which are dead-lettered.
+goes as COPY text (the server parses the values, `copy_line` checked their shape) with its
+exposure rows decoded by the codec; anything unusual goes through the stream codec, and a chunk
+PostgreSQL refuses is bisected down to the refused rows, which are dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.jsonl import JsonlFile
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from writer.consumer import Entry
 from writer.errors import is_row_error, reason_of
 from writer.isolate import find_refused
@@ -34,10 +34,10 @@ from writer.lines import (
 log = logging.getLogger(__name__)
 
 DeadLetter = Callable[[list[tuple[Entry, str]]], Awaitable[list[ApiLogRow]]]
-# (greeks, api_logs, bulk): one transaction, COPY when bulk
-WriteRows = Callable[[list[GreeksRow], list[ApiLogRow], bool], Awaitable[None]]
-# (COPY text of greeks rows, api_logs): one transaction
-CopyText = Callable[[bytes, list[ApiLogRow]], Awaitable[None]]
+# (greeks, api_logs, bulk, exposures): one transaction, COPY when bulk
+WriteRows = Callable[[list[GreeksRow], list[ApiLogRow], bool, list[ExposureRow]], Awaitable[None]]
+# (COPY text of greeks rows, api_logs, exposures): one transaction
+CopyText = Callable[[bytes, list[ApiLogRow], list[ExposureRow]], Awaitable[None]]
 
 
 DRAIN_CHUNK_ROWS = 10_000
@@ -111,7 +111,7 @@ class BufferDrain:
             warns = [*warns, *await self.dead_letter(chunk.rejected)]
         if chunk.text is not None:
             try:
-                await self.copy_text(chunk.text, [*chunk.logs, *warns])
+                await self.copy_text(chunk.text, [*chunk.logs, *warns], chunk.exposures)
             except Exception as exc:
                 if not is_row_error(exc):
                     raise
@@ -121,6 +121,7 @@ class BufferDrain:
             else:
                 return
         greeks: list[GreeksRow] = []
+        exposures: list[ExposureRow] = []
         logs: list[ApiLogRow] = []
         rejected: list[tuple[Entry, str]] = []
         for item in chunk.records:
@@ -130,13 +131,15 @@ class BufferDrain:
             row = decode_line(record)
             if isinstance(row, GreeksRow):
                 greeks.append(row)
+            elif isinstance(row, ExposureRow):
+                exposures.append(row)
             elif isinstance(row, ApiLogRow):
                 logs.append(row)
             else:
                 rejected.append((buffer_entry(record), f"buffer line: {row.reason}"))
         if rejected:
             warns = [*warns, *await self.dead_letter(rejected)]
-        await self._write_chunk(greeks, [*logs, *warns])
+        await self._write_chunk(greeks, [*logs, *warns], exposures)
 
     def _bad_lines_warn(self, n: int, why: str) -> ApiLogRow:
         message = (
@@ -145,14 +148,18 @@ class BufferDrain:
         log.warning("buffer_bad_lines %s", message)
         return audit_row(self.clock(), self.api_mode, "WARN", message)
 
-    async def _write_chunk(self, greeks: list[GreeksRow], logs: list[ApiLogRow]) -> None:
+    async def _write_chunk(
+        self, greeks: list[GreeksRow], logs: list[ApiLogRow], exposures: list[ExposureRow]
+    ) -> None:
         try:
-            await self.write(greeks, logs, True)
+            await self.write(greeks, logs, True, exposures)
         except Exception as exc:
             if not is_row_error(exc):
                 raise
             log.error("db_refused_buffer_chunk %s: isolating the bad rows", reason_of(exc))
-            refused = await find_refused([*greeks, *logs], lambda g, a: self.write(g, a, False))
+            refused = await find_refused(
+                [*greeks, *exposures, *logs], lambda g, a, e: self.write(g, a, False, e)
+            )
             dead = [(buffer_entry(encode_line(r)), why) for r, why in refused]
             warns = await self.dead_letter(dead)
-            await self.write([], warns, False)
+            await self.write([], warns, False, [])

@@ -30,7 +30,7 @@ from database.db_manager import DBManager, WriteResult
 from shared.clock import utcnow
 from shared.config import Settings
 from shared.jsonl import BufferBusy, JsonlFile
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from writer.breaker import Breaker
 from writer.buffer_drain import DRAIN_CHUNK_ROWS, BufferDrain, DeadLetter, audit_row
 from writer.buffer_health import BufferHealth
@@ -110,8 +110,8 @@ class BufferedStore:
             )
 
     async def check_database(self) -> None:
-        """At start, before any entry is read: connect and check the schema. PostgreSQL down:
-        the breaker opens (rows go to the buffer; the schema is checked when it is back).
+        """At start, before any entry is read: connect and apply the pending migrations.
+        PostgreSQL down: the breaker opens (rows go to the buffer; migrated when it is back).
         Raises DatabaseSetupError when PostgreSQL refuses the writer (bad password...)."""
         try:
             await self._ensure_db()
@@ -141,24 +141,26 @@ class BufferedStore:
         self.buffer.release()
 
     # ---- the Store protocol ------------------------------------------------------------------
-    async def store(self, greeks: Sequence[GreeksRow], logs: Sequence[ApiLogRow]) -> None:
+    async def store(
+        self,
+        greeks: Sequence[GreeksRow],
+        logs: Sequence[ApiLogRow],
+        exposures: Sequence[ExposureRow] = (),
+    ) -> None:
         """Make the rows durable: committed, or fsynced to the buffer. Raises BufferUnavailable
         when neither is possible, and a database error for a data error (not an outage)."""
         if self.has_backlog:
             await self.flush()
-        if self.has_backlog:
-            self._append([*greeks, *self._audit, *logs])
-            self._audit.clear()
-            return
-        try:
-            await self._write_direct(list(greeks), [*self._audit, *logs])
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            await self._open(exc)
-            self._append([*greeks, *self._audit, *logs])
-            self._audit.clear()
-            return
+        if not self.has_backlog:
+            try:
+                await self._write_direct(list(greeks), [*self._audit, *logs], list(exposures))
+                self._audit.clear()
+                return
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                await self._open(exc)
+        self._append([*greeks, *exposures, *self._audit, *logs])
         self._audit.clear()
 
     async def tick(self) -> None:
@@ -193,48 +195,56 @@ class BufferedStore:
                 await self.db.connect()
                 self._schema_ok = False
             if not self._schema_ok:
-                await self.db.ensure_schema()
+                for m, took in await self.db.migrate():
+                    self._audit_row("INFO", f"schema migration {m.label} applied in {took:.2f} s")
                 self._schema_ok = True
         except Exception as exc:
             if is_outage(exc):
                 raise
             raise DatabaseSetupError(f"PostgreSQL refused the writer: {reason_of(exc)}") from exc
 
-    async def _write(self, greeks: list[GreeksRow], logs: list[ApiLogRow], bulk: bool) -> None:
-        if not greeks and not logs:
+    async def _write(
+        self,
+        greeks: list[GreeksRow],
+        logs: list[ApiLogRow],
+        bulk: bool,
+        exposures: list[ExposureRow],
+    ) -> None:
+        if not greeks and not logs and not exposures:
             return
         await self._ensure_db()
-        result: WriteResult
-        if bulk:
-            result = await self.db.copy_batch(greeks, logs)
-        else:
-            result = await self.db.write_batch(greeks, logs)
-        self._committed(result)
+        write = self.db.copy_batch if bulk else self.db.write_batch
+        self._committed(await write(greeks, logs, exposures))
 
-    async def _copy_text(self, text: bytes, logs: list[ApiLogRow]) -> None:
+    async def _copy_text(
+        self, text: bytes, logs: list[ApiLogRow], exposures: list[ExposureRow]
+    ) -> None:
         await self._ensure_db()
-        self._committed(await self.db.copy_greeks_text(text, logs))
+        self._committed(await self.db.copy_greeks_text(text, logs, exposures))
 
     def _committed(self, result: WriteResult) -> None:
         self.last_commit = self.clock()
-        if result.greeks_skipped or result.logs_skipped:
+        if result.greeks_skipped or result.exposure_skipped or result.logs_skipped:
             log.info(
-                "replay_skipped %d greeks and %d api_logs rows were already stored",
+                "replay_skipped %d greeks, %d exposure and %d api_logs rows were already stored",
                 result.greeks_skipped,
+                result.exposure_skipped,
                 result.logs_skipped,
             )
 
-    async def _write_direct(self, greeks: list[GreeksRow], logs: list[ApiLogRow]) -> None:
+    async def _write_direct(
+        self, greeks: list[GreeksRow], logs: list[ApiLogRow], exposures: list[ExposureRow]
+    ) -> None:
         """A batch while closed; one quick second try on a fresh connection before opening (a
         connection of the pool may have died while idle: that is no outage)."""
         try:
-            await self._write(greeks, logs, bulk=False)
+            await self._write(greeks, logs, False, exposures)
         except Exception as exc:
             if not is_outage(exc):
                 raise
             log.warning("db_write_failed %s; retrying once on a fresh connection", reason_of(exc))
             await self.db.expire_connections()
-            await self._write(greeks, logs, bulk=False)
+            await self._write(greeks, logs, False, exposures)
 
     # ---- the breaker ---------------------------------------------------------------------------
     async def _open(self, exc: BaseException) -> None:
@@ -293,7 +303,7 @@ class BufferedStore:
                 "PostgreSQL is back, buffer drained",
             )
         try:
-            await self._write(list[GreeksRow](), self._audit, bulk=False)
+            await self._write([], self._audit, False, [])
             self._audit.clear()
         except Exception as exc:
             if not is_outage(exc):

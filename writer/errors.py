@@ -9,8 +9,8 @@ import asyncpg
 from database.db_manager import is_connection_error, is_data_error
 from shared.config import scrub
 
-# Besides the connection-level failures: the server cannot take writes right now, or the schema
-# went away under us (the next try re-runs the schema check). The rows are fine: buffer them.
+# Besides the connection-level failures: the server cannot take writes right now, or a table
+# went away under us (the rows wait in the buffer until it is back). The rows are fine.
 TRANSIENT_SERVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # 40001 serialization, 40P01 deadlock
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a standby after a failover

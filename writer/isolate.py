@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from shared.config import scrub
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from writer.errors import is_row_error
 
-Row = GreeksRow | ApiLogRow
-StoreFn = Callable[[list[GreeksRow], list[ApiLogRow]], Awaitable[None]]
+Row = GreeksRow | ExposureRow | ApiLogRow
+# (greeks, api_logs, exposures): one transaction
+StoreFn = Callable[[list[GreeksRow], list[ApiLogRow], list[ExposureRow]], Awaitable[None]]
+
+
+def split(rows: Sequence[Row]) -> tuple[list[GreeksRow], list[ApiLogRow], list[ExposureRow]]:
+    """The rows by kind, each kind in input order."""
+    return (
+        [r for r in rows if isinstance(r, GreeksRow)],
+        [r for r in rows if isinstance(r, ApiLogRow)],
+        [r for r in rows if isinstance(r, ExposureRow)],
+    )
 
 
 async def find_refused(rows: Sequence[Row], store: StoreFn) -> list[tuple[Row, str]]:
@@ -23,10 +33,7 @@ async def find_refused(rows: Sequence[Row], store: StoreFn) -> list[tuple[Row, s
         if not part:
             continue
         try:
-            await store(
-                [r for r in part if isinstance(r, GreeksRow)],
-                [r for r in part if isinstance(r, ApiLogRow)],
-            )
+            await store(*split(part))
         except Exception as exc:
             if not is_row_error(exc):
                 raise

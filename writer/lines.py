@@ -2,12 +2,14 @@
 
 A line is one row: `{"stream": "greeks" | "api_logs", "fields": {...}}` with the stream codec's
 own flat string fields (shared/codec.py), so the same codec decodes it, and a prefix change
-keeps the buffer readable.
+keeps the buffer readable. An exposure row is a line of the greeks stream whose fields carry
+`table=portfolio_exposure`, as on the stream itself.
 
 The drain takes the common case quickly and never more permissively than the codec: a greeks
 line in the writer's own layout (`raw_line`, a regex over the raw bytes, no JSON parse) or a
 parsed greeks line of the ordinary shape (`copy_line`) becomes one line of COPY text, whose
-values the server parses. A chunk with anything unusual goes through the codec, line by line.
+values the server parses; exposure lines are decoded by the codec and copied as records. A
+chunk with anything unusual goes through the codec, line by line.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from typing import Any
 
 import orjson
 
-from shared.codec import Rejected, decode_api_log, decode_greeks, encode_api_log, encode_greeks
+from shared.codec import (
+    Rejected,
+    decode_api_log,
+    decode_data_entry,
+    encode_api_log,
+    encode_exposure,
+    encode_greeks,
+)
 from shared.jsonl import Record
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from shared.names import CODEC_VERSION
 from shared.names import STREAM_API_LOGS as API_LOGS
 from shared.names import STREAM_GREEKS as GREEKS
@@ -36,6 +45,8 @@ _isfinite = math.isfinite
 def encode_line(row: Row) -> Record:
     if isinstance(row, GreeksRow):
         return {"stream": GREEKS, "fields": encode_greeks(row)}
+    if isinstance(row, ExposureRow):
+        return {"stream": GREEKS, "fields": encode_exposure(row)}
     return {"stream": API_LOGS, "fields": encode_api_log(row)}
 
 
@@ -43,7 +54,7 @@ def _fast_greeks(fields: dict[str, Any]) -> GreeksRow | None:
     """The common case of `decode_greeks`, about 3x faster; None when anything is unusual, and
     the codec decides (with the reason). Never more permissive."""
     try:
-        if fields["v"] != CODEC_VERSION:
+        if fields["v"] != CODEC_VERSION or "table" in fields:
             return None
         ts = _fromiso(fields["ts"])
         contract = fields["contract"]
@@ -81,7 +92,7 @@ def decode_line(record: Record) -> Row | Rejected:
     ):
         return Rejected("buffer line without string fields")
     if stream == GREEKS:
-        return _fast_greeks(fields) or decode_greeks(fields)
+        return _fast_greeks(fields) or decode_data_entry(fields)
     if stream == API_LOGS:
         return decode_api_log(fields)
     return Rejected(f"buffer line of unknown stream {str(stream)[:32]!r}")
@@ -93,8 +104,18 @@ _TS = (
     r"[+-](?:[01]\d|2[0-3]):[0-5]\d"
 )
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_TEXT = r"[^\t\n\r\\\x00]"  # nothing COPY text must escape
 _COPY_LINE = re.compile(
-    _TS + r"\t[^\t\n\r\\\x00]{1,64}" + (r"\t" + _NUM) * 4 + r"\t(?:" + _NUM + r"|\\N)"
+    _TS
+    + r"\t"
+    + _TEXT
+    + "{1,64}"
+    + (r"\t" + _NUM) * 4
+    + r"\t(?:"
+    + _NUM
+    + r"|\\N)\t"
+    + _TEXT
+    + "{0,64}"
 )
 # printable ASCII but `"` and `\`: a JSON string without escapes, and nothing COPY must escape
 _PLAIN = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
@@ -113,9 +134,9 @@ _RAW_GREEKS = re.compile(
     + _NUM.encode()
     + rb')","underlying_price":"('
     + _NUM.encode()
-    + rb')?","account":"'
+    + rb')?","account":"('
     + _PLAIN
-    + rb'*","mode":"'
+    + rb'{0,64})","mode":"'
     + _PLAIN
     + rb'*"\}\}'
 )
@@ -133,9 +154,10 @@ def _finite(ts: str, numbers: tuple[str | bytes, ...], und: str | bytes | None) 
 
 def copy_line(fields: object) -> str | None:
     """A parsed greeks line's fields as one line of COPY text, when their shape is the ordinary
-    one (ISO time with offset, plain finite decimals, a contract without tab/newline/backslash);
-    None otherwise, and the codec decides. Never more permissive than `decode_greeks`."""
-    if not isinstance(fields, dict):
+    one (ISO time with offset, plain finite decimals, a contract and an account without
+    tab/newline/backslash); None otherwise, and the codec decides. Never more permissive than
+    `decode_greeks`."""
+    if not isinstance(fields, dict) or "table" in fields:
         return None
     try:
         if fields["v"] != CODEC_VERSION or "\x00" in "".join(fields.values()):
@@ -145,7 +167,8 @@ def copy_line(fields: object) -> str | None:
         und = fields.get("underlying_price", "")
         if und == "\\N":
             return None  # text, not a number: the codec rejects it
-        line = "\t".join((ts, fields["contract"], *numbers, und or "\\N"))
+        account = fields.get("account", "")
+        line = "\t".join((ts, fields["contract"], *numbers, und or "\\N", account))
     except (KeyError, TypeError):
         return None
     if _COPY_LINE.fullmatch(line) is None or not _finite(ts, numbers, und):
@@ -167,10 +190,11 @@ def raw_line(line: bytes) -> Fast | None:
     m = _RAW_GREEKS.fullmatch(line)
     if m is None:
         return None
-    ts, contract, delta, gamma, vega, theta, und = m.groups()
+    ts, contract, delta, gamma, vega, theta, und, account = m.groups()
     if not _finite(ts.decode(), (delta, gamma, vega, theta), und):
         return None
-    return Fast(line, b"\t".join((ts, contract, delta, gamma, vega, theta, und or b"\\N")))
+    copy = b"\t".join((ts, contract, delta, gamma, vega, theta, und or b"\\N", account))
+    return Fast(line, copy)
 
 
 def as_record(item: Record | Fast) -> Record:
@@ -184,12 +208,13 @@ def as_record(item: Record | Fast) -> Record:
 @dataclass
 class Prepared:
     """One chunk of the buffer, ready to write: COPY text (`text`) for its greeks lines plus the
-    decoded api_logs rows, or `text` None when the codec must decode every line."""
+    decoded exposure and api_logs rows, or `text` None when the codec must decode every line."""
 
     records: list[Record | Fast]
     end_offset: int
     text: bytes | None = None
     logs: list[ApiLogRow] = field(default_factory=list)
+    exposures: list[ExposureRow] = field(default_factory=list)
     rejected: list[tuple[Entry, str]] = field(default_factory=list)
     rejected_ids: set[int] = field(default_factory=set)
     bad: list[tuple[int, str]] = field(default_factory=list)
@@ -202,8 +227,9 @@ def prepare(records: list[Record | Fast], end_offset: int) -> Prepared:
         if isinstance(item, Fast):
             lines.append(item.copy)
             continue
-        if item.get("stream") == GREEKS:
-            line = copy_line(item.get("fields"))
+        fields = item.get("fields")
+        if item.get("stream") == GREEKS and not (isinstance(fields, dict) and "table" in fields):
+            line = copy_line(fields)
             if line is None:  # text None: the codec decodes the whole chunk, in order
                 return Prepared(records, end_offset)
             lines.append(line.encode())
@@ -211,6 +237,8 @@ def prepare(records: list[Record | Fast], end_offset: int) -> Prepared:
         row = decode_line(item)
         if isinstance(row, ApiLogRow):
             prepared.logs.append(row)
+        elif isinstance(row, ExposureRow):
+            prepared.exposures.append(row)
         elif isinstance(row, Rejected):
             prepared.rejected.append((buffer_entry(item), f"buffer line: {row.reason}"))
             prepared.rejected_ids.add(id(item))

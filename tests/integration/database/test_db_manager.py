@@ -42,10 +42,14 @@ async def columns(url: str, table: str) -> list[tuple[str, str]]:
         await conn.close()
 
 
-async def test_ensure_schema_creates_exact_columns(pg_url: str) -> None:
+async def test_migrations_create_exact_columns(pg_url: str) -> None:
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
-        await db.ensure_schema()  # twice is harmless
+        assert [m.label for m, _ in await db.migrate()] == [
+            "0001_initial",
+            "0002_account_key",
+            "0003_portfolio_exposure",
+        ]
+        assert await db.migrate() == []  # twice is a no-op
     dp = "double precision"
     assert await columns(pg_url, "portfolio_greeks") == [
         ("id", "bigint"),
@@ -56,6 +60,7 @@ async def test_ensure_schema_creates_exact_columns(pg_url: str) -> None:
         ("vega", dp),
         ("theta", dp),
         ("underlying_price", dp),
+        ("account", "text"),
     ]
     assert await columns(pg_url, "api_logs") == [
         ("id", "bigint"),
@@ -69,34 +74,48 @@ async def test_ensure_schema_creates_exact_columns(pg_url: str) -> None:
         idx = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes")}
     finally:
         await conn.close()
-    assert {"portfolio_greeks_timestamp_contract_key", "api_logs_dedupe_key"} <= idx
+    assert {"portfolio_greeks_timestamp_contract_account_key", "api_logs_dedupe_key"} <= idx
+    assert "portfolio_greeks_timestamp_contract_key" not in idx
 
 
-TABLES = ["api_logs", "greek_snapshots", "portfolio_greeks", "trades"]
+TABLES = [
+    "api_logs",
+    "greek_snapshots",
+    "portfolio_exposure",
+    "portfolio_greeks",
+    "schema_migrations",
+    "trades",
+]
 INDEXES = [
     ("api_logs", "api_logs_dedupe_key"),
     ("api_logs", "api_logs_pkey"),
     ("api_logs", "api_logs_timestamp_idx"),
     ("greek_snapshots", "greek_snapshots_pkey"),
+    ("portfolio_exposure", "portfolio_exposure_pkey"),
+    ("portfolio_exposure", "portfolio_exposure_timestamp_account_scope_key"),
     ("portfolio_greeks", "portfolio_greeks_pkey"),
-    ("portfolio_greeks", "portfolio_greeks_timestamp_contract_key"),
+    ("portfolio_greeks", "portfolio_greeks_timestamp_contract_account_key"),
+    ("schema_migrations", "schema_migrations_pkey"),
     ("trades", "trades_pkey"),
 ]
 
 
 async def test_concurrent_schema_checks(pg_url: str) -> None:
     """Eight processes starting at once on an empty database (several rounds, to meet the race
-    of CREATE ... IF NOT EXISTS): none fails, and each table and index exists once."""
+    of CREATE ... IF NOT EXISTS): none fails, each migration is applied once, and each table and
+    index exists once."""
     managers = [DBManager(pg_url) for _ in range(8)]
     await asyncio.gather(*(m.connect() for m in managers))
     conn = await asyncpg.connect(pg_url)
     try:
         for _ in range(5):
             await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
-            results = await asyncio.gather(
-                *(m.ensure_schema() for m in managers), return_exceptions=True
-            )
-            assert results == [None] * len(managers)
+            results = await asyncio.gather(*(m.migrate() for m in managers), return_exceptions=True)
+            assert not [r for r in results if isinstance(r, BaseException)], results
+            applied = [m.version for r in results if isinstance(r, list) for m, _ in r]
+            assert sorted(applied) == [1, 2, 3], "each migration applied by one of them"
+            versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+            assert [r[0] for r in versions] == [1, 2, 3]
             tables = await conn.fetch(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
             )
@@ -134,7 +153,7 @@ async def test_existing_tables_left_as_they_are(pg_url: str) -> None:
             INSERT INTO trades (contract, side, quantity, price) VALUES ('SPY', 'BUY', 1, 2);
         """)
         async with DBManager(pg_url) as db:
-            await db.ensure_schema()
+            await db.migrate()
         assert await conn.fetchval("SELECT note FROM portfolio_greeks") == "kept"
         assert await conn.fetchval("SELECT count(*) FROM trades") == 1
         assert ("legacy", "integer") in await columns(pg_url, "greek_snapshots")
@@ -145,7 +164,7 @@ async def test_existing_tables_left_as_they_are(pg_url: str) -> None:
 
 async def test_batches_are_idempotent_and_ordered(pg_url: str) -> None:
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
         rows = greeks(50)
         log = ApiLogRow(T0, "SOCKET", "INFO", "connected", "collector")
         first = await db.write_batch(rows, [log])
@@ -167,7 +186,7 @@ async def test_batches_are_idempotent_and_ordered(pg_url: str) -> None:
 
 async def test_greek_snapshots_and_trades_keep_working(pg_url: str) -> None:
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
         sid = await db.insert_greek_snapshot(
             "SPY 261218C600",
             delta=0.45,
@@ -201,7 +220,7 @@ async def test_copy_batch_over_stored_rows_takes_the_duplicate_tolerant_path(pg_
     """A replayed chunk: the COPY fails as a whole on the first stored row, the staged insert
     (ON CONFLICT DO NOTHING) keeps the new rows, in input order, and reports the skipped ones."""
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
         first = await db.copy_batch(greeks(10), [])
         assert first == WriteResult(10, 0, 0, 0)
         log = ApiLogRow(T0, "SOCKET", "INFO", "drained", "writer")
@@ -220,11 +239,12 @@ async def test_copy_text_over_stored_rows_takes_the_duplicate_tolerant_path(pg_u
         for r in rows:
             und = "\\N" if r.underlying_price is None else repr(r.underlying_price)
             numbers = [repr(x) for x in (r.delta, r.gamma, r.vega, r.theta)]
-            lines.append("\t".join([r.ts.isoformat(), r.contract, *numbers, und]) + "\n")
+            row = [r.ts.isoformat(), r.contract, *numbers, und, r.account]
+            lines.append("\t".join(row) + "\n")
         return "".join(lines).encode()
 
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
         assert await db.copy_greeks_text(text(greeks(10))) == WriteResult(10, 0, 0, 0)
         replay = await db.copy_greeks_text(text(greeks(15, start=5)))
         assert replay == WriteResult(10, 5, 0, 0)

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from database.db_manager import DBManager, WriteResult, _inserted
+from database.batches import inserted as _inserted
+from database.db_manager import DBManager, WriteResult
 from ops.embedded import free_port
 from shared.models import ApiLogRow, GreeksRow
 from tests.helpers import wait_for
@@ -71,7 +72,7 @@ async def test_unconnected_manager_masks_its_password_and_closes_quietly() -> No
 
 async def test_expired_connections_are_replaced_on_their_next_use(pg_url: str) -> None:
     async with DBManager(pg_url, min_size=1, max_size=1) as db:
-        await db.ensure_schema()
+        await db.migrate()
         async with db.pool.acquire() as conn:
             before = await conn.fetchval("SELECT pg_backend_pid()")
         await db.expire_connections()
@@ -104,14 +105,14 @@ async def test_close_does_not_hang_on_a_connection_still_held(pg_url: str) -> No
 
 async def test_log_rows_alone_by_copy_and_duplicates_without_logs(pg_url: str) -> None:
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
         logs = [log_row(0), log_row(1)]
         assert await db.copy_batch([], logs) == WriteResult(0, 0, 2, 0)
         assert await db.copy_batch([], logs) == WriteResult(0, 0, 0, 2), "each row once"
         rows = [GreeksRow(T0, "SPY", 1.0, 0.5, -2.0, 3.0, None)]
         assert await db.copy_batch(rows, []) == WriteResult(1, 0, 0, 0)
         assert await db.copy_batch(rows, []) == WriteResult(0, 1, 0, 0)
-        text = f"{T0.isoformat()}\tSPY\t1\t0.5\t-2\t3\t\\N\n".encode()
+        text = f"{T0.isoformat()}\tSPY\t1\t0.5\t-2\t3\t\\N\t\n".encode()
         assert await db.copy_greeks_text(text) == WriteResult(0, 1, 0, 0)
         async with db.pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM portfolio_greeks") == 1

@@ -119,7 +119,7 @@ async def test_drain_is_busy_while_a_writer_holds_the_buffer(
     }
     env_file = write_env(tmp_path, DATABASE_URL=pg_url, **common)
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
     buffer_rows(buffer, 0, 100)
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens
     writer = spawn("writer", bridge_env(DATABASE_URL=nowhere, BRIDGE_FLUSH_RETRY_S="0.5", **common))

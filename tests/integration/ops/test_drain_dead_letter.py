@@ -53,7 +53,7 @@ def setup(tmp_path: Path, lines: list[Record], **env: str) -> Path:
 
 async def sql(url: str, *statements: str) -> None:
     async with DBManager(url) as db:
-        await db.ensure_schema()
+        await db.migrate()
     conn = await asyncpg.connect(url)
     try:
         for statement in statements:

@@ -44,7 +44,7 @@ async def insert(url: str, first: int, n: int) -> None:
 
 async def schema(url: str) -> None:
     async with DBManager(url) as db:
-        await db.ensure_schema()
+        await db.migrate()
 
 
 def shown(text: str) -> list[str]:

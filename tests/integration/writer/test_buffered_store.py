@@ -158,6 +158,7 @@ def test_raw_line_takes_the_writers_own_lines() -> None:
         fast.copy
         == (
             f"{T0.isoformat(timespec='microseconds')}\tPORTFOLIO\t1.25\t-0.5\t3e-09\t12.0\t601.5"
+            "\tDU1"
         ).encode()
     )
     assert (
@@ -171,7 +172,7 @@ def test_buffer_line_round_trip() -> None:
     record = orjson.loads(orjson.dumps(encode_line(row)))
     assert decode_line(record) == row
     assert copy_line(record["fields"]) == (
-        f"{T0.isoformat(timespec='microseconds')}\tPORTFOLIO\t1.25\t-0.5\t3e-09\t12.0\t\\N"
+        f"{T0.isoformat(timespec='microseconds')}\tPORTFOLIO\t1.25\t-0.5\t3e-09\t12.0\t\\N\tDU1"
     )
     assert decode_line({"stream": "nope", "fields": {}}) is not None
     assert not isinstance(decode_line({"stream": "greeks", "fields": [1]}), GreeksRow)
@@ -195,7 +196,7 @@ async def _schema_with_check(pg_url: str) -> None:
     """The real schema plus a CHECK the codec knows nothing about: a data error, not an outage."""
     db = DBManager(pg_url)
     async with db:
-        await db.ensure_schema()
+        await db.migrate()
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(

@@ -1,5 +1,5 @@
 """The database failures the writer treats as outages, caused for real on a real PostgreSQL: a
-deadlock, a read-only server, a dropped table. The writer runs in-process (its `Writer` and
+deadlock, a read-only server, a table gone. The writer runs in-process (its `Writer` and
 `BufferedStore` on the real `DBManager` and Redis): each failure opens the breaker, the batch goes
 to the buffer and is acked, nothing is dead-lettered, and the rows land once when it is over."""
 
@@ -180,15 +180,20 @@ async def test_a_read_only_server_is_an_outage(writer: Writer, pg_url: str) -> N
     await assert_recovered(writer, pg_url, [ts(i) for i in range(5)])
 
 
-async def test_a_dropped_table_is_an_outage(writer: Writer, pg_url: str) -> None:
-    """The table dropped under a running writer: buffered; the flush re-runs the schema check,
-    which creates the table again, and drains into it."""
+async def test_a_table_gone_is_an_outage(writer: Writer, pg_url: str) -> None:
+    """The table gone under a running writer (renamed away; dropped is the same error): the
+    batch is buffered, and each flush fails while the table is missing (the migrations are
+    recorded as applied: the writer does not make the table anew behind the operator's back).
+    Once it is back, the buffer drains into it, each row once."""
     await writer.handle(await deliver(writer, 0, 2))
     admin = await asyncpg.connect(pg_url)
     try:
-        await admin.execute("DROP TABLE portfolio_greeks")
+        await admin.execute("ALTER TABLE portfolio_greeks RENAME TO portfolio_greeks_away")
+        await writer.handle(await deliver(writer, 2, 3))
+        await assert_buffered_as_outage(writer, "UndefinedTableError", [ts(2), ts(3), ts(4)])
+        assert not await writer.store.flush(force=True), "still missing: the flush fails"
+        assert writer.store.breaker.is_open and len(buffered_greeks(writer)) == 3
+        await admin.execute("ALTER TABLE portfolio_greeks_away RENAME TO portfolio_greeks")
     finally:
         await admin.close()
-    await writer.handle(await deliver(writer, 2, 3))
-    await assert_buffered_as_outage(writer, "UndefinedTableError", [ts(2), ts(3), ts(4)])
-    await assert_recovered(writer, pg_url, [ts(i) for i in range(2, 5)])
+    await assert_recovered(writer, pg_url, [ts(i) for i in range(5)])

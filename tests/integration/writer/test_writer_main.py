@@ -38,7 +38,7 @@ async def test_database_dropped_during_an_outage_exits_2_and_keeps_the_rows(
     rows go to the buffer. Then the database is gone: the writer's reconnect meets a
     configuration error, exit 2 with one ERROR line, the buffered rows kept for `bridge drain`."""
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
     name = pg_url.rsplit("/", 1)[-1]
     admin = await asyncpg.connect(pg_server_url)
     try:
@@ -110,7 +110,7 @@ async def test_database_dropped_while_it_runs_exits_2(
 ) -> None:
     """No outage first: the next write meets the missing database itself, the same exit 2."""
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
     name = pg_url.rsplit("/", 1)[-1]
     keys = Keys(prefix)
     proc = spawn("writer", writer_env(pg_url, redis_url, prefix))

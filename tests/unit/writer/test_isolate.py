@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from writer.isolate import Row, find_refused
 
 T0 = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
@@ -18,6 +18,13 @@ def greeks(i: int) -> GreeksRow:
     return GreeksRow(
         T0 + timedelta(seconds=i), "PORTFOLIO", float(i), 0.1, 0.2, 0.3, 600.0, "DU1", "SOCKET"
     )
+
+
+def exposure(i: int) -> ExposureRow:
+    return ExposureRow(
+        T0 + timedelta(seconds=i), "DU1", "PORTFOLIO", 1.0, 0.5, -2.0, 3.0,
+        None, None, None, 1, 1, 0, 0, None, None,
+    )  # fmt: skip
 
 
 def api_log(i: int) -> ApiLogRow:
@@ -34,11 +41,14 @@ class FakeTable:
         self.stored: list[Row] = []
         self.calls = 0
 
-    async def store(self, g: list[GreeksRow], a: list[ApiLogRow]) -> None:
+    async def store(self, g: list[GreeksRow], a: list[ApiLogRow], e: list[ExposureRow]) -> None:
         self.calls += 1
         if self.outage is not None:
             raise self.outage
-        part: list[Row] = [*g, *a]
+        assert all(isinstance(r, GreeksRow) for r in g)
+        assert all(isinstance(r, ApiLogRow) for r in a)
+        assert all(isinstance(r, ExposureRow) for r in e)
+        part: list[Row] = [*g, *a, *e]
         if any(id(r) in self.refused_ids for r in part):
             raise asyncpg.exceptions.NumericValueOutOfRangeError("value out of range")
         self.stored.extend(part)
@@ -69,11 +79,11 @@ async def test_refused_rows_found_the_rest_stored_once_in_order(bad: list[int]) 
 
 
 async def test_mixed_kinds_reach_the_store_split_by_kind() -> None:
-    rows: list[Row] = [greeks(0), api_log(1), greeks(2), api_log(3)]
-    table = FakeTable([rows[1]])
+    rows: list[Row] = [greeks(0), api_log(1), exposure(2), greeks(3), exposure(4), api_log(5)]
+    table = FakeTable([rows[1], rows[4]])
     refused = await find_refused(rows, table.store)
-    assert [r for r, _ in refused] == [rows[1]]
-    assert sorted(table.stored, key=rows.index) == [rows[0], rows[2], rows[3]]
+    assert [r for r, _ in refused] == [rows[1], rows[4]]
+    assert sorted(table.stored, key=rows.index) == [rows[0], rows[2], rows[3], rows[5]]
 
 
 async def test_one_bad_row_costs_a_logarithmic_number_of_calls() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from shared.codec import Rejected
 from shared.jsonl import Record
-from shared.models import ApiLogRow, GreeksRow
+from shared.models import ApiLogRow, ExposureRow, GreeksRow
 from writer.lines import (
     Fast,
     as_record,
@@ -27,6 +27,10 @@ from writer.lines import (
 T0 = datetime(2026, 11, 25, 14, 30, 0, 250_000, tzinfo=UTC)
 ROW = GreeksRow(T0, "PORTFOLIO", 12.5, -0.25, 3.0, -1.75, 601.25)
 LOG = ApiLogRow(T0, "SOCKET", "WARN", "gateway disconnected", "writer")
+EXPOSURE = ExposureRow(
+    T0, "DU1234567", "PORTFOLIO", 12.5, -0.25, 3.0, -1.75,
+    7512.5, None, 601.25, 4, 3, 1, 0, 12.0, "LIVE", daily_pnl=-120.5, mode="SOCKET",
+)  # fmt: skip
 
 
 def greeks_fields(**changes: Any) -> dict[str, Any]:
@@ -48,12 +52,19 @@ def greeks(**changes: Any) -> Record:
     return {"stream": "greeks", "fields": greeks_fields(**changes)}
 
 
+def exposure(**changes: str) -> Record:
+    return {"stream": "greeks", "fields": {**encode_line(EXPOSURE)["fields"], **changes}}
+
+
 # ---- decode_line ---------------------------------------------------------------------------
 def test_rows_round_trip_through_their_buffer_line() -> None:
     assert decode_line(encode_line(ROW)) == ROW
     assert decode_line(encode_line(LOG)) == LOG
     no_price = GreeksRow(T0, "SPY", 1.0, 0.0, 0.0, 0.0, None)
     assert decode_line(encode_line(no_price)) == no_price
+    assert decode_line(encode_line(EXPOSURE)) == EXPOSURE
+    line = encode_line(EXPOSURE)
+    assert line["stream"] == "greeks" and line["fields"]["table"] == "portfolio_exposure"
 
 
 @pytest.mark.parametrize(
@@ -81,6 +92,11 @@ def test_rows_round_trip_through_their_buffer_line() -> None:
         (greeks(contract="X" * 65), "contract must be 1-64 characters"),
         (greeks(contract="SP\x00Y"), "contains a NUL character"),
         (greeks(account="DU\x00"), "contains a NUL character"),
+        (greeks(table="trades"), "unknown table 'trades'"),  # never taken for a greeks row
+        (exposure(legs="-1"), "legs '-1' is not a count"),
+        (exposure(scope=""), "scope must be 1-64 characters"),
+        (exposure(market_data="SOMETIMES"), "market_data 'SOMETIMES' is not one of"),
+        (exposure(delta_dollars="nan"), "delta_dollars 'nan' is not finite"),
         (api_log_line(status="LOUD"), "status 'LOUD' is not one of"),
         (api_log_line(source="cron"), "source 'cron' is not one of"),
     ],
@@ -100,12 +116,17 @@ def test_unusual_yet_valid_greeks_are_left_to_the_codec_and_accepted() -> None:
 
 # ---- copy_line -----------------------------------------------------------------------------
 def test_an_ordinary_line_becomes_its_copy_text() -> None:
-    f = greeks_fields()
+    f = greeks_fields(account="DU1234567")
     assert copy_line(f) == "\t".join(
-        (f["ts"], "PORTFOLIO", f["delta"], f["gamma"], f["vega"], f["theta"], f["underlying_price"])
+        (
+            f["ts"],
+            "PORTFOLIO",
+            *(f["delta"], f["gamma"], f["vega"], f["theta"], f["underlying_price"]),
+            "DU1234567",
+        )
     )
     assert copy_line(greeks_fields(underlying_price=""))
-    assert copy_line(greeks_fields(underlying_price="")).endswith("\t\\N")  # type: ignore[union-attr]
+    assert copy_line(greeks_fields(underlying_price="")).endswith("\t\\N\t")  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -121,6 +142,10 @@ def test_an_ordinary_line_becomes_its_copy_text() -> None:
         greeks_fields(contract="SPY\tOPT"),  # would split the COPY row
         greeks_fields(contract="SPY\\OPT"),  # a COPY escape
         greeks_fields(contract="X" * 65),
+        greeks_fields(account="DU\t1"),  # would split the COPY row
+        greeks_fields(account="DU\\1"),  # a COPY escape
+        greeks_fields(table="portfolio_greeks"),  # any table field: the codec decides
+        encode_line(EXPOSURE)["fields"],
         greeks_fields(delta="0x10"),
         greeks_fields(ts="2026-11-25T14:30:00"),  # no offset
         greeks_fields(ts="2026-02-30T10:00:00+00:00"),  # no such day: the regex cannot see it
@@ -144,7 +169,10 @@ def test_the_writers_own_line_is_taken_without_a_parse() -> None:
     assert fast.copy.decode() == copy_line(greeks_fields())
     assert as_record(fast) == encode_line(ROW)
     no_price = raw_line(raw(greeks(underlying_price="")))
-    assert no_price is not None and no_price.copy.endswith(b"\t\\N")
+    assert no_price is not None and no_price.copy.endswith(b"\t\\N\t")
+    account = raw_line(raw(greeks(account="DU1234567")))
+    assert account is not None and account.copy.endswith(b"\tDU1234567")
+    assert account.copy.decode() == copy_line(greeks_fields(account="DU1234567"))
 
 
 @pytest.mark.parametrize(
@@ -157,6 +185,8 @@ def test_the_writers_own_line_is_taken_without_a_parse() -> None:
         raw(greeks(contract='SP"Y')),  # an escaped quote: the JSON parse decides
         raw(greeks(v="2")),
         raw(encode_line(LOG)),
+        raw(encode_line(EXPOSURE)),
+        raw(greeks(account="A" * 65)),  # longer than the fast path takes: the codec decides
         raw(encode_line(ROW))[:-5],  # torn
         b"",
     ],
@@ -211,3 +241,32 @@ def test_buffer_entry_of_a_line_without_a_stream() -> None:
     entry = buffer_entry({"fields": {"a": 1}})
     assert entry.stream == "buffer:buffer"
     assert entry.fields == {b"a": b"1"}
+
+
+def test_a_chunk_with_exposure_lines_keeps_its_copy_text_and_decodes_them() -> None:
+    """Exposure lines between greeks lines: the greeks lines stay COPY text, the exposure rows
+    are decoded by the codec in order, a bad one is dead-lettered with its reason."""
+    bad = exposure(legs_fresh="x")
+    second = exposure(scope="SPY")
+    prepared = prepare([encode_line(ROW), encode_line(EXPOSURE), bad, encode_line(LOG), second], 9)
+    assert prepared.text is not None and prepared.text.count(b"\n") == 1
+    assert prepared.exposures == [EXPOSURE, decode_line(second)]
+    assert prepared.logs == [LOG]
+    assert prepared.rejected_ids == {id(bad)}
+    ((entry, why),) = prepared.rejected
+    assert why == "buffer line: legs_fresh 'x' is not a count"
+    assert entry.stream == "buffer:greeks" and entry.fields[b"table"] == b"portfolio_exposure"
+
+
+def test_a_greeks_line_with_an_empty_table_field_goes_to_the_codec() -> None:
+    odd = greeks(table="")
+    assert decode_line(odd) == ROW
+    assert prepare([encode_line(ROW), odd], 3).text is None
+
+
+def test_an_old_greeks_line_without_account_still_drains() -> None:
+    """A line written before the account was a field: read as account ''."""
+    old = greeks(account=None, mode=None)
+    assert decode_line(old) == ROW
+    assert copy_line(old["fields"]) is not None
+    assert copy_line(old["fields"]).endswith("\t601.25\t")  # type: ignore[union-attr]

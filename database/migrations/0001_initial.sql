@@ -1,6 +1,7 @@
--- Schema of the IBKR Greeks Bridge. Every statement creates only what is absent and leaves what
--- is present; DBManager.ensure_schema() runs it in one transaction under an advisory lock, so
--- several processes may run it at the same moment.
+-- Migration 1: the schema of the first release. Every statement creates only what is absent
+-- and leaves what is present, so on a database that release created it changes nothing and is
+-- only recorded in schema_migrations. The later migrations change what it made: read the
+-- schema as this file followed by them, in order (database/migrate.py applies them).
 
 -- Net portfolio Greeks, one row per collector tick and contract ('PORTFOLIO' or a symbol).
 CREATE TABLE IF NOT EXISTS portfolio_greeks (
