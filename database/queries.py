@@ -65,16 +65,24 @@ FROM trades WHERE timestamp >= $1 ORDER BY timestamp, id
 """
 
 # ---- read-only queries of the operator's commands (database/reads.py)
-NEWEST_ROWS = """
-SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
-FROM portfolio_greeks ORDER BY id DESC LIMIT $1
+# each row with its tick's completeness from portfolio_exposure (NULL until that row lands)
+_TAIL_SELECT = """
+SELECT g.id, g.timestamp, g.contract, g.account, g.delta, g.gamma, g.vega, g.theta,
+       g.underlying_price, e.legs, e.legs_excluded
+FROM portfolio_greeks g
+LEFT JOIN portfolio_exposure e
+  ON e.timestamp = g.timestamp AND e.account = g.account AND e.scope = g.contract
 """
-ROWS_AFTER = """
-SELECT id, timestamp, contract, delta, gamma, vega, theta, underlying_price
-FROM portfolio_greeks WHERE id > $1 ORDER BY id LIMIT $2
-"""
+NEWEST_ROWS = _TAIL_SELECT + "ORDER BY g.id DESC LIMIT $1"
+ROWS_AFTER = _TAIL_SELECT + "WHERE g.id > $1 ORDER BY g.id LIMIT $2"
 MAX_ID = "SELECT coalesce(max(id), 0) FROM portfolio_greeks"
 
+# each account's newest PORTFOLIO row of the last day (bounded: the status command's read)
+NEWEST_BY_ACCOUNT = """
+SELECT DISTINCT ON (account) account, timestamp FROM portfolio_greeks
+WHERE contract = 'PORTFOLIO' AND timestamp > now() - interval '1 day'
+ORDER BY account, timestamp DESC
+"""
 NEWEST_PORTFOLIO_ROW = """
 SELECT timestamp, delta, gamma, vega, theta, underlying_price
 FROM portfolio_greeks WHERE contract = $1 ORDER BY timestamp DESC LIMIT 1

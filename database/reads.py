@@ -5,6 +5,8 @@ No pool and no retries: a command that cannot reach PostgreSQL says so and goes 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from database import queries
@@ -44,6 +46,11 @@ class Reader:
             queries.NEWEST_PORTFOLIO_ROW, contract, timeout=self._timeout_s
         )
         return row
+
+    async def newest_by_account(self) -> dict[str, datetime]:
+        """Each account's newest PORTFOLIO row time (the last day)."""
+        rows = await self._conn.fetch(queries.NEWEST_BY_ACCOUNT, timeout=self._timeout_s)
+        return {str(r["account"]): r["timestamp"] for r in rows}
 
     async def newest_rows(self, count: int) -> list[asyncpg.Record]:
         """The `count` newest rows of portfolio_greeks, oldest first."""

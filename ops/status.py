@@ -3,7 +3,8 @@
 Gathering (`gather`) reads, each with a short timeout: the collector's `link` hash and
 heartbeat, the stream lengths, the writers group (pending entries per consumer and entries not
 yet delivered), the dead-letter stream, the writer's state hash (breaker, buffer) and heartbeat,
-the buffer file when it is on this machine, the newest PORTFOLIO row in PostgreSQL, and every
+the buffer file when it is on this machine, the newest PORTFOLIO row in PostgreSQL (and each
+account's), and every
 process of supervisord (XML-RPC, when BRIDGE_SUPERVISOR_URL is set).
 
 Classification (`classify`, a pure function), with `stale_s` = max(3 x BRIDGE_POLL_INTERVAL_S,
@@ -117,6 +118,12 @@ def _storage_degraded(r: Report) -> list[str]:
         degraded.append(
             f"newest PORTFOLIO row is {r.last_row_age_s:.0f} s old (limit {r.stale_s:.0f} s)"
         )
+    elif len(r.accounts) > 1:  # several accounts: each one's rows must be fresh
+        degraded += [
+            f"newest PORTFOLIO row of account {a} is {age:.0f} s old (limit {r.stale_s:.0f} s)"
+            for a, age in sorted(r.accounts.items())
+            if age > r.stale_s
+        ]
     if r.supervisor_error is not None:
         degraded.append(f"supervisord unreachable: {r.supervisor_error}")
     for name, state in sorted(r.processes.items()):
@@ -222,6 +229,9 @@ def _storage_rows(r: Report) -> list[tuple[str, str]]:
     else:
         newest = "none" if r.last_row_ts is None else f"{r.last_row_ts} ({_age(r.last_row_age_s)})"
         rows.append(("newest PORTFOLIO row", newest))
+        if len(r.accounts) > 1:
+            shown = (f"{a or '(none)'} {_age(age)}" for a, age in sorted(r.accounts.items()))
+            rows.append(("newest row by account", ", ".join(shown)))
     if r.watchdog:
         rows.append(("watchdog", "  ".join(f"{k}={v}" for k, v in sorted(r.watchdog.items()))))
     if not r.supervisor_url:

@@ -101,6 +101,7 @@ async def _gather_db(r: Report, settings: Settings) -> None:
         return
     try:
         row = await conn.newest_portfolio_row(PORTFOLIO_CONTRACT)
+        by_account = await conn.newest_by_account()
     except READ_ERRORS as exc:
         r.db_error = _short(exc)
         return
@@ -110,6 +111,7 @@ async def _gather_db(r: Report, settings: Settings) -> None:
         ts: datetime = row["timestamp"]
         r.last_row_ts = ts.isoformat()
         r.last_row_age_s = age_s(ts, r.now)
+    r.accounts = {a: age_s(t, r.now) or 0.0 for a, t in by_account.items()}
 
 
 def _gather_supervisor(r: Report, url: str) -> None:

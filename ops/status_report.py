@@ -47,6 +47,7 @@ class Report:
     db_error: str | None = None
     last_row_ts: str | None = None
     last_row_age_s: float | None = None
+    accounts: dict[str, float] = field(default_factory=dict)  # account -> newest row's age, s
     supervisor_url: str = ""
     supervisor_error: str | None = None
     processes: dict[str, str] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""`bridge tail`: follow new `portfolio_greeks` rows as an aligned table.
+"""`bridge tail`: follow new `portfolio_greeks` rows as an aligned table, each with its account
+and how complete its sums were (`12/12` legs: used of needed, from `portfolio_exposure`).
 
 A bounded poll loop: it starts with the newest `--last` rows, then asks PostgreSQL every
 `--interval` seconds for rows with a larger `id`, and stops after `--count` rows (when given),
@@ -30,12 +31,14 @@ class Column:
 
 COLUMNS = (
     Column("timestamp (UTC)", 23, "<"),
+    Column("account", 10, "<"),
     Column("contract", 9, "<"),
     Column("delta", 12, ">"),
     Column("gamma", 10, ">"),
     Column("vega", 11, ">"),
     Column("theta", 11, ">"),
     Column("underlying", 10, ">"),
+    Column("legs", 9, ">"),
 )
 
 
@@ -52,15 +55,25 @@ def fmt_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def fmt_legs(row: dict[str, Any] | asyncpg.Record) -> str:
+    """`used/needed` option legs; `-` when the tick's exposure row is not there (yet)."""
+    legs, excluded = row.get("legs"), row.get("legs_excluded")
+    if legs is None or excluded is None:
+        return "-"
+    return f"{legs - excluded}/{legs}"
+
+
 def cells(row: dict[str, Any] | asyncpg.Record) -> list[str]:
     return [
         fmt_ts(row["timestamp"]),
+        str(row.get("account") or "-"),
         str(row["contract"]),
         fmt_number(row["delta"], 2),
         fmt_number(row["gamma"], 4),
         fmt_number(row["vega"], 2),
         fmt_number(row["theta"], 2),
         fmt_number(row["underlying_price"], 2),
+        fmt_legs(row),
     ]
 
 

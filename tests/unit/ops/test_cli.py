@@ -97,6 +97,9 @@ def _row(**kw: object) -> dict[str, object]:
         "vega": -250.1,
         "theta": -91.88,
         "underlying_price": 513.58,
+        "account": "DU1234567",
+        "legs": 12,
+        "legs_excluded": 0,
     }
     row.update(kw)
     return row
@@ -116,11 +119,17 @@ def test_tail_rows_align_under_the_header() -> None:
         if ch == "-" and (i + 1 == len(rule) or rule[i + 1] == " ")
     ]
     for line in [head, *rows]:
-        for end in ends[2:]:  # numeric columns
+        for end in ends[3:]:  # numeric columns
             assert line[end - 1] != " ", (line, end)
     assert "1,234.57" in rows[0]
     assert "NULL" in rows[1]
-    assert rows[1].split()[2] == "SPY"
+    assert rows[1].split()[2:4] == ["DU1234567", "SPY"]
+    assert rows[0].endswith("12/12")
+
+
+def test_tail_shows_legs_left_out_and_a_row_whose_exposure_is_not_there() -> None:
+    assert tail.format_row(_row(legs=12, legs_excluded=3)).endswith(" 9/12")
+    assert tail.format_row(_row(legs=None, legs_excluded=None)).endswith(" -")
 
 
 def test_tail_timestamps_are_shown_in_utc() -> None:

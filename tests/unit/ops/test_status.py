@@ -196,3 +196,20 @@ def test_market_data_lines_are_shown_streaming_or_rotating() -> None:
     shown = render(r)
     assert "18/18 lines for 162 contracts (budget 40, lowered by the gateway's limit)" in shown
     assert "rotating: about 12.5 s per rotation; data DELAYED,LIVE" in shown
+
+
+def test_each_accounts_newest_row_is_shown_and_a_stale_one_degrades() -> None:
+    r = healthy()
+    r.accounts = {"DU1": 2.0, "DU2": 3.0, "ALL": 2.0}
+    assert classify(r)[0] == HEALTHY
+    assert "newest row by account     ALL 2.0 s ago, DU1 2.0 s ago, DU2 3.0 s ago" in render(r)
+    r.accounts["DU2"] = 95.0
+    state, reasons = classify(r)
+    assert state == DEGRADED
+    assert reasons == ["newest PORTFOLIO row of account DU2 is 95 s old (limit 15 s)"]
+
+
+def test_one_account_shows_no_account_line() -> None:
+    r = healthy()
+    r.accounts = {"DU1": 2.0}
+    assert "by account" not in render(r)
