@@ -99,7 +99,6 @@ class Books:
                 poll_s=self.settings.poll_interval_s,
                 kinds=snap.market_data,
                 pnl=pnl,
-                underlying=self.settings.underlying,
                 mode=self.mode,
             )
         )

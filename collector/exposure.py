@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from collector.greeks import Evaluation, Exposure, NetRow, net_rows
+from collector.greeks import Evaluation, Exposure, NetRow
 from collector.transport import Pnl
 from shared.models import ExposureRow
 from shared.names import PORTFOLIO_CONTRACT, STOCK_TYPES
@@ -44,33 +44,44 @@ def market_data_kind(kinds: Sequence[str]) -> str | None:
     return unique.pop() if len(unique) == 1 else MIXED
 
 
-def _price(prices: Mapping[str, float], exp: Exposure) -> float | None:
-    value = prices.get(exp.symbol)
-    if value is None or not math.isfinite(value) or value <= 0:
-        value = exp.und_price
+def _valid(value: float | None) -> float | None:
     if value is None or not math.isfinite(value) or value <= 0:
         return None
     return float(value)
 
 
 def _add(scope: _Scope, exp: Exposure, price: float | None, poll_s: float) -> None:
-    scope.symbols.add(exp.symbol)
     if exp.sec_type not in STOCK_TYPES:
         age = exp.age_s if exp.age_s is not None else 0.0
-        scope.age_max = age if scope.age_max is None else max(scope.age_max, age)
+        if scope.age_max is None or age > scope.age_max:
+            scope.age_max = age
         if age <= poll_s:
             scope.fresh += 1
         else:
             scope.carried += 1
     if price is None:
         scope.priced = False
-        return
-    if exp.sec_type in STOCK_TYPES:
+    elif exp.sec_type in STOCK_TYPES:
         scope.dollars += exp.quantity * price
     elif exp.greeks is not None:
         k = exp.quantity * exp.multiplier
         scope.dollars += k * exp.greeks.delta * price
         scope.gamma_dollars += k * exp.greeks.gamma * price * price / 100.0
+
+
+def _whole(parts: Sequence[_Scope]) -> _Scope:
+    """The PORTFOLIO scope: the underlyings' scopes added up."""
+    ages = [p.age_max for p in parts if p.age_max is not None]
+    return _Scope(
+        dollars=sum(p.dollars for p in parts),
+        gamma_dollars=sum(p.gamma_dollars for p in parts),
+        priced=all(p.priced for p in parts),
+        fresh=sum(p.fresh for p in parts),
+        carried=sum(p.carried for p in parts),
+        excluded=sum(p.excluded for p in parts),
+        age_max=max(ages) if ages else None,
+        symbols={s for p in parts for s in p.symbols},
+    )
 
 
 def exposure_rows(
@@ -82,24 +93,29 @@ def exposure_rows(
     poll_s: float,
     kinds: Sequence[str] = (),
     pnl: Pnl | None = None,
-    underlying: str | None = None,
     mode: str = "",
 ) -> list[ExposureRow]:
     if not ev.rows:
         return []
-    scopes: dict[str, _Scope] = {PORTFOLIO_CONTRACT: _Scope()}
+    scopes: dict[str, _Scope] = {}
+    price_of: dict[str, float | None] = {}
     for exp in ev.exposures:
-        price = _price(prices, exp)
-        _add(scopes[PORTFOLIO_CONTRACT], exp, price, poll_s)
-        _add(scopes.setdefault(exp.symbol, _Scope()), exp, price, poll_s)
+        symbol = exp.symbol
+        scope = scopes.get(symbol)
+        if scope is None:
+            scope = scopes[symbol] = _Scope(symbols={symbol})
+            price_of[symbol] = _valid(prices.get(symbol))
+        _add(scope, exp, price_of[symbol] or _valid(exp.und_price), poll_s)
+    excluded_elsewhere = 0
     for symbol in ev.excluded_symbols:
-        scopes[PORTFOLIO_CONTRACT].excluded += 1
         if symbol in scopes:
             scopes[symbol].excluded += 1
-    by_scope: dict[str, NetRow] = {
-        r.contract: r
-        for r in net_rows(ev.exposures, prices, underlying=underlying, per_underlying=True)
-    }
+        else:
+            excluded_elsewhere += 1  # no usable exposure on that underlying: no row of its own
+    whole = _whole(list(scopes.values()))
+    whole.excluded += excluded_elsewhere
+    scopes = {PORTFOLIO_CONTRACT: whole, **scopes}
+    by_scope: dict[str, NetRow] = {r.contract: r for r in ev.scope_rows}
     kind = market_data_kind(kinds)
     out = []
     for name, scope in scopes.items():

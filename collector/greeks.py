@@ -152,6 +152,7 @@ class Evaluation:
     excluded: tuple[str, ...] = ()
     assumed_multiplier: tuple[str, ...] = ()
     reports: list[Report] = field(default_factory=list)
+    scope_rows: tuple[NetRow, ...] = ()  # PORTFOLIO and every underlying, whatever is written
     exposures: tuple[Exposure, ...] = ()  # what the sums used
     excluded_symbols: tuple[str, ...] = ()  # the underlying of each excluded position
 
@@ -237,16 +238,14 @@ class GreeksPolicy:
         reports = self._reports(t.pending, t.excluded, t.assumed, t.needing)
         held = bool(t.pending)
         all_out = t.needing > 0 and len(t.excluded) >= t.needing and not t.pending
-        rows: list[NetRow] = []
-        if not held and not all_out:
-            rows = net_rows(
-                t.exposures,
-                snap.prices,
-                underlying=self.underlying,
-                per_underlying=self.per_underlying,
+        scope_rows: list[NetRow] = []
+        if not held and not all_out:  # every scope once; the rows written are a choice of them
+            scope_rows = net_rows(
+                t.exposures, snap.prices, underlying=self.underlying, per_underlying=True
             )
         return Evaluation(
-            rows=rows,
+            rows=scope_rows if self.per_underlying else scope_rows[:1],
+            scope_rows=tuple(scope_rows),
             held=held or all_out,
             pending=tuple(t.pending),
             carried=tuple(t.carried),
