@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +24,7 @@ from collector.portal.parsers import (
     parse_snapshot_row,
 )
 from collector.portal.positions import PositionBook
-from collector.transport import PositionData, Snapshot
+from collector.transport import Pnl, PositionData, Snapshot
 from shared.clock import age_s
 from shared.names import OPTION_TYPES, STOCK_TYPES
 
@@ -142,12 +142,15 @@ class MarketData:
     def build(
         self,
         positions: Sequence[PortalPosition],
-        account: str,
+        accounts: Sequence[str],
         now: datetime,
         *,
         max_age_s: float | None = None,
+        pnl: Mapping[str, Pnl] | None = None,
     ) -> Snapshot:
-        """The tick's `Snapshot`; an underlying price older than `max_age_s` is not used."""
+        """The tick's `Snapshot` of the accounts read (each position carries its own; a contract
+        two accounts hold has one set of values); an underlying price older than `max_age_s`
+        is not used."""
         fresh: dict[int, float] = {
             con_id: f.value
             for con_id, f in self._prices.items()
@@ -161,7 +164,14 @@ class MarketData:
             if pos.sec_type in STOCK_TYPES and pos.symbol and pos.mkt_price and pos.mkt_price > 0:
                 prices.setdefault(pos.symbol, pos.mkt_price)
         out = [self._position_data(pos, prices.get(pos.symbol)) for pos in positions]
-        return Snapshot(taken_at=now, account=account, positions=tuple(out), prices=prices)
+        return Snapshot(
+            taken_at=now,
+            account=",".join(accounts),
+            positions=tuple(out),
+            prices=prices,
+            accounts=tuple(accounts),
+            pnl=dict(pnl or {}),
+        )
 
     def _position_data(self, pos: PortalPosition, und_price: float | None) -> PositionData:
         fields = self._fields.get(pos.con_id, {})
@@ -183,6 +193,7 @@ class MarketData:
             subscribed_at=self.subscribed.get(pos.con_id),
             und_price=und_price,
             description=pos.description,
+            account=pos.account,
         )
 
 

@@ -1,10 +1,11 @@
 """Request pacing below the Client Portal gateway's limits, and back-off after a 429.
 
 Limits (IBKR's Client Portal API pacing rules): 10 requests/s overall through the CP gateway;
-/portfolio/accounts 1 per 5 s; /tickle 1 per s; /iserver/marketdata/snapshot 10 per s. We keep a
-margin under each (sliding windows measured when a request is sent). A 429 puts every request
-behind a capped exponential back-off with jitter (the gateway may keep a violator in a penalty
-box for minutes, so hammering it would only extend the outage).
+/portfolio/accounts 1 per 5 s; /tickle 1 per s; /iserver/marketdata/snapshot 10 per s;
+/iserver/account/pnl/partitioned 1 per 5 s. We keep a margin under each (sliding windows
+measured when a request is sent). A 429 puts every request behind a capped exponential back-off
+with jitter (the gateway may keep a violator in a penalty box for minutes, so hammering it would
+only extend the outage).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ENDPOINT_LIMITS: dict[str, Limit] = {
     "/portfolio/subaccounts": Limit(1, 5.5),
     "/tickle": Limit(1, 1.1),
     "/iserver/marketdata/snapshot": Limit(8, 1.0),
+    "/iserver/account/pnl/partitioned": Limit(1, 5.5),
     "/sso/validate": Limit(1, 61.0),
 }
 

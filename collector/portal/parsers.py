@@ -154,6 +154,7 @@ class PortalPosition:
     has_secdef: bool
     mkt_price: float | None = None
     problems: tuple[str, ...] = ()
+    account: str = ""  # the account it was read from
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,21 @@
-"""The account's positions from the gateway: paged, with their security definitions remembered.
+"""The accounts' positions from the gateway: paged, with their security definitions remembered.
 
-The positions are paged from page 0 until an empty page. A position may come without its
-security definition (symbol, multiplier, underlying); the gateway is then asked again with
+Each account's positions are paged from page 0 until an empty page, one account after the
+other; every row carries the account it was read from. A position may come without its
+security definition (symbol, multiplier, underlying); that account is then asked again with
 waitForSecDef=true (at most every `SECDEF_RETRY_S`), and a definition once seen is kept for as
-long as the contract is held.
+long as the contract is held (by a conid: the same one in every account).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from collector.portal.client import BadAnswer, PortalClient
-from collector.portal.parsers import PortalPosition, Unreadable, parse_position, summary_amount
+from collector.portal.parsers import PortalPosition, Unreadable, parse_position
 from shared.clock import age_s
 from shared.names import OPTION_TYPES
 
@@ -20,11 +23,10 @@ log = logging.getLogger(__name__)
 
 SECDEF_RETRY_S = 60.0
 MAX_PAGES = 200
-SUMMARY_FIELDS = (("netliquidation", "net_liquidation"), ("availablefunds", "available_funds"))
 
 
 class PositionBook:
-    """The positions last read (`rows`) and the security definitions seen."""
+    """The positions last read (`rows`, every account's) and the security definitions seen."""
 
     def __init__(self, client: PortalClient) -> None:
         self.client = client
@@ -32,9 +34,11 @@ class PositionBook:
         self._secdef: dict[int, PortalPosition] = {}
         self._secdef_retry_at: datetime | None = None
         self._problems: frozenset[str] = frozenset()
+        self._unreadable: set[str] = set()  # rows of this refresh that could not be read
 
     def wanted_conids(self) -> list[int]:
-        """The conids to price: the options held and their underlyings, in order, once each."""
+        """The conids to price: the options held and their underlyings, in order, once each
+        (however many accounts hold one)."""
         conids: dict[int, None] = {}
         for pos in self.rows:
             if pos.quantity == 0:
@@ -45,20 +49,26 @@ class PositionBook:
                 conids[pos.und_con_id] = None
         return list(conids)
 
-    async def refresh(self, account: str, now: datetime) -> None:
-        """Read the positions again; a missing definition is asked for again when due."""
-        rows = await self._fetch(account, wait_secdef=False)
-        if any(not r.has_secdef and r.con_id not in self._secdef for r in rows):
-            retry_age = age_s(self._secdef_retry_at, now)
-            if retry_age is None or retry_age >= SECDEF_RETRY_S:
-                self._secdef_retry_at = now
-                log.info("portal_secdef_missing asking again with waitForSecDef=true")
+    async def refresh(self, accounts: Sequence[str], now: datetime) -> None:
+        """Read every account's positions again; a missing definition is asked for when due."""
+        rows = {account: await self._fetch(account, wait_secdef=False) for account in accounts}
+        lacking = [
+            account
+            for account, got in rows.items()
+            if any(not r.has_secdef and r.con_id not in self._secdef for r in got)
+        ]
+        retry_age = age_s(self._secdef_retry_at, now)
+        if lacking and (retry_age is None or retry_age >= SECDEF_RETRY_S):
+            self._secdef_retry_at = now
+            log.info("portal_secdef_missing asking again with waitForSecDef=true: %s", lacking)
+            for account in lacking:
                 try:
                     await self.client.post(f"/portfolio/{account}/positions/invalidate")
-                    rows = await self._fetch(account, wait_secdef=True)
+                    rows[account] = await self._fetch(account, wait_secdef=True)
                 except BadAnswer as exc:  # a gateway without these: keep what we have
                     log.warning("portal_secdef_retry_failed %s", exc)
-        self.rows = [self._with_secdef(row) for row in rows]
+        self.rows = [self._with_secdef(row) for got in rows.values() for row in got]
+        self._report_problems()
         wanted = set(self.wanted_conids())
         for con_id in [c for c in self._secdef if c not in wanted]:
             del self._secdef[con_id]
@@ -70,22 +80,20 @@ class PositionBook:
         known = self._secdef.get(row.con_id)
         if known is None:
             return row
-        return PortalPosition(
-            row.con_id,
-            known.symbol,
-            known.sec_type or row.sec_type,
-            row.quantity,
-            known.multiplier,
-            known.und_con_id,
-            known.description,
-            True,
-            row.mkt_price,
+        return replace(
+            row,
+            symbol=known.symbol,
+            sec_type=known.sec_type or row.sec_type,
+            multiplier=known.multiplier,
+            und_con_id=known.und_con_id,
+            description=known.description,
+            has_secdef=True,
+            problems=(),
         )
 
     async def _fetch(self, account: str, wait_secdef: bool) -> list[PortalPosition]:
         params = {"waitForSecDef": "true"} if wait_secdef else None
         rows: list[PortalPosition] = []
-        unreadable: list[str] = []
         seen: set[int] = set()
         for page in range(MAX_PAGES):
             body = await self.client.get(f"/portfolio/{account}/positions/{page}", params)
@@ -97,38 +105,22 @@ class PositionBook:
             for raw in body:
                 parsed = parse_position(raw)
                 if isinstance(parsed, Unreadable):
-                    unreadable.append(parsed.reason)
+                    self._unreadable.add(f"{account}: {parsed.reason}")
                 elif parsed.con_id not in seen:
                     seen.add(parsed.con_id)
-                    rows.append(parsed)
+                    rows.append(replace(parsed, account=account))
                     fresh += 1
             if fresh == 0 and page > 0:
                 # a gateway that ignores pageId serves page 0 again: stop, do not count twice
                 log.warning("portal_paging_repeats page %d repeats earlier rows: stopped", page)
                 break
-        self._report_problems(unreadable, rows)
         return rows
 
-    def _report_problems(self, unreadable: list[str], rows: list[PortalPosition]) -> None:
-        problems = set(unreadable)
-        for row in rows:
-            problems.update(f"{row.description}: {p}" for p in row.problems)
+    def _report_problems(self) -> None:
+        problems, self._unreadable = self._unreadable, set()
+        for row in self.rows:
+            problems.update(f"{row.account} {row.description}: {p}" for p in row.problems)
         frozen = frozenset(problems)
         if frozen != self._problems and frozen:
             log.warning("portal_position_problems %s", "; ".join(sorted(frozen))[:2000])
         self._problems = frozen
-
-
-async def account_summary(client: PortalClient, account: str) -> dict[str, str]:
-    """Net liquidation and available funds, as the link status shows them; {} if refused."""
-    try:
-        body = await client.get(f"/portfolio/{account}/summary")
-    except BadAnswer as exc:
-        log.info("portal_summary_unavailable %s", exc)
-        return {}
-    out: dict[str, str] = {}
-    for key, name in SUMMARY_FIELDS:
-        value = summary_amount(body, key)
-        if value is not None:
-            out[name] = repr(value)
-    return out

@@ -1,4 +1,5 @@
-"""The gateway session's set-up calls: the auth status, the accounts, and choosing the account.
+"""The gateway session's set-up calls: the auth status and the accounts (which of them to read:
+`collector.portal.accounts`).
 
 `/iserver/auth/status` and `/tickle` are POST in the spec; some gateways answer 405 to that and
 are asked with GET. `/portfolio/accounts` may be refused when IB_ACCOUNT names the account anyway;
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class AccountChoiceError(TransportError):
-    """No account can be chosen (several and IB_ACCOUNT empty, or IB_ACCOUNT not offered)."""
+    """No account can be chosen (several and IB_ACCOUNT empty, or an account not offered)."""
 
 
 async def post_or_get(client: PortalClient, path: str) -> object:
@@ -52,25 +53,3 @@ async def iserver_accounts(client: PortalClient) -> object:
     except BadAnswer as exc:
         log.warning("portal_iserver_accounts_unavailable %s", exc)
         return None
-
-
-def choose_account(wanted: str, accounts: list[str]) -> str:
-    """IB_ACCOUNT (`wanted`) when offered, or the only account; AccountChoiceError otherwise."""
-    if wanted.upper() == "ALL" or "," in wanted:
-        raise AccountChoiceError(
-            f"IB_ACCOUNT={wanted}: PORTAL mode reads one account; run one bridge per account "
-            "(their rows share one database), or use SOCKET mode for several"
-        )
-    if wanted:
-        if accounts and wanted not in accounts:
-            raise AccountChoiceError(
-                f"IB_ACCOUNT={wanted} is not among the gateway's accounts: " + ", ".join(accounts)
-            )
-        return wanted
-    if len(accounts) == 1:
-        return accounts[0]
-    if not accounts:
-        raise AccountChoiceError("/portfolio/accounts returned no account")
-    raise AccountChoiceError(
-        "several accounts (" + ", ".join(accounts) + "): set IB_ACCOUNT to one of them"
-    )

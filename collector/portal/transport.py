@@ -2,14 +2,16 @@
 
 Session set-up (`connect`, and again whenever the session comes back): POST
 /iserver/auth/status; GET /portfolio/accounts (once per session: its pacing is 1 per 5 s) and the
-account (IB_ACCOUNT, or the only one); GET /iserver/accounts (needed before market data); then a
-pre-flight snapshot of every contract (the first snapshot of a conid opens its stream and carries
-no values).
+accounts to read (IB_ACCOUNT: one, a list or ALL; or the only one: `accounts.choose_accounts`);
+GET /iserver/accounts (needed before market data); then a pre-flight snapshot of every contract
+(the first snapshot of a conid opens its stream and carries no values).
 
-Each tick (`snapshot`): /tickle about every 60 s; the positions (`positions.PositionBook`)
-refreshed every `POSITIONS_REFRESH_S`; /portfolio/{acct}/summary every `SUMMARY_REFRESH_S`; the
-market data of the options and their underlyings (`market_data.MarketData`), within the line
-budget (`lines.PortalLines`: one round per tick, or rounds in a background job while rotating).
+Each tick (`snapshot`): /tickle about every 60 s; every account's positions
+(`positions.PositionBook`) refreshed every `POSITIONS_REFRESH_S`; each account's summary every
+`SUMMARY_REFRESH_S` and their P&L every `PNL_REFRESH_S` (`accounts.AccountFigures`); the market
+data of the options and their underlyings (`market_data.MarketData`), one stream per conid
+however many accounts hold it, within the line budget (`lines.PortalLines`: one round per tick,
+or rounds in a background job while rotating).
 
 The link in PORTAL mode is the gateway session, and HTTP has no connection to keep: when a call
 says the session is gone (401, a redirect to the login page, 400 "no bridge" / "Init session
@@ -23,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
 
+from collector.portal.accounts import AccountFigures, choose_accounts
 from collector.portal.client import (
     BACKGROUND,
     AuthProblem,
@@ -36,15 +38,15 @@ from collector.portal.client import (
     PortalError,
     RateLimited,
 )
+from collector.portal.jobs import Jobs
 from collector.portal.lines import PortalLines
 from collector.portal.market_data import MarketData
 from collector.portal.pacing import Pacer
 from collector.portal.parsers import parse_auth_status
-from collector.portal.positions import PositionBook, account_summary
+from collector.portal.positions import PositionBook
 from collector.portal.session import (
     AccountChoiceError,
     auth_status,
-    choose_account,
     iserver_accounts,
     portfolio_accounts,
     post_or_get,
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 TICKLE_EVERY_S = 60.0
 POSITIONS_REFRESH_S = 5.0
 SUMMARY_REFRESH_S = 60.0
+PNL_REFRESH_S = 6.0  # IBKR allows the P&L call once per 5 s
 
 
 class PortalTransport:
@@ -83,7 +86,8 @@ class PortalTransport:
         self.events: asyncio.Queue[LinkEvent] = asyncio.Queue()
         self._state = LinkState.DISCONNECTED
         self._reason = ""
-        self.account = ""
+        self.accounts: list[str] = []
+        self.account = ""  # the accounts, comma-joined
         self._session_ready = False
         self._portfolio_accounts_done = False
         self._last_tickle: datetime | None = None
@@ -92,8 +96,9 @@ class PortalTransport:
         self.lines = PortalLines(self.client, self.market, self.book, settings, self._data_event)
         self._positions_at: datetime | None = None
         self._summary_at: datetime | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.extras: dict[str, str] = {}
+        self._pnl_at: datetime | None = None
+        self._jobs = Jobs()
+        self.figures = AccountFigures(self.client)
         self.authenticated = False
         self.competing = False
         self._wanted = False  # connect() called and not disconnect()
@@ -113,8 +118,8 @@ class PortalTransport:
             "requests": str(self.client.requests),
             "rate_limited": str(self.client.pacer.rate_limited),
             **self.lines.status(),
+            **self.figures.status(self.accounts, now),
         }
-        out.update(self.extras)
         return out
 
     async def connect(self) -> None:
@@ -152,7 +157,7 @@ class PortalTransport:
         self._session_ready = False
         self._state = LinkState.DISCONNECTED
         self._reason = "disconnected on request"
-        await self._stop_background()
+        await self._jobs.stop()
         await self.client.close()
 
     async def reauthenticate(self) -> None:
@@ -182,10 +187,10 @@ class PortalTransport:
             if not self.book.rows:
                 # nothing to price without positions: wait for the refresh (shielded, so a
                 # tick cut at its deadline does not throw the pages already read away)
-                task = self._tasks.get("positions")
+                task = self._jobs.get("positions")
                 if task is not None:
                     await asyncio.shield(task)
-            self._reap()
+            self._jobs.reap()
             await self._market_data(now)
             if not self.lines.rotating:
                 await self.market.late_greeks(
@@ -195,7 +200,7 @@ class PortalTransport:
                     poll_interval_s=self.settings.poll_interval_s,
                     grace_s=self.settings.greeks_grace_s,
                 )
-            self._reap()
+            self._jobs.reap()
         except AuthProblem as exc:
             self._auth_lost(await self._diagnose(str(exc)))
             raise TransportError(self._reason) from exc
@@ -210,8 +215,13 @@ class PortalTransport:
             self._set_state(LinkState.DISCONNECTED, str(exc), "ERROR")
             raise
         self.lines.stamp_waiting(now)
-        max_age_s = self.settings.greeks_max_age_s
-        return self.market.build(self.book.rows, self.account, now, max_age_s=max_age_s)
+        return self.market.build(
+            self.book.rows,
+            self.accounts,
+            now,
+            max_age_s=self.settings.greeks_max_age_s,
+            pnl=self.figures.pnl(self.accounts, now),
+        )
 
     # ---- state -------------------------------------------------------------------------------
     def _set_state(self, state: LinkState, reason: str, status: str = "INFO") -> None:
@@ -258,8 +268,9 @@ class PortalTransport:
             return
         try:
             if not self._portfolio_accounts_done:
-                accounts = await portfolio_accounts(self.client, self.settings.ib_account)
-                self.account = choose_account(self.settings.ib_account, accounts)
+                offered = await portfolio_accounts(self.client, self.settings.ib_account)
+                self.accounts = choose_accounts(self.settings.ib_account, offered)
+                self.account = ",".join(self.accounts)
                 self._portfolio_accounts_done = True
             iserver = await iserver_accounts(self.client)
         except AuthProblem as exc:
@@ -272,24 +283,25 @@ class PortalTransport:
                 "another session may be competing)"
             )
             return
-        await self._stop_background()  # jobs of the previous session may still fail late
+        await self._jobs.stop()  # jobs of the previous session may still fail late
         self._session_ready = True
         self.market.subscribed.clear()  # a new brokerage session: every stream is opened again
         self.lines.forget()
         self._positions_at = None
-        self._set_state(LinkState.CONNECTED, f"session ready, account {self.account}")
+        which = "accounts" if len(self.accounts) > 1 else "account"
+        self._set_state(LinkState.CONNECTED, f"session ready, {which} {self.account}")
         now = self.clock()
         self._last_tickle = self._last_tickle or now
         # the positions are read by a background job (shielded: if this call is cut by a
         # timeout or a tick deadline, the job goes on and the next tick waits for the same
         # one instead of starting over: a large account still comes up)
         self._background(now)
-        task = self._tasks.get("positions")
+        task = self._jobs.get("positions")
         token = BACKGROUND.set(True)  # leave room in the request window for the next tick
         try:
             if task is not None:
                 await asyncio.shield(task)
-            self._reap()
+            self._jobs.reap()
             await self._market_data(now)  # the pre-flight call
         except (RateLimited, BadAnswer) as exc:
             log.warning("portal_preflight_failed %s", exc)
@@ -312,52 +324,18 @@ class PortalTransport:
             return symptom
         return f"{status.reason()} ({symptom})"
 
-    # ---- background work -----------------------------------------------------------------
+    # ---- background work (`jobs.Jobs`) --------------------------------------------------
     def _background(self, now: datetime) -> None:
-        """Start what is due and not running: /tickle, the positions, the summary.
-
-        They run beside the ticks, so a slow gateway delays only them, and a tick cut at its
-        deadline does not restart them from scratch; their failures surface in `_reap`.
-        """
-        due = {
-            "tickle": (self._last_tickle, TICKLE_EVERY_S, self._keepalive),
-            "positions": (self._positions_at, POSITIONS_REFRESH_S, self._refresh_positions),
-            "summary": (self._summary_at, SUMMARY_REFRESH_S, self._refresh_summary),
-        }
-        for name, (last, every_s, job) in due.items():
-            age = age_s(last, now)
-            if name in self._tasks or (age is not None and age < every_s):
-                continue
-            task = asyncio.create_task(_in_background(job, now), name=f"portal-{name}")
-            self._tasks[name] = task
-
-    def _reap(self) -> None:
-        """Forget finished background jobs; raise the first that lost the session or link."""
-        failure: BaseException | None = None
-        for name, task in list(self._tasks.items()):
-            if not task.done():
-                continue
-            del self._tasks[name]
-            if task.cancelled():
-                continue
-            exc = task.exception()
-            if isinstance(exc, RateLimited | BadAnswer):
-                # passing trouble: the job runs again when next due, the tick goes on
-                log.warning("portal_background_failed %s: %s", name, exc)
-            elif exc is not None and failure is None:
-                failure = exc  # session lost or gateway down: the link state must change
-            elif exc is not None:
-                log.info("portal_background_failed %s: %r", name, exc)
-        if failure is not None:
-            raise failure
-
-    async def _stop_background(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Start what is due and not running: /tickle, the positions, the summary, the P&L."""
+        self._jobs.start_due(
+            now,
+            {
+                "tickle": (self._last_tickle, TICKLE_EVERY_S, self._keepalive),
+                "positions": (self._positions_at, POSITIONS_REFRESH_S, self._refresh_positions),
+                "summary": (self._summary_at, SUMMARY_REFRESH_S, self._refresh_summary),
+                "pnl": (self._pnl_at, PNL_REFRESH_S, self._refresh_pnl),
+            },
+        )
 
     async def _keepalive(self, now: datetime) -> None:
         body = await post_or_get(self.client, "/tickle")
@@ -371,27 +349,21 @@ class PortalTransport:
 
     # ---- the jobs' data --------------------------------------------------------------------
     async def _refresh_positions(self, now: datetime) -> None:
-        await self.book.refresh(self.account, now)
+        await self.book.refresh(self.accounts, now)
         self._positions_at = now
         self.market.forget_except(set(self.book.wanted_conids()))
 
     async def _refresh_summary(self, now: datetime) -> None:
         self._summary_at = now
-        self.extras.update(await account_summary(self.client, self.account))
+        await self.figures.refresh_summary(self.accounts)
+
+    async def _refresh_pnl(self, now: datetime) -> None:
+        self._pnl_at = now
+        await self.figures.refresh_pnl(self.accounts, now)
 
     async def _market_data(self, now: datetime) -> None:
         """The tick's round while the book fits the lines; else the rounds' background job."""
         if not self.lines.rotating:
             await self.lines.round(now)
-        if self.lines.rotating and "lines" not in self._tasks:
-            job = _in_background(lambda _: self.lines.run(self.clock), now)
-            self._tasks["lines"] = asyncio.create_task(job, name="portal-lines")
-
-
-async def _in_background(
-    job: Callable[[datetime], Coroutine[Any, Any, None]], now: datetime
-) -> None:
-    """The job's coroutine is made here, so a task cancelled before it starts leaves none behind
-    never awaited."""
-    BACKGROUND.set(True)  # this task's own context: its requests yield to the ticks'
-    await job(now)
+        if self.lines.rotating and "lines" not in self._jobs:
+            self._jobs.start("lines", lambda _: self.lines.run(self.clock), now)

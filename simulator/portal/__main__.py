@@ -1,10 +1,15 @@
 """`python -m simulator.portal --port N [--extra-options 120 | --book LEGS:UNDERLYINGS:SEED]
-[--lines N] [--step-s 1]`
+[--lines N] [--step-s 1] [--account2 ID] [--book2 LEGS:UNDERLYINGS:SEED]`
 
 Runs the Client Portal gateway simulator on 127.0.0.1 (HTTPS, a self-signed certificate made at
 start) until SIGTERM or SIGINT. Prints one line once listening:
-`portal-sim listening url=https://127.0.0.1:N ca_file=/tmp/.../cert.pem account=DU1234567`
+`portal-sim listening url=https://127.0.0.1:N ca_file=/tmp/.../cert.pem account=A accounts=A[,B]`
 (with `--port 0` the kernel picks the port: read it from that line). Switches: POST /sim/switches.
+
+A second account under the same login: `--account2 ID` and/or `--book2 LEGS:UNDERLYINGS:SEED`
+(either one is enough; the other defaults to DU7654321 and 6:3:1). Its book is
+`simulator.book.linked_book` of the first account's book (the same market, some of the same
+contracts). /portfolio/accounts and /iserver/accounts then list both, first account first.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import logging
 import sys
 from pathlib import Path
 
-from simulator.book import generate_book, parse_book_spec
+from simulator.book import generate_book, linked_book, parse_book_spec
 from simulator.portal.server import LOOPBACK, PortalSimulator
 from simulator.portfolio import SimPortfolio, default_portfolio
 from simulator.program import add_common_args, run_program, stop_on_signals
+
+ACCOUNT2 = "DU7654321"
+BOOK2 = "6:3:1"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +63,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where to write cert.pem/key.pem (default: a temporary directory)",
     )
     ap.add_argument("--switches", default="", help='initial switches as JSON, e.g. {"quirks":true}')
-    return ap.parse_args(argv)
+    ap.add_argument(
+        "--account2",
+        default=None,
+        metavar="ID",
+        help=f"a second account of the login (default with --book2: {ACCOUNT2})",
+    )
+    ap.add_argument(
+        "--book2",
+        type=_book_spec,
+        default=None,
+        metavar="LEGS:UNDERLYINGS:SEED",
+        help="the second account's book, linked to the first one's (simulator.book.linked_book;"
+        f" default with --account2: {BOOK2})",
+    )
+    args = ap.parse_args(argv)
+    if args.account2 is None and args.book2 is not None:
+        args.account2 = ACCOUNT2
+    if args.account2 is not None and args.account2 == args.account:
+        ap.error(f"the second account must differ from the first ({args.account})")
+    return args
 
 
 def _book_spec(text: str) -> tuple[int, int, int]:
@@ -72,17 +99,32 @@ def make_portfolio(args: argparse.Namespace) -> SimPortfolio:
     return default_portfolio(args.account, args.extra_options, args.step_s)
 
 
+def make_more(args: argparse.Namespace, first: SimPortfolio) -> list[SimPortfolio]:
+    """The other accounts of the login: none, or the second one `--account2`/`--book2` ask."""
+    if args.account2 is None:
+        return []
+    legs, underlyings, seed = args.book2 if args.book2 is not None else parse_book_spec(BOOK2)
+    return [linked_book(first, legs, underlyings, seed, account=args.account2)]
+
+
 async def run(args: argparse.Namespace) -> None:
     stop = stop_on_signals()
     portfolio = make_portfolio(args)
-    sim = PortalSimulator(portfolio, host=args.host, port=args.port, cert_dir=args.cert_dir)
+    sim = PortalSimulator(
+        portfolio,
+        more=make_more(args, portfolio),
+        host=args.host,
+        port=args.port,
+        cert_dir=args.cert_dir,
+    )
     sim.switches.update({"line_limit": args.lines})
     if args.switches:
         sim.switches.update(json.loads(args.switches))
     await sim.start()
     try:
         print(
-            f"portal-sim listening url={sim.url} ca_file={sim.ca_file} account={portfolio.account}",
+            f"portal-sim listening url={sim.url} ca_file={sim.ca_file} account={portfolio.account} "
+            f"accounts={','.join(sim.accounts)}",
             flush=True,
         )
         await stop.wait()

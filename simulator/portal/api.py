@@ -1,5 +1,9 @@
 """The simulated gateway's API endpoints under /v1/api: session, portfolio, iserver, market data.
 
+The login may manage several accounts (a `SimPortfolio` each): the portfolio endpoints serve the
+account their path names, /iserver/accounts and /portfolio/accounts list every one, and
+/iserver/account/pnl/partitioned gives each account's P&L under "{acct}.Core".
+
 The session's faults (logged out, competing, /iserver down) are decided before these run, in the
 server's middleware; here are the answers of a gateway that lets the call through.
 """
@@ -17,12 +21,15 @@ from simulator.portal.shapes import (
     account_obj,
     auth_body,
     desc,
+    gross_value,
     iserver_accounts_body,
     option_price,
+    pnl_entry,
     position_row,
     summary_body,
 )
 from simulator.portal.state import Switches
+from simulator.portfolio import SimPortfolio
 
 if TYPE_CHECKING:
     from simulator.portal.server import PortalSimulator
@@ -35,11 +42,10 @@ def error(status: int, message: str) -> web.Response:
 
 
 class PortalApi:
-    """The endpoints' handlers, over the simulator's portfolio, switches and session."""
+    """The endpoints' handlers, over the simulator's accounts, switches and session."""
 
     def __init__(self, sim: PortalSimulator) -> None:
         self.sim = sim
-        self.portfolio = sim.portfolio
 
     @property
     def switches(self) -> Switches:
@@ -59,6 +65,7 @@ class PortalApi:
         r.add_get(API + "/portfolio/{acct}/summary", self.summary)
         r.add_get(API + "/portfolio2/{acct}/positions", self.positions2)
         r.add_get(API + "/iserver/accounts", self.iserver_accounts)
+        r.add_get(API + "/iserver/account/pnl/partitioned", self.pnl_partitioned)
         r.add_get(API + "/iserver/marketdata/snapshot", self.snapshot)
         r.add_post(API + "/iserver/marketdata/unsubscribe", self.unsubscribe)
         r.add_get(API + "/iserver/marketdata/unsubscribeall", self.unsubscribe_all)
@@ -105,20 +112,22 @@ class PortalApi:
 
     async def portfolio_accounts(self, request: web.Request) -> web.Response:
         self.sim.session.portfolio_accounts = True
-        ids = [self.portfolio.account, *self.switches.extra_accounts]
+        ids = dict.fromkeys([*self.sim.accounts, *self.switches.extra_accounts])
         return web.json_response([account_obj(acct) for acct in ids])
 
-    def _check_account(self, request: web.Request) -> web.Response | None:
-        if request.match_info["acct"] != self.portfolio.account:
+    def _book(self, request: web.Request) -> SimPortfolio | web.Response:
+        """The book of the account the path names, or the gateway's refusal."""
+        book = self.sim.books.get(request.match_info["acct"])
+        if book is None:
             return error(400, f"account {request.match_info['acct']} not found")
         if self.switches.require_prerequisites and not self.sim.session.portfolio_accounts:
             return error(400, "call /portfolio/accounts first")
-        return None
+        return book
 
     async def positions(self, request: web.Request) -> web.Response:
-        bad = self._check_account(request)
-        if bad is not None:
-            return bad
+        book = self._book(request)
+        if isinstance(book, web.Response):
+            return book
         try:
             page = int(request.match_info["page"])
         except ValueError:
@@ -127,10 +136,8 @@ class PortalApi:
             page = 0
         wait = request.query.get("waitForSecDef", "").lower() == "true"
         t = self.sim.model_time()
-        rows = (
-            self.portfolio.positions[page * PAGE_SIZE : (page + 1) * PAGE_SIZE] if page >= 0 else []
-        )
-        options_before = sum(1 for p in self.portfolio.positions[: page * PAGE_SIZE] if p.is_option)
+        rows = book.positions[page * PAGE_SIZE : (page + 1) * PAGE_SIZE] if page >= 0 else []
+        options_before = sum(1 for p in book.positions[: page * PAGE_SIZE] if p.is_option)
         out = []
         for pos in rows:
             with_secdef = True
@@ -140,17 +147,17 @@ class PortalApi:
                 ):
                     with_secdef = False
                 options_before += 1
-            out.append(position_row(self.portfolio, pos, t, with_secdef))
+            out.append(position_row(book, pos, t, with_secdef))
         return web.json_response(out)
 
     async def positions2(self, request: web.Request) -> web.Response:
-        bad = self._check_account(request)
-        if bad is not None:
-            return bad
+        book = self._book(request)
+        if isinstance(book, web.Response):
+            return book
         t = self.sim.model_time()
         out = []
-        for pos in self.portfolio.positions:
-            price = option_price(self.portfolio, pos, t)
+        for pos in book.positions:
+            price = option_price(book, pos, t)
             mult = pos.multiplier if pos.is_option else 1
             out.append(
                 {
@@ -174,36 +181,32 @@ class PortalApi:
         return web.json_response(out)
 
     async def invalidate(self, request: web.Request) -> web.Response:
-        bad = self._check_account(request)
-        if bad is not None:
-            return bad
+        book = self._book(request)
+        if isinstance(book, web.Response):
+            return book
         return web.json_response({"message": "success"})
 
     async def summary(self, request: web.Request) -> web.Response:
-        bad = self._check_account(request)
-        if bad is not None:
-            return bad
-        t = self.sim.model_time()
-        gross = sum(
-            abs(
-                p.quantity
-                * option_price(self.portfolio, p, t)
-                * (p.multiplier if p.is_option else 1)
-            )
-            for p in self.portfolio.positions
-        )
-        return web.json_response(
-            summary_body(self.portfolio.account, gross, int(time.time() * 1000))
-        )
+        book = self._book(request)
+        if isinstance(book, web.Response):
+            return book
+        gross = gross_value(book, self.sim.model_time())
+        return web.json_response(summary_body(book.account, gross, int(time.time() * 1000)))
 
     # ---- iserver -------------------------------------------------------------------------------
     async def iserver_accounts(self, request: web.Request) -> web.Response:
         if self.switches.competing:
             return web.json_response({})
         self.sim.session.iserver_accounts = True
-        return web.json_response(
-            iserver_accounts_body(self.portfolio.account, self.sim.session.epoch)
-        )
+        return web.json_response(iserver_accounts_body(self.sim.accounts, self.sim.session.epoch))
+
+    async def pnl_partitioned(self, request: web.Request) -> web.Response:
+        """Each account's P&L under "{acct}.Core" (`shapes.pnl_entry`)."""
+        if self.switches.require_prerequisites and not self.sim.session.iserver_accounts:
+            return error(400, "Please query /accounts first")
+        t = self.sim.model_time()
+        upnl = {f"{acct}.Core": pnl_entry(book, t) for acct, book in self.sim.books.items()}
+        return web.json_response({"upnl": upnl})
 
     async def snapshot(self, request: web.Request) -> web.Response:
         if self.switches.require_prerequisites and not self.sim.session.iserver_accounts:
@@ -216,7 +219,7 @@ class PortalApi:
         if not conids:
             return error(400, "conids required")
         session = self.sim.session
-        maker = SnapshotMaker(self.portfolio, self.switches, session.streams, self.sim.stats)
+        maker = SnapshotMaker(self.sim.market(), self.switches, session.streams, self.sim.stats)
         return web.json_response(maker.rows(conids, self.sim.model_time()))
 
     async def unsubscribe(self, request: web.Request) -> web.Response:

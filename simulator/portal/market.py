@@ -19,11 +19,12 @@ What IBKR does not document, and this simulator assumes (the collector relies on
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.portal.state import Stats, Switches
-from simulator.portfolio import SimPortfolio, SimPosition
+from simulator.portfolio import SimPortfolio, SimPosition, shared_market
 
 LINE_LIMIT_ERROR = "Max number of tickers has been reached"
 EXPIRED_ERROR = "Contract not found"
@@ -49,6 +50,21 @@ class Streams:
         count = len(self.open)
         self.open.clear()
         return count
+
+
+def market_view(books: Sequence[SimPortfolio]) -> SimPortfolio:
+    """One portfolio holding each contract any of the accounts holds (once, whichever account
+    holds it), in their shared market: what the snapshot endpoint prices. One account: its own
+    book."""
+    if len(books) == 1:
+        return books[0]
+    view = shared_market(books)
+    contracts: dict[int, SimPosition] = {}
+    for book in books:
+        for pos in book.positions:
+            contracts.setdefault(pos.con_id, pos)
+    view.positions = list(contracts.values())
+    return view
 
 
 def fmt(sw: Switches, value: float, digits: int | None = None) -> str:

@@ -1,10 +1,12 @@
 """The Client Portal gateway simulator: an aiohttp HTTPS server on loopback.
 
-Serves `simulator.portfolio.SimPortfolio` under /v1/api with the shapes of IBKR's examples:
-/tickle, /iserver/auth/status, /iserver/auth/ssodh/init, /iserver/reauthenticate, /logout,
-/portfolio/accounts, /portfolio/{acct}/positions/{page} (100 a page, [] past the end),
-/portfolio/{acct}/positions/invalidate, /portfolio/{acct}/summary, /portfolio2/{acct}/positions,
-/iserver/accounts, /iserver/marketdata/snapshot (pre-flight first, values as strings),
+Serves the accounts of one login (`simulator.portfolio.SimPortfolio` each, sharing one market:
+a conid two accounts hold is one instrument, one price, one stream) under /v1/api with the
+shapes of IBKR's examples: /tickle, /iserver/auth/status, /iserver/auth/ssodh/init,
+/iserver/reauthenticate, /logout, /portfolio/accounts, /portfolio/{acct}/positions/{page} (100 a
+page, [] past the end), /portfolio/{acct}/positions/invalidate, /portfolio/{acct}/summary,
+/portfolio2/{acct}/positions, /iserver/accounts, /iserver/account/pnl/partitioned,
+/iserver/marketdata/snapshot (pre-flight first, values as strings),
 /iserver/marketdata/unsubscribe and /iserver/marketdata/unsubscribeall (market.py: the streams,
 the line limit and the data errors).
 
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,9 +31,9 @@ from aiohttp import web
 
 from simulator.portal.api import API, PortalApi, error
 from simulator.portal.certs import CertPair, generate
-from simulator.portal.market import Streams
+from simulator.portal.market import Streams, market_view
 from simulator.portal.state import Stats, Switches
-from simulator.portfolio import SimPortfolio
+from simulator.portfolio import SimPortfolio, shared_market
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +67,23 @@ class PortalSimulator:
         self,
         portfolio: SimPortfolio,
         *,
+        more: Sequence[SimPortfolio] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         cert_dir: Path | None = None,
         switches: Switches | None = None,
     ) -> None:
+        """`portfolio`: the primary account (listed first, the one selected); `more`: the other
+        accounts of the login (ValueError if two share an id or disagree on the market)."""
         if host not in LOOPBACK:
             raise ValueError("the simulator listens on loopback only")
         self.portfolio = portfolio
+        self.books: dict[str, SimPortfolio] = {}
+        for book in (portfolio, *more):
+            if book.account in self.books:
+                raise ValueError(f"account {book.account} given twice")
+            self.books[book.account] = book
+        shared_market(list(self.books.values()))  # one market, or ValueError now
         self.host = host
         self.port = port
         self.switches = switches or Switches()
@@ -140,6 +151,15 @@ class PortalSimulator:
             self._tmp = None
 
     # ---- model -------------------------------------------------------------------------------
+    @property
+    def accounts(self) -> list[str]:
+        """Every account of the login, the primary one first."""
+        return list(self.books)
+
+    def market(self) -> SimPortfolio:
+        """What the snapshot endpoint prices: every contract any account holds now."""
+        return market_view(list(self.books.values()))
+
     def model_time(self) -> float:
         frozen = self.switches.frozen_at
         return float(frozen) if frozen is not None else time.time()

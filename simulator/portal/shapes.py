@@ -64,6 +64,36 @@ def option_price(portfolio: SimPortfolio, pos: SimPosition, t: float) -> float:
     return portfolio.quote(pos, t).price if pos.is_option else portfolio.price(pos.symbol, t)
 
 
+def gross_value(portfolio: SimPortfolio, t: float) -> float:
+    return sum(
+        abs(p.quantity * option_price(portfolio, p, t) * (p.multiplier if p.is_option else 1))
+        for p in portfolio.positions
+    )
+
+
+def net_liquidation(gross: float) -> float:
+    return 1_000_000.0 + 0.01 * gross
+
+
+def pnl_entry(portfolio: SimPortfolio, t: float) -> dict[str, Any]:
+    """One account's entry of /iserver/account/pnl/partitioned, its P&L computed as the gateway
+    simulator computes it: unrealized = value - cost of every position, daily a tenth of that.
+    No realized figure: the gateway's spec has none (rowType, dpl, nl, upl, el, mv)."""
+    unrealized = sum(
+        p.quantity * option_price(portfolio, p, t) * p.multiplier - p.quantity * p.avg_cost
+        for p in portfolio.positions
+    )
+    net_liq = net_liquidation(gross_value(portfolio, t))
+    return {
+        "rowType": 1,
+        "dpl": round(0.1 * unrealized, 2),
+        "nl": round(net_liq, 2),
+        "upl": round(unrealized, 2),
+        "el": round(net_liq * 0.6, 2),
+        "mv": 0.0,
+    }
+
+
 def position_row(
     portfolio: SimPortfolio, pos: SimPosition, t: float, with_secdef: bool
 ) -> dict[str, Any]:
@@ -189,7 +219,7 @@ def summary_body(account: str, gross: float, ms: int) -> dict[str, Any]:
             "severity": 0,
         }
 
-    net_liq = 1_000_000.0 + 0.01 * gross
+    net_liq = net_liquidation(gross)
     return {
         "accountcode": text(account),
         "accountready": text("true"),
@@ -205,17 +235,20 @@ def summary_body(account: str, gross: float, ms: int) -> dict[str, Any]:
     }
 
 
-def iserver_accounts_body(acct: str, epoch: int) -> dict[str, Any]:
+def iserver_accounts_body(accounts: list[str], epoch: int) -> dict[str, Any]:
+    """Every account of the login; the first is the one selected."""
+    acct = accounts[0]
     return {
-        "accounts": [acct],
+        "accounts": list(accounts),
         "acctProps": {
-            acct: {
+            a: {
                 "hasChildAccounts": False,
                 "supportsCashQty": True,
                 "supportsFractions": True,
             }
+            for a in accounts
         },
-        "aliases": {acct: acct},
+        "aliases": {a: a for a in accounts},
         "allowFeatures": {"snapshotRefreshTimeout": 30},
         "chartPeriods": {},
         "groups": ["All"],

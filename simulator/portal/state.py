@@ -99,6 +99,7 @@ LIMITS = {
     "/portfolio/accounts": Rule(1, 5.0),
     "/tickle": Rule(1, 1.0),
     "/iserver/marketdata/snapshot": Rule(10, 1.0),
+    "/iserver/account/pnl/partitioned": Rule(1, 5.0),
 }
 
 

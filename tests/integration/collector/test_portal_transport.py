@@ -313,7 +313,7 @@ async def test_several_accounts_need_ib_account(sim: PortalSimulator) -> None:
     sim.switches.update({"extra_accounts": ["DU7654321"]})
     t = PortalTransport(settings_for(sim))
     try:
-        with pytest.raises(AccountChoiceError, match="set IB_ACCOUNT"):
+        with pytest.raises(AccountChoiceError, match=r"IB_ACCOUNT must name one of .*DU7654321"):
             await t.connect()
     finally:
         await t.disconnect()

@@ -45,6 +45,8 @@ async def test_only_the_limited_endpoints_have_a_window_of_their_own() -> None:
     assert pacer.delay_s("/portfolio/DU1/summary") == 0
     await pacer.acquire("/tickle")
     assert pacer.delay_s("/tickle") == pytest.approx(1.1)
+    await pacer.acquire("/iserver/account/pnl/partitioned")  # IBKR: 1 per 5 s
+    assert pacer.delay_s("/iserver/account/pnl/partitioned") == pytest.approx(5.5)
 
 
 async def test_background_requests_leave_room_for_ticks() -> None:
