@@ -35,6 +35,7 @@ LATE_GREEKS_SHARE = 0.4
 LATE_GREEKS_MAX_S = 2.0
 LATE_GREEKS_PAUSE_S = 0.25
 GREEKS = ("delta", "gamma", "vega", "theta")
+DELIVERED_KINDS = frozenset({"LIVE", "FROZEN", "DELAYED", "DELAYED_FROZEN"})
 
 
 @dataclass(slots=True)
@@ -164,11 +165,16 @@ class MarketData:
             if pos.sec_type in STOCK_TYPES and pos.symbol and pos.mkt_price and pos.mkt_price > 0:
                 prices.setdefault(pos.symbol, pos.mkt_price)
         out = [self._position_data(pos, prices.get(pos.symbol)) for pos in positions]
+        # the data types delivered for the contracts in use (NOT_SUBSCRIBED delivers nothing)
+        delivered = {self.kinds.get(pos.con_id) for pos in positions} | {
+            self.kinds.get(pos.und_con_id) for pos in positions if pos.und_con_id
+        }
         return Snapshot(
             taken_at=now,
             account=",".join(accounts),
             positions=tuple(out),
             prices=prices,
+            market_data=tuple(sorted(k for k in delivered if k in DELIVERED_KINDS)),
             accounts=tuple(accounts),
             pnl=dict(pnl or {}),
         )

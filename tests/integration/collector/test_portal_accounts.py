@@ -131,6 +131,8 @@ async def test_all_accounts_each_book_and_the_combined_book() -> None:
         e = exp[(account, "PORTFOLIO")]
         assert (e.delta, e.gamma, e.vega, e.theta) == (r.delta, r.gamma, r.vega, r.theta)
         assert e.legs_excluded == 0 and e.legs == e.legs_fresh + e.legs_carried
+        assert e.market_data == "LIVE"  # field 6509 as delivered
+    assert snap.market_data == ("LIVE",)
     # P&L: each account's own book's, the ALL row their sum; realized unknown, never 0
     assert snap.pnl == {A: book_pnl(first), B: book_pnl(second)}
     assert snap.pnl[A] != snap.pnl[B]
