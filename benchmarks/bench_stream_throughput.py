@@ -1,6 +1,10 @@
 """Throughput and latency of the writer, against a bare consumer, in one run.
 
     .venv/bin/python benchmarks/bench_stream_throughput.py [--rows 1000000] [--latency-rows 200]
+                                                           [--exposure]
+
+`--exposure`: every other entry is the tick's `portfolio_exposure` row (same timestamp), as the
+collector writes them; both tables are counted.
 
 1. A backlog of N entries in `bridge:greeks` (private Redis) consumed into a private PostgreSQL
    by the real writer process (`python -m writer`): rows/s.
@@ -31,15 +35,50 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from ops.embedded import PostgresServer, RedisServer
-from shared.codec import encode_greeks
-from shared.models import GreeksRow
+from shared.codec import encode_exposure, encode_greeks
+from shared.models import ExposureRow, GreeksRow
 from shared.names import Keys
 
 PREFIX = "bench:"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+MIX = {"exposure": False}  # set from --exposure
+
+
+def exposure_entry(i: int) -> dict[str, str]:
+    ts = T0 + timedelta(seconds=5 * (i // 2))
+    return encode_exposure(
+        ExposureRow(
+            ts,
+            "DU1234567",
+            "PORTFOLIO",
+            float(i),
+            0.5,
+            -12.25,
+            3.75,
+            1.2e6,
+            3.4e4,
+            600.0,
+            12,
+            11,
+            1,
+            0,
+            4.5,
+            "LIVE",
+            125.0,
+            -80.5,
+            None,
+            "SOCKET",
+        )  # fmt: skip
+    )
+
+
 def entry(i: int, ts: datetime | None = None) -> dict[str, str]:
+    if MIX["exposure"] and ts is None:
+        if i % 2:
+            return exposure_entry(i)
+        ts = T0 + timedelta(seconds=5 * (i // 2))
     return encode_greeks(
         GreeksRow(
             ts or T0 + timedelta(seconds=5 * i),
@@ -92,7 +131,10 @@ async def wait_rows(url: str, n: int, timeout_s: float) -> float:
     try:
         while time.perf_counter() - start < timeout_s:
             try:
-                got = await conn.fetchval("SELECT count(*) FROM portfolio_greeks")
+                got = await conn.fetchval(
+                    "SELECT (SELECT count(*) FROM portfolio_greeks)"
+                    " + (SELECT count(*) FROM portfolio_exposure)"
+                )
             except asyncpg.UndefinedTableError:
                 got = 0
             if got >= n:
@@ -104,6 +146,7 @@ async def wait_rows(url: str, n: int, timeout_s: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    MIX["exposure"] = args.exposure
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     pg = PostgresServer(work / "pg")
     rd = RedisServer(work / "redis")
@@ -149,7 +192,8 @@ async def main(args: argparse.Namespace) -> None:
         lat.sort()
 
         print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
-        print(f"backlog: {args.rows:,} entries XADDed in {fill_s:.1f} s")
+        mixed = " (half of them portfolio_exposure rows)" if args.exposure else ""
+        print(f"backlog: {args.rows:,} entries{mixed} XADDed in {fill_s:.1f} s")
         print(f"bare XREADGROUP+XACK: {args.rows / bare_s:,.0f} rows/s ({bare_s:.1f} s)")
         print(f"writer -> PostgreSQL: {args.rows / writer_s:,.0f} rows/s ({writer_s:.1f} s)")
         print(f"ratio writer / bare: {bare_s / writer_s:.2f}")
@@ -173,4 +217,5 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--latency-rows", type=int, default=200)
     parser.add_argument("--cadence-s", type=float, default=0.05)
+    parser.add_argument("--exposure", action="store_true", help="every other entry an exposure")
     asyncio.run(main(parser.parse_args()))
