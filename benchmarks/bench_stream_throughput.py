@@ -70,7 +70,7 @@ def exposure_entry(i: int) -> dict[str, str]:
             -80.5,
             None,
             "SOCKET",
-        )  # fmt: skip
+        )
     )
 
 
