@@ -71,9 +71,15 @@ class Books:
         return out
 
     def _add(
-        self, out: TickRows, snap: Snapshot, account: str, pnl: Pnl | None, ts: datetime, *,
+        self,
+        out: TickRows,
+        snap: Snapshot,
+        account: str,
+        pnl: Pnl | None,
+        ts: datetime,
+        *,
         prefix: str,
-    ) -> None:  # fmt: skip
+    ) -> None:
         ev: Evaluation = self._policy(account).evaluate(snap, ts)
         out.reports.extend(Report(r.status, prefix + r.message) for r in ev.reports)
         out.greeks.extend(
