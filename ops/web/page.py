@@ -87,7 +87,7 @@ def _controls(accounts: Sequence[str], account: str, window: str) -> str:
 def _charts() -> str:
     figures = "".join(
         f'<figure class="chart"><figcaption>{GREEK_NAMES[g]}</figcaption>'
-        f'<svg id="chart-{g}" class="plot" viewBox="0 0 600 170" role="img" '
+        f'<svg id="chart-{g}" class="plot" viewBox="0 0 600 200" role="img" '
         f'aria-label="{GREEK_NAMES[g]} over the window"></svg></figure>'
         for g in GREEKS
     )

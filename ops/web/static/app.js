@@ -100,10 +100,12 @@
     const n = state.newest;
     if (!n) {
       $("asof").textContent = "no PORTFOLIO row yet";
+      $("asof").removeAttribute("data-t");
       return;
     }
     const seconds = (Date.now() + state.offsetMs - n.t) / 1000;
     $("asof").textContent = "as of " + new Date(n.t).toLocaleString() + " (" + age(seconds) + ")";
+    $("asof").setAttribute("data-t", String(n.t));
   }
 
   function showAccounts(accounts, current) {

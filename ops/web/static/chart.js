@@ -5,7 +5,7 @@
 "use strict";
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 600, H = 170, L = 74, R = 10, T = 8, B = 22;
+  const W = 600, H = 200, L = 74, R = 10, T = 8, B = 22;
 
   function el(name, attrs, text) {
     const node = document.createElementNS(NS, name);

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from ops.web.series import ms
 from shared.clock import grid_floor, utcnow
 from tests.integration.web import tables
-from tests.integration.web.conftest import StartWeb, bridge_status_json
+from tests.web_console import StartWeb, bridge_status_json
 
 
 async def test_the_book_is_the_newest_tick_of_portfolio_exposure(

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.clock import grid_floor, utcnow
 from shared.names import Keys
 from tests.integration.web import tables
-from tests.integration.web.conftest import StartWeb, Web, bridge_status_json
+from tests.web_console import StartWeb, Web, bridge_status_json
 
 LEVELS = {"healthy": 0, "degraded": 1, "down": 2}
 

@@ -16,7 +16,7 @@ from ops.embedded import PostgresServer, free_port
 from ops.web.page import fmt
 from shared.clock import grid_floor, utcnow
 from tests.integration.web import tables
-from tests.integration.web.conftest import StartWebProcess, Web, web_env
+from tests.web_console import StartWebProcess, Web, web_env
 
 
 async def eventually(

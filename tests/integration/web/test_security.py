@@ -17,7 +17,7 @@ from shared.clock import utcnow
 from shared.names import Keys
 from tests.helpers import bridge_env
 from tests.integration.web import tables
-from tests.integration.web.conftest import StartWeb, StartWebProcess, Web, web_env
+from tests.web_console import StartWeb, StartWebProcess, Web, web_env
 
 BIN = Path(sys.executable).parent
 TOKEN = "t0ken-for-the-console-42"

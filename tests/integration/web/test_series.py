@@ -13,7 +13,7 @@ from typing import Any
 from ops.web.series import GREEKS, ms
 from shared.clock import grid_floor, utcnow
 from tests.integration.web import tables
-from tests.integration.web.conftest import StartWeb
+from tests.web_console import StartWeb
 
 
 def values(points: list[list[Any]]) -> list[list[Any]]:
