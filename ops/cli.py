@@ -5,6 +5,7 @@
     bridge schema [--status]        apply the pending migrations; --status: list them
     bridge drain                    drain the writer's buffer into PostgreSQL now
     bridge tail [--count N]         follow new portfolio_greeks rows as a table
+    bridge web                      the read-only web console, /metrics and /healthz
     bridge demo [--dir DIR]         the demo profile in the foreground (what `make demo` runs)
     bridge demo --stop              stop the running demo, wait until nothing of it runs
 
@@ -164,6 +165,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from ops.web.server import serve
+    from shared.logs import configure_logging
+
+    try:
+        settings = _settings(args)
+        configure_logging("web", settings.log_format, settings.log_level)
+        return asyncio.run(serve(settings, supervisor_url(settings)))
+    except ConfigError as exc:
+        return _config_error(exc)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops.demo_run import run_demo, stop_demo
 
@@ -196,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=5, help="start with the N newest rows")
     p.add_argument("--interval", type=float, default=1.0, help="poll period, seconds")
     p.set_defaults(func=cmd_tail)
+    p = sub.add_parser("web", help="the read-only web console (BRIDGE_WEB_HOST:BRIDGE_WEB_PORT)")
+    p.set_defaults(func=cmd_web)
     p = sub.add_parser("demo", help="run the demo profile in the foreground")
     p.add_argument("--dir", default=str(REPO / ".demo"), help="data, logs and config")
     p.add_argument(

@@ -32,9 +32,10 @@ BRIDGE_SECTIONS = (
     "program:writer",
     "program:collector",
     "program:watchdog",
+    "program:web",
     "eventlistener:bridge_events",
 )
-PORT_NAMES = ("pg_port", "redis_port", "gateway_port", "gateway_control_port")
+PORT_NAMES = ("pg_port", "redis_port", "gateway_port", "gateway_control_port", "web_port")
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
 
 
@@ -55,6 +56,10 @@ class Demo:
     @property
     def database_url(self) -> str:
         return self.env["DATABASE_URL"]
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['BRIDGE_WEB_PORT']}/"
 
 
 def _port_free(port: int) -> bool:
@@ -106,6 +111,8 @@ def demo_env(demo_dir: Path, ports: dict[str, int]) -> dict[str, str]:
         "BRIDGE_SUPERVISOR_URL": f"unix://{demo_dir / 'supervisor.sock'}",
         "BRIDGE_COLLECTOR_PROCESS": "bridge:collector",
         "BRIDGE_TICK_LEDGER": "",
+        "BRIDGE_WEB_HOST": "127.0.0.1",
+        "BRIDGE_WEB_PORT": str(ports["web_port"]),
     }
 
 
@@ -188,6 +195,7 @@ def instructions(demo: Demo) -> str:
     pg, rd = demo.ports["pg_port"], demo.ports["redis_port"]
     prefix = demo.env.get("BRIDGE_REDIS_PREFIX", "bridge:")
     return f"""
+The risk console (net Greeks, book, health; /metrics, /healthz): {demo.web_url}
 How to look at it (from the repository root, in another terminal):
   .venv/bin/bridge --env-file {env_file} tail          # new rows as a table (Ctrl-C ends)
   .venv/bin/bridge --env-file {env_file} status        # health; --json for machines

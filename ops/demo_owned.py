@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BRIDGE_MODULES = frozenset(
-    {"writer", "collector", "watchdog", "ops.supervisor_events", "ops.waitfor"}
+    {"writer", "collector", "watchdog", "ops.web", "ops.supervisor_events", "ops.waitfor"}
 )
 SERVICE_MODULES = frozenset({"ops.embedded", "ops.tether", "simulator.gateway"})
 BRIDGE_STOP_S = 25.0  # the longest stopwaitsecs of the bridge group (20 s) and some room

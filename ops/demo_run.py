@@ -227,7 +227,7 @@ def run_demo(demo_dir: Path, *, render_only: bool = False) -> int:
     print(
         f"demo: PostgreSQL 127.0.0.1:{demo.ports['pg_port']}, Redis 127.0.0.1:"
         f"{demo.ports['redis_port']}, IB Gateway simulator 127.0.0.1:"
-        f"{demo.ports['gateway_port']}; data and logs in {demo.dir}",
+        f"{demo.ports['gateway_port']}, web console {demo.web_url}; data and logs in {demo.dir}",
         flush=True,
     )
     since = datetime.now(UTC)

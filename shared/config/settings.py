@@ -288,6 +288,12 @@ class Settings:
         "BRIDGE_LOG_FORMAT", choice(LOG_FORMATS), "text", "text for people, json for log shippers"
     )
     log_level = Var("BRIDGE_LOG_LEVEL", choice(LOG_LEVELS), "INFO", "lowest level logged")
+    # ---- the web console: `bridge web` (off loopback the token is required) --------------------
+    web_host = Var("BRIDGE_WEB_HOST", ib_host.parser, "127.0.0.1", "listen address of bridge web")
+    web_port = Var("BRIDGE_WEB_PORT", integer(1, 65535), "8765", "port of bridge web")
+    web_token = Var(
+        "BRIDGE_WEB_TOKEN", optional_text("16+ chars"), "", "bridge web's bearer token", secret=True
+    )
 
     def __init__(self, values: Mapping[str, object]) -> None:
         """`values`: one parsed value per declared field (use `load_settings`)."""

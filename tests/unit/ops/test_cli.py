@@ -159,6 +159,7 @@ def test_demo_runs_the_production_bridge_group(tmp_path: Path) -> None:
             "redis_port": 50002,
             "gateway_port": 50003,
             "gateway_control_port": 50004,
+            "web_port": 50005,
         },
         python="/opt/py",
     )
@@ -188,6 +189,7 @@ def test_demo_runs_the_production_bridge_group(tmp_path: Path) -> None:
     assert env["REDIS_URL"] == "redis://127.0.0.1:50002/0"
     assert env["IB_PORT"] == "50003"
     assert env["BRIDGE_SUPERVISOR_URL"] == f"unix://{d.dir}/supervisor.sock"
+    assert env["BRIDGE_WEB_PORT"] == "50005" and d.web_url == "http://127.0.0.1:50005/"
     assert 'REDIS_URL="redis://127.0.0.1:50002/0"' in rendered.get("supervisord", "environment")
 
 
@@ -195,7 +197,7 @@ def test_demo_reuses_free_ports_of_the_last_run(tmp_path: Path) -> None:
     first = demo.render(tmp_path / "d")
     again = demo.render(tmp_path / "d")
     assert first.ports == again.ports
-    assert len(set(first.ports.values())) == 4
+    assert len(set(first.ports.values())) == len(demo.PORT_NAMES) == 5
     assert not {5432, 6379} & set(first.ports.values())
 
 
