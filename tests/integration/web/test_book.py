@@ -137,11 +137,13 @@ async def test_api_status_is_bridge_status_json(
     status, api = await web.json("/api/status")
     assert status == 200
     _, cli = bridge_status_json(web.settings)
-    moving = {"now", "heartbeat_age_s", "last_tick_age_s", "last_row_age_s"}
+    moving = {"now", "heartbeat_age_s", "last_tick_age_s", "last_row_age_s", "accounts"}
     assert set(api) == set(cli)
     assert {k: v for k, v in api.items() if k not in moving} == {
         k: v for k, v in cli.items() if k not in moving
     }
-    for key in moving - {"now"}:
+    for key in moving - {"now", "accounts"}:
         assert abs(api[key] - cli[key]) < 10, key
+    assert set(api["accounts"]) == set(cli["accounts"]) == {"DU1"}  # ages: moving too
+    assert abs(api["accounts"]["DU1"] - cli["accounts"]["DU1"]) < 10
     assert api["status"] == "degraded" and api["backlog"] == 5 and api["buffer_rows"] == 7
