@@ -12,7 +12,7 @@ import pytest
 
 from collector.greeks import Evaluation, GreeksPolicy
 from collector.socket.transport import SocketTransport
-from collector.transport import LinkEvent, LinkState
+from collector.transport import LinkEvent, LinkState, TransportError
 from shared.clock import utcnow
 from shared.config import load_settings
 from simulator.book import generate_book
@@ -270,3 +270,16 @@ async def test_a_rotation_that_cannot_fit_the_max_age_is_one_error_naming_the_nu
     wanted = int(error.reason.split(" contracts need market data")[0])
     assert wanted >= 150  # the legs, and the underlyings found so far
     assert again == []
+
+
+async def test_a_rotation_task_that_died_is_reported_by_the_next_snapshot() -> None:
+    """A bug that ends the lines' task must not leave rows silently stale: the tick says so."""
+    async with bridge(default_portfolio(ACCOUNT, step_s=0), None) as (_, t):
+        assert await rows_for(t, GreeksPolicy(10.0, 60.0), 10, until=lambda ev: True)
+        pump = t._pump
+        assert pump is not None
+        pump.cancel()
+        with pytest.raises(TransportError, match="market data rotation stopped: cancelled"):
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                await t.snapshot(utcnow())
