@@ -3,7 +3,7 @@
     bridge status [--json]          one screen; exit 0 healthy, 1 degraded, 2 down
     bridge check-config [--example] effective configuration, secrets masked; exit 2 if invalid
     bridge schema [--status]        apply the pending migrations; --status: list them
-    bridge drain                    drain the writer's buffer into PostgreSQL now
+    bridge drain [--buffer PATH]    drain the writer's buffer (or PATH) into PostgreSQL now
     bridge tail [--count N]         follow new portfolio_greeks rows as a table
     bridge web                      the read-only web console, /metrics and /healthz
     bridge demo [--dir DIR]         the demo profile in the foreground (what `make demo` runs)
@@ -141,7 +141,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
         settings.require_database()
     except ConfigError as exc:
         return _config_error(exc)
-    return drain_now(settings)
+    return drain_now(settings, Path(args.buffer).expanduser() if args.buffer else None)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -203,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser("drain", help="drain the writer's buffer into PostgreSQL now")
+    p.add_argument(
+        "--buffer", metavar="PATH", help="this buffer file instead of BRIDGE_BUFFER_PATH"
+    )
     p.set_defaults(func=cmd_drain)
     p = sub.add_parser("tail", help="follow new portfolio_greeks rows")
     p.add_argument("--count", type=int, default=None, help="stop after N rows")

@@ -2,7 +2,8 @@
 
 Gathering (`gather`) reads, each with a short timeout: the collector's `link` hash and
 heartbeat, the stream lengths, the writers group (pending entries per consumer and entries not
-yet delivered), the dead-letter stream, the writer's state hash (breaker, buffer) and heartbeat,
+yet delivered), the dead-letter stream, each writer's state hash (breaker, buffer) and heartbeat
+(one per consumer name, `ops/status_writers.py`),
 the buffer file when it is on this machine, the newest PORTFOLIO row in PostgreSQL (and each
 account's), and every
 process of supervisord (XML-RPC, when BRIDGE_SUPERVISOR_URL is set).
@@ -16,11 +17,12 @@ Classification (`classify`, a pure function), with `stale_s` = max(3 x BRIDGE_PO
   the link is not `paused`.
 - **degraded** (exit 1), when not down: rows are produced and kept safe (in Redis, the spool or
   the buffer) but do not reach PostgreSQL as they should, or something needs a look: the link
-  is not `connected` (e.g. `paused` in the nightly reset window); the writer's heartbeat is
-  missing; the breaker is open; the buffer holds rows; the newest PORTFOLIO row is older than
-  `stale_s` (or there is none); PostgreSQL is unreachable; more than BACKLOG_LIMIT entries wait
-  in the streams (pending + not yet delivered); a supervised process is not RUNNING; or
-  supervisord is configured but unreachable.
+  is not `connected` (e.g. `paused` in the nightly reset window); no writer's heartbeat is
+  alive; a stopped writer has pending entries or a buffer that holds rows; the breaker is
+  open; the buffer holds rows; the newest PORTFOLIO row is older than `stale_s` (or there is
+  none); PostgreSQL is unreachable; more than BACKLOG_LIMIT entries wait in the streams
+  (pending + not yet delivered); a supervised process is not RUNNING; or supervisord is
+  configured but unreachable.
 - **healthy** (exit 0): none of the above.
 
 Dead letters are shown but do not change the classification (each was a WARN in api_logs).
@@ -31,6 +33,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, cast
 
+from ops import status_writers
 from ops.status_gather import gather
 from ops.status_report import (
     BACKLOG_LIMIT,
@@ -97,6 +100,7 @@ def _pipeline_degraded(r: Report) -> list[str]:
         degraded.append(f"link {r.link or 'unknown'}{since}{why}")
     if r.writer_alive is False:
         degraded.append("writer heartbeat missing: the writer is not running")
+    degraded += status_writers.reasons(r.writers)
     if r.breaker == "open":
         why = f": {r.breaker_reason}" if r.breaker_reason else ""
         degraded.append(f"breaker open since {r.breaker_since or '?'}{why}")
@@ -198,6 +202,7 @@ def _redis_rows(r: Report) -> list[tuple[str, str]]:
         rows.append((f"pending {stream}", f"{shown}; not yet delivered: {waiting}"))
     rows.append(("dead letters", _num(r.dead_letters)))
     rows.append(("writer", {True: "alive", False: "NOT RUNNING", None: "?"}[r.writer_alive]))
+    rows += [(f"writer {n}", status_writers.describe(v)) for n, v in r.writers.items()]
     rows.append(("breaker", _with_since(r.breaker, r.breaker_since, r.breaker_reason)))
     return rows
 

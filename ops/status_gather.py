@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from database.reads import READ_ERRORS, Reader
+from ops import status_writers
 from ops.status_report import TIMEOUT_S, UNDELIVERED_SCAN_MAX, Report, stale_after_s
 from shared.clock import age_s, parse_time, utcnow
 from shared.codec import as_text as _text
@@ -60,8 +61,12 @@ async def _gather_redis(r: Report, settings: Settings) -> None:
         for stream in keys.data_streams:
             short = stream.removeprefix(keys.prefix)
             r.pending_by_consumer[short], r.undelivered[short] = await _group_state(client, stream)
-        r.writer_alive = bool(await client.exists(keys.writer_heartbeat))
-        writer = _texts(await client.hgetall(keys.writer_state))
+        got = await status_writers.gather(client, keys)
+        r.writers = status_writers.combine(r.pending_by_consumer, got)
+        r.writer_alive = status_writers.any_alive(r.writers, got.legacy_alive)
+        # the breaker shown: an open one of a running writer, else the last writer's
+        opened = [got.states[n] for n, v in r.writers.items() if v.alive and v.breaker == "open"]
+        writer = opened[0] if opened else _texts(await client.hgetall(keys.writer_state))
         r.breaker = writer.get("breaker") or ("unknown" if not writer else "closed")
         r.breaker_since = writer.get("since", "")
         r.breaker_reason = writer.get("reason", "")

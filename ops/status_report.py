@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ops.status_writers import WriterView
+
 HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
 BACKLOG_LIMIT = 100
@@ -37,7 +39,8 @@ class Report:
     pending_by_consumer: dict[str, dict[str, int]] = field(default_factory=dict)
     undelivered: dict[str, int] = field(default_factory=dict)
     dead_letters: int | None = None
-    writer_alive: bool | None = None
+    writer_alive: bool | None = None  # any writer
+    writers: dict[str, WriterView] = field(default_factory=dict)  # by consumer name
     breaker: str = "unknown"
     breaker_since: str = ""
     breaker_reason: str = ""

@@ -73,12 +73,22 @@ class Keys:
 
     @property
     def writer_state(self) -> str:
-        """Hash: breaker state, buffer rows and bytes, last commit."""
+        """Hash: breaker state, buffer rows and bytes, last commit, of the writer that wrote
+        last (the single writer's key of older versions, still kept for their readers)."""
         return f"{self.prefix}writer"
 
     @property
     def writer_heartbeat(self) -> str:
+        """String with a TTL: a writer is running (the single key of older versions)."""
         return f"{self.prefix}writer_heartbeat"
+
+    def writer_state_of(self, consumer: str) -> str:
+        """Hash: the state of the writer whose consumer name is `consumer`."""
+        return f"{self.writer_state}:{consumer}"
+
+    def writer_heartbeat_of(self, consumer: str) -> str:
+        """String with a TTL: the writer whose consumer name is `consumer` is running."""
+        return f"{self.writer_heartbeat}:{consumer}"
 
     @property
     def watchdog_state(self) -> str:

@@ -137,9 +137,15 @@ class Writer:
     async def _beat(self) -> None:
         try:
             ttl_ms = max(int(self.settings.heartbeat_ttl_s * 1000), 1000)
+            now, state = utcnow().isoformat(), self.store.status()
+            me = self.consumer.consumer
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(self.keys.writer_heartbeat, utcnow().isoformat(), px=ttl_ms)
-                pipe.hset(self.keys.writer_state, mapping=self.store.status())  # type: ignore[arg-type]
+                # a heartbeat and a state of its own; the single state hash too (the last
+                # writer's), for its older readers. Not the single heartbeat: `bridge status`
+                # reads that one as "a writer of an older version runs".
+                pipe.set(self.keys.writer_heartbeat_of(me), now, px=ttl_ms)
+                pipe.hset(self.keys.writer_state_of(me), mapping=state)  # type: ignore[arg-type]
+                pipe.hset(self.keys.writer_state, mapping=state)  # type: ignore[arg-type]
                 await pipe.execute()
         except REDIS_ERRORS:
             pass  # a Redis outage is reported by the read path

@@ -36,10 +36,13 @@ class DrainResult:
 
 
 async def drain_buffer(
-    settings: Settings, on_start: Callable[[int, int, Path], None] = lambda *_: None
+    settings: Settings,
+    on_start: Callable[[int, int, Path], None] = lambda *_: None,
+    path: Path | None = None,
 ) -> DrainResult:
-    """Drain the buffer into PostgreSQL; `on_start(rows, bytes, path)` once the lock is held."""
-    buffer = JsonlFile(settings.buffer_path)
+    """Drain the buffer (BRIDGE_BUFFER_PATH, or `path`: e.g. the file a dead writer left) into
+    PostgreSQL; `on_start(rows, bytes, path)` once the lock is held."""
+    buffer = JsonlFile(path or settings.buffer_path)
     rows, size = buffer.count()
     if rows == 0:
         return DrainResult(buffer.path, 0, 0, 0, complete=True)
@@ -73,7 +76,7 @@ async def drain_buffer(
         return warns
 
     db = DBManager(settings.require_database(), connect_attempts=1)
-    store = BufferedStore(settings, db, dead_letter=dead_letter)
+    store = BufferedStore(settings, db, dead_letter=dead_letter, buffer=buffer)
     try:
         store.open_buffer()  # takes the lock: BufferBusy while a writer holds it
         on_start(rows, size, buffer.path)

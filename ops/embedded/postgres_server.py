@@ -87,6 +87,24 @@ class PostgresServer:
             **self._popen_kwargs(),  # type: ignore[call-overload]
         )
 
+    def init_standby(self, primary_port: int) -> None:
+        """Make this cluster a streaming standby of the server on 127.0.0.1:`primary_port`: a
+        base backup with `primary_conninfo` and `standby.signal` written (-R). Promote it with
+        `SELECT pg_promote()`."""
+        data, bins = self._layout()
+        if (data / "PG_VERSION").exists():
+            return
+        subprocess.run(
+            [
+                str(bins / "pg_basebackup"),
+                *("-D", str(data), "-h", "127.0.0.1", "-p", str(primary_port)),
+                *("-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync"),
+            ],
+            check=True,
+            capture_output=True,
+            **self._popen_kwargs(),  # type: ignore[call-overload]
+        )
+
     def command(self) -> list[str]:
         data, bins = self._layout()
         return [

@@ -107,8 +107,25 @@ def boolean() -> Parser[bool]:
     return Parser(parse, allowed, lambda value: "1" if value else "0")
 
 
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]:/]*)(?::(\d{1,5}))?")
+
+
+def hosts_of(netloc: str) -> list[tuple[str, int | None]]:
+    """The hosts of a URL's `netloc`, each with its port: libpq and asyncpg take several,
+    `h1:5432,h2:5433`, tried in order. Raises ValueError on a malformed host or port."""
+    listed = netloc.rpartition("@")[2]
+    out: list[tuple[str, int | None]] = []
+    for item in listed.split(","):
+        m = _HOST_PORT.fullmatch(item)
+        if m is None or (m.group(2) is not None and not 0 < int(m.group(2)) < 65536):
+            raise ValueError(f"bad host {item!r}")
+        out.append((m.group(1), int(m.group(2)) if m.group(2) else None))
+    return out
+
+
 def url(*schemes: str) -> Parser[str]:
-    """A URL with one of `schemes` (unix: a socket path, else a host), or empty."""
+    """A URL with one of `schemes` (unix: a socket path, else a host), or empty. PostgreSQL's
+    may list several hosts, `postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write`."""
     allowed = f"a URL with scheme {' or '.join(schemes)}"
 
     def parse(text: str) -> str:
@@ -116,15 +133,19 @@ def url(*schemes: str) -> Parser[str]:
             return ""
         try:
             parts = urlsplit(text)
-            _ = parts.port  # raises ValueError on a non-numeric port
+            listed = hosts_of(parts.netloc)
+            if len(listed) == 1:
+                _ = parts.port  # raises ValueError on a non-numeric port
         except ValueError:
             raise Invalid(allowed) from None
         if parts.scheme not in schemes:
             raise Invalid(allowed)
+        if len(listed) > 1 and (parts.scheme.startswith("unix") or not all(h for h, _ in listed)):
+            raise Invalid(allowed + " and a name for every host")
         if parts.scheme.startswith("unix"):
             if not parts.path:
                 raise Invalid(allowed + " and a socket path")
-        elif not parts.hostname and "host=" not in parts.query:
+        elif not listed[0][0] and "host=" not in parts.query:
             # postgresql:///db?host=/run/postgresql is a valid libpq URL with the host in the query
             raise Invalid(allowed + " and a host")
         return text
@@ -181,15 +202,10 @@ def mask_url(url: str) -> str:
         return "<unparseable url>"
     if parts.password is None:
         return url
+    # the hosts are kept as written: a multi-host list (h1:5432,h2:5433) stays whole
     user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        port = ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    listed = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{listed}"))
 
 
 def mask(value: str) -> str:

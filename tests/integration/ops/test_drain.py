@@ -46,9 +46,9 @@ def buffer_rows(buffer: Path, first: int, n: int) -> list[str]:
     return messages
 
 
-def drain(env_file: Path) -> subprocess.CompletedProcess[str]:
+def drain(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "--env-file", str(env_file), "drain"],
+        [sys.executable, "-m", "ops.cli", "--env-file", str(env_file), "drain", *args],
         env=bridge_env(),
         cwd=env_file.parent,
         capture_output=True,
@@ -141,3 +141,28 @@ async def test_drain_is_busy_while_a_writer_holds_the_buffer(
     assert done.returncode == 0, done.stderr
     assert (await stored(pg_url))[0] == [ts(i) for i in range(100)]
     assert JsonlFile(buffer).count() == (0, 0)
+
+
+async def test_drain_buffer_path_drains_the_file_a_dead_writer_left(
+    pg_url: str, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """Each writer has its own buffer: `--buffer PATH` drains another writer's file, and leaves
+    this configuration's own buffer alone."""
+    own, left = tmp_path / "own.jsonl", tmp_path / "writer-2.jsonl"
+    env_file = write_env(
+        tmp_path,
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_url,
+        BRIDGE_REDIS_PREFIX=prefix,
+        BRIDGE_BUFFER_PATH=str(own),
+        BRIDGE_SPOOL_PATH=str(tmp_path / "spool.jsonl"),
+    )
+    buffer_rows(own, 0, 10)
+    own_before = own.read_bytes()
+    buffer_rows(left, 10, 200)
+    done = drain(env_file, "--buffer", str(left))
+    assert done.returncode == 0, done.stderr
+    assert str(left) in done.stdout
+    assert (await stored(pg_url))[0] == [ts(i) for i in range(10, 210)]
+    assert JsonlFile(left).count() == (0, 0)
+    assert own.read_bytes() == own_before, "the configured buffer is not touched"

@@ -142,7 +142,7 @@ async def test_a_refusal_that_is_no_outage_bad_row_or_configuration_exits_1(
     """A trigger refuses every insert (an error of no known kind): exit 1, so supervisord
     restarts it, not the configuration's exit 2; nothing is acked or dead-lettered."""
     async with DBManager(pg_url) as db:
-        await db.ensure_schema()
+        await db.migrate()
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(

@@ -121,7 +121,8 @@ async def test_killed_after_commit_before_ack_then_restarted(
     redis = aioredis.Redis.from_url(url)
     try:
         crashing = spawn("writer", writer_env(pg_url, url, prefix))
-        await wait_for(lambda: redis.exists(keys.writer_heartbeat), 30, "the writer's start")
+        beat = keys.writer_heartbeat_of("writer-1")
+        await wait_for(lambda: redis.exists(beat), 30, "the writer's start")
         blocker = await asyncpg.connect(pg_url)
         hold = blocker.transaction()
         await hold.start()
