@@ -172,8 +172,10 @@ async def test_frozen_greeks_equal_the_model_and_the_net_matches(
     # Greeks that arrived after the freeze: earlier ones may be of an earlier model step
     snap = await snapshot_when(
         connected,
-        lambda s: all_greeks(s)
-        and all(p.greeks_at is not None and p.greeks_at > frozen_at for p in options_of(s)),
+        lambda s: (
+            all_greeks(s)
+            and all(p.greeks_at is not None and p.greeks_at > frozen_at for p in options_of(s))
+        ),
     )
     by_con = sim.portfolio.by_con_id()
     for pos in options_of(snap):
