@@ -57,6 +57,9 @@ GOOD = {
     "IB_MARKET_DATA_TYPE": ("delayed_frozen", "ib_market_data_type", 4),
     "IB_MARKET_DATA_LINES": ("95", "ib_market_data_lines", 95),
     "BRIDGE_FEED_STALL_S": ("45", "feed_stall_s", 45.0),
+    "BRIDGE_WEB_HOST": ("0.0.0.0", "web_host", "0.0.0.0"),
+    "BRIDGE_WEB_PORT": ("9100", "web_port", 9100),
+    "BRIDGE_WEB_TOKEN": ("a-long-enough-token", "web_token", "a-long-enough-token"),
     "IBKR_GATEWAY_URL": ("https://127.0.0.1:5000", "ibkr_gateway_url", "https://127.0.0.1:5000"),
     "IBKR_CA_FILE": ("ca.pem", "ibkr_ca_file", Path("ca.pem")),  # written by `in_folder_with_ca`
     "IBKR_TLS_VERIFY": ("off", "ibkr_tls_verify", False),
@@ -97,6 +100,8 @@ BAD = {
     "IB_MARKET_DATA_TYPE": "REALTIME",
     "IB_MARKET_DATA_LINES": "0",
     "BRIDGE_FEED_STALL_S": "0.5",
+    "BRIDGE_WEB_HOST": "bad host!",
+    "BRIDGE_WEB_PORT": "0",
     "IBKR_GATEWAY_URL": "ftp://x",
     "IBKR_TLS_VERIFY": "maybe",
     "DATABASE_URL": "mysql://u:topsecret@h/db",
@@ -132,6 +137,7 @@ def test_every_variable_has_good_and_bad_cases() -> None:
         "BRIDGE_SPOOL_PATH",
         "BRIDGE_UNDERLYING",
         "BRIDGE_TICK_LEDGER",
+        "BRIDGE_WEB_TOKEN",  # its length is checked by `bridge web` when it needs one
     }  # any text is a valid path/symbol
     assert set(BAD) == names - no_bad_value
 
@@ -191,6 +197,7 @@ def test_declarations_are_complete_and_distinct() -> None:
 def test_good_values_survive_the_round_trip_through_their_env_text() -> None:
     env = {name: raw for name, (raw, _, _) in GOOD.items()}
     env["DATABASE_URL"] = "postgresql://u@h:5432/d"  # without a password, masking changes nothing
+    env["BRIDGE_WEB_TOKEN"] = ""  # a secret: shown masked
     s = load(**env)
     again = load(**s.as_env())
     assert again == s and hash(again) == hash(s)
