@@ -206,7 +206,7 @@ async def test_redis_stopped_for_several_ticks_loses_nothing(
     stamps = [r["timestamp"] for r in await portfolio_rows(pg_url)]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
     assert max(gaps) == pytest.approx(INTERVAL_S), "a tick is missing"
-    assert len(stamps) >= 12
+    assert len(stamps) >= 3 + 6  # the first rows, and the six ticks made while Redis was down
 
 
 async def test_pacing_enforced_collector_stays_under_the_limits(

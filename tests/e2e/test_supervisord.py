@@ -253,9 +253,10 @@ def test_bridge_tail_schema_and_drain_against_the_demo(demo: tuple[Demo, Supervi
     done = bridge(d, "tail", "--count", "3", "--last", "0", "--interval", "0.2")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split()[:3] == ["timestamp", "(UTC)", "contract"]
+    assert lines[0].split()[:4] == ["timestamp", "(UTC)", "account", "contract"]
     assert len(lines) == 2 + 3
     assert all(" PORTFOLIO " in line for line in lines[2:])
+    assert all(line.split()[2] == "DU1234567" for line in lines[2:])
     stamps = [line[:23] for line in lines[2:]]
     assert stamps == sorted(set(stamps))  # new rows, in order, each once
     done = bridge(d, "schema")
