@@ -331,7 +331,8 @@ class Settings:
 
     def secret_texts(self) -> list[str]:
         """The values of the secret variables, unmasked: what `redact` must hide."""
-        return [str(self._values[v.field]) for v in VARIABLES if v.secret]
+        values = (self._values[v.field] for v in VARIABLES if v.secret)
+        return [str(value) for value in values if value]  # unset is no secret (not "None")
 
     def as_env(self) -> dict[str, str]:
         """Every setting by variable name, as .env text, secrets masked."""

@@ -400,3 +400,12 @@ def test_the_collector_exits_2_at_start_with_one_line(
     for needle in needles:
         assert needle in lines[0]
     assert proc.stdout == ""
+
+
+def test_an_unset_secret_is_not_remembered_as_the_text_none() -> None:
+    """An optional secret left empty (BRIDGE_WEB_TOKEN) once made every "None" in a log line
+    read "***"."""
+    s = load()
+    assert s.web_token is None
+    assert "None" not in s.secret_texts() and "" not in s.secret_texts()
+    assert "a-long-enough-token" in load(BRIDGE_WEB_TOKEN="a-long-enough-token").secret_texts()
