@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shared.names import MARKET_DATA_KINDS
+
 HUGE = 1e300  # anything this large is Double.MAX or garbage, never a price or a Greek
 GREEK_SENTINEL = -2.0
 PRICE_SENTINEL = -1.0
@@ -55,10 +57,13 @@ class ModelGreeks:
         return any(v is not None for v in (self.delta, self.gamma, self.vega, self.theta))
 
 
+NO_GREEKS = ModelGreeks(None, None, None, None, None)
+
+
 def model_greeks(comp: Any) -> ModelGreeks:
     """The usable parts of an ib_async `OptionComputation` (None: absent)."""
     if comp is None:
-        return ModelGreeks(None, None, None, None, None)
+        return NO_GREEKS
     return ModelGreeks(
         delta=greek(getattr(comp, "delta", None)),
         gamma=greek(getattr(comp, "gamma", None)),
@@ -80,9 +85,7 @@ def ticker_price(ticker: Any) -> float | None:
     return price(market) or price(getattr(ticker, "close", None))
 
 
-MARKET_DATA_KINDS = {1: "LIVE", 2: "FROZEN", 3: "DELAYED", 4: "DELAYED_FROZEN"}
-
-
-def md_kind(md_type: int) -> str:
-    """IB's market data type number (the marketDataType message) as a name."""
-    return MARKET_DATA_KINDS.get(md_type, f"TYPE_{md_type}")
+def md_kind(md_type: int) -> str | None:
+    """IB's market data type number (the marketDataType message) as a name; None for a number
+    IB does not define (never a name the exposure record would refuse)."""
+    return MARKET_DATA_KINDS[md_type - 1] if 1 <= md_type <= len(MARKET_DATA_KINDS) else None

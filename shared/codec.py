@@ -13,7 +13,7 @@ from datetime import datetime
 
 from shared.config.redact import scrub
 from shared.models import ApiLogRow, ExposureRow, GreeksRow
-from shared.names import CODEC_VERSION, SOURCES, STATUSES
+from shared.names import CODEC_VERSION, MARKET_DATA_KINDS, SOURCES, STATUSES
 
 Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
 
@@ -59,7 +59,7 @@ EXPOSURE_TABLE = "portfolio_exposure"  # the `table` field of an exposure entry
 EXPOSURE_FLOATS = ("delta_dollars", "gamma_dollars", "underlying_price", "greeks_age_max_s")
 EXPOSURE_PNL = ("daily_pnl", "unrealized_pnl", "realized_pnl")
 EXPOSURE_COUNTS = ("legs", "legs_fresh", "legs_carried", "legs_excluded")
-MARKET_DATA_KINDS = ("LIVE", "FROZEN", "DELAYED", "DELAYED_FROZEN", "MIXED")
+EXPOSURE_KINDS = (*MARKET_DATA_KINDS, "MIXED")
 MAX_COUNT = 2**31 - 1  # the counts are INTEGER columns
 
 
@@ -251,8 +251,8 @@ def decode_exposure(fields: Fields) -> ExposureRow | Rejected:  # noqa: PLR0911 
             return Rejected(f"{name} {text[:16]!r} is not a count")
         counts[name] = int(text)
     kind = f.get("market_data", "")
-    if kind and kind not in MARKET_DATA_KINDS:
-        return Rejected(f"market_data {kind[:16]!r} is not one of {', '.join(MARKET_DATA_KINDS)}")
+    if kind and kind not in EXPOSURE_KINDS:
+        return Rejected(f"market_data {kind[:16]!r} is not one of {', '.join(EXPOSURE_KINDS)}")
     return ExposureRow(
         ts=ts,
         account=f["account"],

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# IB's market data types, by number 1-4 (reqMarketDataType, the marketDataType message)
+MARKET_DATA_KINDS = ("LIVE", "FROZEN", "DELAYED", "DELAYED_FROZEN")
+
 WRITER_GROUP = "writers"
 PORTFOLIO_CONTRACT = "PORTFOLIO"
 CODEC_VERSION = "1"

@@ -26,7 +26,7 @@ from collector.portal.parsers import (
 from collector.portal.positions import PositionBook
 from collector.transport import Pnl, PositionData, Snapshot
 from shared.clock import age_s
-from shared.names import OPTION_TYPES, STOCK_TYPES
+from shared.names import MARKET_DATA_KINDS, OPTION_TYPES, STOCK_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ LATE_GREEKS_SHARE = 0.4
 LATE_GREEKS_MAX_S = 2.0
 LATE_GREEKS_PAUSE_S = 0.25
 GREEKS = ("delta", "gamma", "vega", "theta")
-DELIVERED_KINDS = frozenset({"LIVE", "FROZEN", "DELAYED", "DELAYED_FROZEN"})
+DELIVERED_KINDS = frozenset(MARKET_DATA_KINDS)
 
 
 @dataclass(slots=True)

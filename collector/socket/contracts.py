@@ -82,19 +82,7 @@ def position_data(
     elif mult is not None and mult <= 0:
         mult = None
     und_price = prices.get(c.symbol)
-    if sub is None or not sub.is_option:
-        return PositionData(
-            con_id=c.conId,
-            symbol=c.symbol,
-            sec_type=c.secType,
-            quantity=float(pos.position),
-            multiplier=mult,
-            subscribed_at=None if sub is None else sub.subscribed_at if sub.requested_at else now,
-            und_price=und_price,
-            description=describe(c),
-            account=pos.account,
-        )
-    g = sub.greeks
+    g = sub.greeks if sub is not None and sub.is_option else ib_values.NO_GREEKS
     return PositionData(
         con_id=c.conId,
         symbol=c.symbol,
@@ -105,8 +93,8 @@ def position_data(
         gamma=g.gamma,
         vega=g.vega,
         theta=g.theta,
-        greeks_at=sub.greeks_at,
-        subscribed_at=sub.subscribed_at if sub.requested_at else now,
+        greeks_at=sub.greeks_at if sub is not None and sub.is_option else None,
+        subscribed_at=None if sub is None else sub.subscribed_at if sub.requested_at else now,
         und_price=g.und_price if g.und_price is not None else und_price,
         description=describe(c),
         account=pos.account,

@@ -19,7 +19,7 @@ from ib_async import Stock
 from collector import data_errors as de
 from collector import ib_values
 from collector.lines.budget import WorkingBudget
-from collector.lines.report import LineReport
+from collector.lines.report import LineReport, Report
 from collector.lines.revival import Revival
 from collector.lines.schedule import LineSchedule
 from collector.socket.contracts import Subscription, describe, greeks_source, routable
@@ -29,7 +29,6 @@ from shared.names import OPTION_TYPES, STOCK_TYPES
 log = logging.getLogger(__name__)
 
 LIVE = 1
-Report = Callable[[str, str, int | None], None]  # reason, api_logs status, code
 
 
 class Subscriptions:
@@ -183,9 +182,8 @@ class Subscriptions:
 
     def kinds(self) -> tuple[str, ...]:
         """The market data types delivered for the contracts in use (LIVE, FROZEN, ...)."""
-        return tuple(
-            sorted({ib_values.md_kind(s.md_type) for s in self.subs.values() if s.md_type})
-        )
+        kinds = {ib_values.md_kind(s.md_type) for s in self.subs.values() if s.md_type}
+        return tuple(sorted(k for k in kinds if k is not None))
 
     # ------------------------------------------------------------------ the lines
     def sync(self) -> None:

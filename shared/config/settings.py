@@ -25,12 +25,13 @@ from shared.config.parsers import (
     url,
 )
 from shared.config.rules import check_ca_file, check_tls_verify
+from shared.names import MARKET_DATA_KINDS
 
 T = TypeVar("T")
 
 ApiMode = Literal["SOCKET", "PORTAL"]
 API_MODES: tuple[ApiMode, ...] = ("SOCKET", "PORTAL")
-MARKET_DATA_TYPES = {"LIVE": 1, "FROZEN": 2, "DELAYED": 3, "DELAYED_FROZEN": 4}
+MARKET_DATA_TYPES = {kind: n for n, kind in enumerate(MARKET_DATA_KINDS, start=1)}
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

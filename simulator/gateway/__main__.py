@@ -20,15 +20,18 @@ import argparse
 import logging
 import sys
 
-from simulator.book import generate_book, linked_book, parse_book_spec
 from simulator.gateway import control as control_mod
 from simulator.gateway.control import ControlServer
 from simulator.gateway.server import LOOPBACK, GatewaySimulator
-from simulator.portfolio import SimPortfolio, default_portfolio
-from simulator.program import add_common_args, run_program, stop_on_signals
-
-ACCOUNT2 = "DU7654321"
-BOOK2 = "6:3:1"
+from simulator.program import (
+    add_book_args,
+    add_common_args,
+    check_book_args,
+    make_more,
+    make_portfolio,
+    run_program,
+    stop_on_signals,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,29 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="how often market data and P&L are pushed to subscribers",
     )
-    book = ap.add_mutually_exclusive_group()
-    book.add_argument("--extra-options", type=int, default=0, help="more SPY option positions")
-    book.add_argument(
-        "--book",
-        type=_book_spec,
-        default=None,
-        metavar="LEGS:UNDERLYINGS:SEED",
-        help="serve a generated book instead of the default account (simulator.book)",
-    )
-    ap.add_argument(
-        "--account2",
-        default=None,
-        metavar="ID",
-        help=f"a second account of the login (default with --book2: {ACCOUNT2})",
-    )
-    ap.add_argument(
-        "--book2",
-        type=_book_spec,
-        default=None,
-        metavar="LEGS:UNDERLYINGS:SEED",
-        help="the second account's book, linked to the first one's (simulator.book.linked_book;"
-        f" default with --account2: {BOOK2})",
-    )
+    add_book_args(ap, extra_options=0, extra_help="more SPY option positions")
     ap.add_argument(
         "--lines",
         type=int,
@@ -81,33 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the account's market-data line limit (default: unlimited)",
     )
     args = ap.parse_args(argv)
-    if args.account2 is None and args.book2 is not None:
-        args.account2 = ACCOUNT2
-    if args.account2 is not None and args.account2 == args.account:
-        ap.error(f"the second account must differ from the first ({args.account})")
+    check_book_args(ap, args)
     return args
-
-
-def _book_spec(text: str) -> tuple[int, int, int]:
-    try:
-        return parse_book_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def make_portfolio(args: argparse.Namespace) -> SimPortfolio:
-    if args.book is not None:
-        legs, underlyings, seed = args.book
-        return generate_book(legs, underlyings, seed, account=args.account, step_s=args.step_s)
-    return default_portfolio(args.account, args.extra_options, args.step_s)
-
-
-def make_more(args: argparse.Namespace, first: SimPortfolio) -> list[SimPortfolio]:
-    """The other accounts of the login: none, or the second one `--account2`/`--book2` ask."""
-    if args.account2 is None:
-        return []
-    legs, underlyings, seed = args.book2 if args.book2 is not None else parse_book_spec(BOOK2)
-    return [linked_book(first, legs, underlyings, seed, account=args.account2)]
 
 
 async def run(args: argparse.Namespace) -> None:

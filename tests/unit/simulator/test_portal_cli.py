@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.portal.__main__ import ACCOUNT2, make_more, make_portfolio, parse_args
+from simulator.portal.__main__ import parse_args
+from simulator.program import ACCOUNT2, make_more, make_portfolio
 
 
 def test_book_and_lines() -> None:
